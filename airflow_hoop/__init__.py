@@ -1,0 +1,101 @@
+"""airflow-hoop: governed SQL and shell steps for Apache Airflow.
+
+Every step gets its own Vault identity, runs through an access gateway that mints a
+short-lived database user, and leaves a tamper-evident ledger record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata read by Airflow's ProvidersManager (entry point `apache_airflow_provider`)."""
+    return {
+        "package-name": "airflow-hoop",
+        "name": "Hoop gateway",
+        "description": __doc__.strip().splitlines()[0] if __doc__ else "airflow-hoop",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Hoop gateway",
+                "external-doc-url": "https://hoop.dev",
+                "tags": ["protocol"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Hoop gateway",
+                "python-modules": ["airflow_hoop.hooks.hoop", "airflow_hoop.hooks.postgres"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Hoop gateway",
+                "python-modules": ["airflow_hoop.operators.postgres"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "hoop",
+                "hook-class-name": "airflow_hoop.hooks.hoop.HoopHook",
+                "hook-name": "Hoop gateway",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Gateway URL", "password": "Vault secret"},
+                    "placeholders": {
+                        "host": "https://hoop-gateway.internal:8009",
+                        "password": "AppRole secret_id or Vault token (auth=approle|token)",
+                    },
+                },
+                "conn-fields": {
+                    "vault_url": {
+                        "label": "Vault URL",
+                        "description": "Vault/OpenBao address the task logs in to as the step.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "auth": {
+                        "label": "Vault auth method",
+                        "description": "jwt (recommended), approle or token.",
+                        "schema": {"type": "string", "enum": ["jwt", "approle", "token"], "default": "jwt"},
+                    },
+                    "jwt_role": {
+                        "label": "JWT auth role",
+                        "schema": {"type": ["string", "null"], "default": "airflow-step"},
+                    },
+                    "workload_key_path": {
+                        "label": "Workload issuer key (PEM path)",
+                        "description": "Private key that signs the step's JWT for Vault JWT auth.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "identity_role": {
+                        "label": "Vault identity token role",
+                        "schema": {"type": ["string", "null"], "default": "airflow-step"},
+                    },
+                    "approle_role_id": {
+                        "label": "AppRole role_id",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            },
+            {
+                "connection-type": "hoop_postgres",
+                "hook-class-name": "airflow_hoop.hooks.postgres.HoopPostgresHook",
+                "hook-name": "Postgres via Hoop gateway",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "port", "login", "password"],
+                    "relabeling": {"schema": "Gateway connection"},
+                    "placeholders": {"schema": "warehouse"},
+                },
+                "conn-fields": {
+                    "hoop_conn_id": {
+                        "label": "Hoop connection id",
+                        "description": "The 'hoop' connection that names the gateway and Vault.",
+                        "schema": {"type": ["string", "null"], "default": "hoop_default"},
+                    },
+                },
+            },
+        ],
+    }

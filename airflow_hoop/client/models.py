@@ -1,0 +1,128 @@
+"""Pydantic models of hoop's session JSON, plus our extensions under ``airflow_hoop``.
+
+hoop ignores unknown request fields, so the same request works against a hoop.dev gateway;
+our gateway answers in hoop's shape and adds typed rows under ``airflow_hoop``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from airflow_hoop.ledger.chain import StoredRecord
+
+
+class ExecExtension(BaseModel):
+    """Our request extension: bound parameters and transaction mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: list[JsonValue] | dict[str, JsonValue] | None = None
+    autocommit: bool = False
+
+
+class ExecRequest(BaseModel):
+    """``POST /api/sessions`` body (hoop's SessionPostBody)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    connection: str = Field(min_length=1)
+    script: str
+    client_args: list[str] = Field(default_factory=list)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
+    correlation_id: str | None = Field(default=None, max_length=255)
+    airflow_hoop: ExecExtension | None = None
+
+
+class Column(BaseModel):
+    name: str
+    type_code: int | None = None
+    type_name: str | None = None
+
+
+class TypedResult(BaseModel):
+    """Our response extension: what psycopg returned, JSON-typed (see client.values)."""
+
+    columns: list[Column] | None = None
+    rows: list[list[JsonValue]] = Field(default_factory=list)
+    rowcount: int = -1
+    status_message: str | None = None
+    db_user: str | None = None
+    intent_seq: int | None = None
+    result_seq: int | None = None
+
+
+OutputStatus = Literal["success", "failed", "running", "blocked"]
+
+
+class ExecResponse(BaseModel):
+    """hoop's ExecResponse. ``exit_code`` -2 means no exit code could be obtained."""
+
+    has_review: bool = False
+    session_id: str
+    output: str = ""
+    output_status: OutputStatus
+    truncated: bool = False
+    execution_time: int = 0
+    exit_code: int | None = None
+    ai_analysis: Any = None
+    airflow_hoop: TypedResult | None = None
+
+
+class ScriptData(BaseModel):
+    data: str
+
+
+class SessionInfo(BaseModel):
+    """hoop's Session resource (the fields we read and write)."""
+
+    id: str
+    connection: str
+    type: str = "database"
+    connection_subtype: str | None = "postgres"
+    verb: str = "exec"
+    status: Literal["open", "ready", "done"]
+    exit_code: int | None = None
+    user: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    start_date: datetime
+    end_date: datetime | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    correlation_id: str | None = None
+    script: ScriptData | None = None
+    review: Any = None
+    output: str | None = Field(default=None, description="extension: the session's output text")
+    output_status: OutputStatus | None = None
+    truncated: bool = False
+    airflow_hoop: TypedResult | None = None
+
+
+class SessionList(BaseModel):
+    data: list[SessionInfo]
+    total: int | None
+    total_is_capped: bool = False
+    has_next_page: bool = False
+
+
+class StepEndResponse(BaseModel):
+    """``POST /api/airflow-hoop/steps/end``: what the gateway released for the step."""
+
+    step: str
+    revoked_db_users: list[str] = Field(default_factory=list)
+
+
+class LedgerPage(BaseModel):
+    """``GET /api/airflow-hoop/ledger``: records in sequence order, read-only."""
+
+    records: list[StoredRecord]
+    next_after_seq: int | None = None
+
+
+class HttpError(BaseModel):
+    """hoop's error body."""
+
+    message: str

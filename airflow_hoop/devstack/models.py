@@ -1,0 +1,78 @@
+"""What a running embedded stack is: written to ``<run_dir>/stack.json`` by ``stack up``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+STACK_FILE = "stack.json"
+
+
+class StackInfo(BaseModel):
+    """Addresses, PIDs and dev-only secrets of one embedded stack (never for production)."""
+
+    run_dir: str
+    pg_bin: str
+    pg_data: str
+    pg_port: int
+    pg_socket_dir: str
+    pg_superuser: str = "pgsuper"
+    warehouse_db: str = "warehouse"
+    gateway_db: str = "hoop_gateway"
+    bao_addr: str
+    bao_root_token: str
+    bao_pid: int
+    gateway_url: str
+    gateway_pid: int | None = None
+    gateway_settings_path: str
+    gateway_log: str
+    workload_key_path: str
+    jwt_issuer: str = "airflow-hoop-devstack"
+    jwt_role: str = "airflow-step"
+    identity_role: str = "airflow-step"
+    auditor_api_key: str
+
+    def admin_dsn(self, dbname: str) -> str:
+        """Superuser DSN over the unix socket (trust auth; the stack is throwaway)."""
+        return f"host={self.pg_socket_dir} port={self.pg_port} user={self.pg_superuser} dbname={dbname}"
+
+    def airflow_connections(self) -> dict[str, dict[str, Any]]:
+        """Airflow connections (conn_id -> JSON) that point a DAG at this stack."""
+        return {
+            "hoop_default": {
+                "conn_type": "hoop",
+                "host": self.gateway_url,
+                "extra": {
+                    "vault_url": self.bao_addr,
+                    "auth": "jwt",
+                    "jwt_role": self.jwt_role,
+                    "jwt_issuer": self.jwt_issuer,
+                    "workload_key_path": self.workload_key_path,
+                    "identity_role": self.identity_role,
+                },
+            },
+            "warehouse_via_hoop": {
+                "conn_type": "hoop_postgres",
+                "schema": "warehouse",
+                "extra": {"hoop_conn_id": "hoop_default"},
+            },
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for the connections above."""
+        return {
+            f"AIRFLOW_CONN_{cid.upper()}": json.dumps(conn)
+            for cid, conn in self.airflow_connections().items()
+        }
+
+    def save(self) -> Path:
+        path = Path(self.run_dir) / STACK_FILE
+        path.write_text(self.model_dump_json(indent=2))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> StackInfo:
+        return cls.model_validate_json((Path(run_dir) / STACK_FILE).read_text())

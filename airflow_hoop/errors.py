@@ -1,0 +1,89 @@
+"""Typed errors. Each names the failing link of the chain and the fix.
+
+The message format is fixed so that a task log line is enough to act on:
+``[<link>] <what happened>. Fix: <what to do>``.
+"""
+
+from __future__ import annotations
+
+
+class HoopError(Exception):
+    """Base class: a governed step could not proceed. Never carries a secret."""
+
+    link = "airflow-hoop"
+    default_fix = "see the airflow-hoop documentation"
+
+    def __init__(self, what: str, fix: str | None = None) -> None:
+        self.what = what
+        self.fix = fix or self.default_fix
+        super().__init__(f"[{self.link}] {what}. Fix: {self.fix}")
+
+
+class ConfigError(HoopError):
+    """A connection or settings file is missing a value or holds a wrong one."""
+
+    link = "configuration"
+    default_fix = "correct the named setting"
+
+
+class IdentityError(HoopError):
+    """The step identity could not be built or proven."""
+
+    link = "step identity"
+    default_fix = "run the step inside an Airflow task with a valid 'hoop' connection"
+
+
+class VaultError(HoopError):
+    """Vault/OpenBao refused or could not be reached."""
+
+    link = "vault"
+    default_fix = "check that Vault is reachable at the configured URL and the auth role exists"
+
+
+class GatewayUnavailableError(HoopError):
+    """The gateway could not be reached or answered with a server error."""
+
+    link = "gateway"
+    default_fix = "check that the gateway runs and the 'hoop' connection's host is its URL"
+
+
+class GatewayAuthError(HoopError):
+    """The gateway refused the step's identity token (401)."""
+
+    link = "gateway auth"
+    default_fix = "check the Vault identity token role and the gateway's trusted issuer"
+
+
+class PolicyRefusedError(HoopError):
+    """The gateway's policy refused the step (403); the refusal is in the ledger."""
+
+    link = "gateway policy"
+    default_fix = "allow this DAG on the connection in the gateway's policy, or use another connection"
+
+
+class BadRequestError(HoopError):
+    """The gateway refused the request as malformed (4xx)."""
+
+    link = "gateway request"
+    default_fix = "correct the request"
+
+
+class LedgerError(HoopError):
+    """The ledger refused a write or a record does not verify."""
+
+    link = "ledger"
+    default_fix = "check the gateway database; no command runs without its ledger record"
+
+
+class CommandFailedError(HoopError):
+    """The command ran and failed on the target (SQL error, non-zero exit)."""
+
+    link = "target"
+    default_fix = "fix the command; the target's own message is above"
+
+
+class SessionKilledError(HoopError):
+    """The session was killed before it finished."""
+
+    link = "gateway session"
+    default_fix = "re-run the task; the kill is recorded in the ledger"
