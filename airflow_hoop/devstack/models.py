@@ -37,7 +37,10 @@ class StackInfo(BaseModel):
 
     def admin_dsn(self, dbname: str) -> str:
         """Superuser DSN over the unix socket (trust auth; the stack is throwaway)."""
-        return f"host={self.pg_socket_dir} port={self.pg_port} user={self.pg_superuser} dbname={dbname}"
+        return (
+            f"host={self.pg_socket_dir} port={self.pg_port} "
+            f"user={self.pg_superuser} dbname={dbname}"
+        )
 
     def airflow_connections(self) -> dict[str, dict[str, Any]]:
         """Airflow connections (conn_id -> JSON) that point a DAG at this stack."""

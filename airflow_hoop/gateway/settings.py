@@ -96,9 +96,27 @@ class GatewaySettings(BaseSettings):
     sync_timeout_seconds: float = Field(50.0, description="hoop's sync window before a 202")
     max_script_bytes: int = 1_048_576
     max_request_bytes: int = 2_097_152
-    step_idle_seconds: int = Field(600, description="release a step's credential after this idle time")
+    step_idle_seconds: int = Field(
+        600, description="release a step's credential after this idle time"
+    )
     token_leeway_seconds: int = Field(30, description="allowed clock skew on identity tokens")
     max_result_rows: int = 100_000
+    # Added for the gateway runtime; all have defaults so existing settings files stay valid.
+    pool_min_size: int = Field(2, description="gateway database pool: connections kept open")
+    pool_max_size: int = Field(10, description="gateway database pool: upper bound")
+    reaper_interval_seconds: float = Field(
+        2.0, description="how often idle or expiring step credentials are looked for"
+    )
+    lease_expiry_margin_seconds: int = Field(
+        30, description="release a step's credential this long before its lease expires"
+    )
+    vault_timeout_seconds: float = Field(10.0, description="timeout of one Vault request")
+    target_connect_timeout_seconds: int = Field(
+        10, description="timeout to open a target connection"
+    )
+    max_output_bytes: int = Field(
+        16_777_216, description="cap of the text output of one session (hoop's 'truncated')"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,42 @@
+"""Render ledger read-backs for people: the step table of the demo and ``audit show``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from airflow_hoop.ledger.chain import VerifyReport
+from airflow_hoop.ledger.steps import StepView
+
+
+def steps_table(steps: list[StepView]) -> Table:
+    """One row per statement, grouped by step: identity, database user, command, result."""
+    table = Table(title="What happened (read back from the gateway's ledger)", show_lines=True)
+    for column in ("step (dag / task / run / try)", "database user", "statement", "rows", "status", "ms"):
+        table.add_column(column, overflow="fold")
+    for view in steps:
+        s = view.step
+        identity = f"{s.dag_id}\n{s.task_id}\n{s.run_id}\ntry {s.try_number}"
+        if view.refusals:
+            table.add_row(identity, "-", "refused: " + "; ".join(view.refusals), "-", "refused", "-")
+        for i, st in enumerate(view.statements):
+            rows = str(st.rows_returned) if st.rows_returned else str(max(st.rowcount, 0))
+            table.add_row(
+                identity if i == 0 else "",
+                st.db_user or "-",
+                _short(st.script),
+                rows,
+                st.status if not st.error else f"{st.status}: {st.error}",
+                f"{st.duration_ms:.1f}" if st.duration_ms is not None else "-",
+            )
+    return table
+
+
+def print_verification(console: Console, report: VerifyReport) -> None:
+    style = "bold green" if report.ok else "bold red"
+    console.print(f"Ledger verification: {report.summary()}", style=style)
+
+
+def _short(script: str, limit: int = 160) -> str:
+    text = " ".join(script.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,185 @@
+"""GatewayClient: the one way Airflow-side code talks to a gateway (ours or hoop.dev).
+
+Handles hoop's quirks: a run longer than the gateway's sync window answers 202 ``running``
+and is polled; ``has_review`` on a 200 means nothing ran yet; ``exit_code`` -2 means the
+gateway could not obtain one. Only idempotent calls are retried; ``POST /api/sessions`` is
+retried only when the connection could not be opened (nothing was sent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from airflow_hoop.client.errors import error_for
+from airflow_hoop.client.models import (
+    ExecRequest,
+    ExecResponse,
+    LedgerPage,
+    SessionInfo,
+    SessionList,
+    StepEndResponse,
+)
+from airflow_hoop.errors import GatewayUnavailableError
+from airflow_hoop.ledger.chain import StoredRecord
+
+M = TypeVar("M", bound=BaseModel)
+TokenProvider = Callable[[], str]
+
+_IDEMPOTENT_RETRIES = 3
+
+
+class GatewayClient:
+    """A small typed client. ``token`` is a callable so identity tokens refresh transparently."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: TokenProvider,
+        *,
+        timeout: float = 75.0,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 5.0,
+        user_client: str = "airflow-hoop",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        # retries= on the transport only retries failed connects: safe even for POST.
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=httpx.HTTPTransport(retries=2),
+            headers={"User-Client": user_client},
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- hoop's session API ------------------------------------------------------------------
+    def exec(
+        self,
+        request: ExecRequest,
+        *,
+        wait: bool = True,
+        on_poll: Callable[[SessionInfo], None] | None = None,
+        deadline_s: float | None = None,
+    ) -> ExecResponse:
+        """``POST /api/sessions``; when the gateway answers 202, poll until the session is done."""
+        response = self._send("POST", "/api/sessions", json=request.model_dump(exclude_none=True))
+        result = ExecResponse.model_validate(response.json())
+        if response.status_code != 202 or result.has_review or not wait:
+            return result
+        return self.wait_for(result.session_id, on_poll=on_poll, deadline_s=deadline_s)
+
+    def wait_for(
+        self,
+        session_id: str,
+        *,
+        on_poll: Callable[[SessionInfo], None] | None = None,
+        deadline_s: float | None = None,
+    ) -> ExecResponse:
+        """Poll ``GET /api/sessions/{id}`` until ``status == done``; answer as ExecResponse."""
+        interval = self.poll_interval
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        while True:
+            info = self.get_session(session_id)
+            if on_poll is not None:
+                on_poll(info)
+            if info.status == "done":
+                return _as_exec_response(info)
+            if deadline is not None and time.monotonic() > deadline:
+                raise GatewayUnavailableError(
+                    f"session {session_id} still running after {deadline_s:.0f}s",
+                    "raise the task's timeout or kill the session",
+                )
+            time.sleep(interval)
+            interval = min(interval * 1.5, self.max_poll_interval)
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        return self._get(f"/api/sessions/{session_id}", SessionInfo)
+
+    def find_sessions(self, correlation_id: str, limit: int = 100) -> SessionList:
+        """``GET /api/sessions?correlation_id=``: earlier attempts of the same step."""
+        return self._get(
+            "/api/sessions", SessionList, params={"correlation_id": correlation_id, "limit": limit}
+        )
+
+    def kill(self, session_id: str) -> None:
+        self._send("POST", f"/api/sessions/{session_id}/kill", retry=True)
+
+    def healthz(self) -> bool:
+        return self._send("GET", "/api/healthz", retry=True).status_code == 200
+
+    # -- airflow-hoop extensions ---------------------------------------------------------------
+    def end_step(self) -> StepEndResponse:
+        """Tell the gateway the step is over: it closes the step's connections and revokes its users."""
+        response = self._send("POST", "/api/airflow-hoop/steps/end", retry=True)
+        return StepEndResponse.model_validate(response.json())
+
+    def ledger_page(self, after_seq: int = 0, limit: int = 1000) -> LedgerPage:
+        return self._get(
+            "/api/airflow-hoop/ledger", LedgerPage, params={"after_seq": after_seq, "limit": limit}
+        )
+
+    def iter_ledger(self, after_seq: int = 0, page_size: int = 1000) -> Iterator[StoredRecord]:
+        """Every ledger record after ``after_seq``, in order, one page in memory at a time."""
+        while True:
+            page = self.ledger_page(after_seq, page_size)
+            yield from page.records
+            if page.next_after_seq is None or not page.records:
+                return
+            after_seq = page.next_after_seq
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
+        return model.model_validate(self._send("GET", path, params=params, retry=True).json())
+
+    def _send(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> httpx.Response:
+        attempts = _IDEMPOTENT_RETRIES if retry else 1
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(
+                    method, path, headers={"Authorization": f"Bearer {self._token()}"}, **kwargs
+                )
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise GatewayUnavailableError(
+                    f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
+                    "start the gateway or correct the 'hoop' connection's host",
+                ) from None
+            if response.status_code >= 500 and retry and attempt + 1 < attempts:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if response.status_code >= 400:
+                raise error_for(response)
+            return response
+        raise AssertionError("unreachable")
+
+
+def _as_exec_response(info: SessionInfo) -> ExecResponse:
+    exit_code = info.exit_code
+    status = info.output_status or ("success" if exit_code == 0 else "failed")
+    return ExecResponse(
+        session_id=info.id,
+        output=info.output or "",
+        output_status=status,
+        truncated=info.truncated,
+        exit_code=exit_code,
+        execution_time=int(((info.end_date or info.start_date) - info.start_date).total_seconds() * 1000),
+        airflow_hoop=info.airflow_hoop,
+    )

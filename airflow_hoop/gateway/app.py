@@ -1,0 +1,125 @@
+"""The FastAPI application: wiring, lifespan and hoop-shaped error bodies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow_hoop.errors import (
+    BadRequestError,
+    GatewayAuthError,
+    GatewayUnavailableError,
+    HoopError,
+    LedgerError,
+    PolicyRefusedError,
+    VaultError,
+)
+from airflow_hoop.gateway.api import Services, router
+from airflow_hoop.gateway.auth import Authenticator
+from airflow_hoop.gateway.runners.postgres import TargetUnavailableError
+from airflow_hoop.gateway.secrets import GatewayVaultClient
+from airflow_hoop.gateway.sessions import SessionService
+from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.steps import StepRegistry
+from airflow_hoop.gateway.store import GatewayStore
+
+log = logging.getLogger(__name__)
+
+#: HTTP status of each typed error; unlisted HoopErrors are 500.
+_STATUS: list[tuple[type[HoopError], int]] = [
+    (GatewayAuthError, 401),
+    (PolicyRefusedError, 403),
+    (BadRequestError, 400),
+    (VaultError, 503),
+    (LedgerError, 503),
+    (TargetUnavailableError, 503),
+    (GatewayUnavailableError, 503),
+]
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """The gateway app; the lifespan opens the database pool and Vault client."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http = httpx.AsyncClient(trust_env=False, timeout=settings.vault_timeout_seconds)
+        store = GatewayStore(
+            settings.database_dsn.get_secret_value(),
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+        )
+        vault = GatewayVaultClient(settings.vault, timeout=settings.vault_timeout_seconds)
+        try:
+            await store.open()
+            await vault.login()
+            registry = StepRegistry(settings, store, vault)
+            sessions = SessionService(settings, store, registry)
+            auth = Authenticator(settings, http)
+            app.state.services = Services(settings, store, auth, registry, sessions, http)
+            registry.start_reaper()
+            try:
+                yield
+            finally:
+                await registry.stop_reaper()
+                await sessions.shutdown()
+                await registry.release_all("shutdown")
+        finally:
+            await store.close()
+            vault.close()
+            await http.aclose()
+
+    app = FastAPI(
+        title="airflow-hoop gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapiv3.json",
+    )
+    app.include_router(router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            {"message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # loc and msg only: never echo the input back.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in list(exc.errors())[:5]
+        )
+        message = str(BadRequestError(f"invalid request ({problems})", "correct the named fields"))
+        return JSONResponse({"message": message}, status_code=422)
+
+    async def hoop_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HoopError)
+        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+        if status >= 500:
+            log.warning("%s", exc)
+        return JSONResponse({"message": str(exc)}, status_code=status)
+
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return JSONResponse(
+            {"message": "[gateway] internal error. Fix: see the gateway log"}, status_code=500
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HoopError, hoop_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,1 @@
+"""Runners: execute a governed command on its target (``postgres`` via psycopg)."""

@@ -1,0 +1,274 @@
+"""Run SQL on a target Postgres as the step's dynamic user, one connection per step.
+
+The connection is not in autocommit mode, so a transaction spans several execs of a step
+exactly as with a direct DB-API connection; ``COMMIT``/``ROLLBACK`` scripts end it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any, Literal
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from airflow_hoop.client.models import Column
+from airflow_hoop.errors import HoopError
+from airflow_hoop.gateway.settings import PostgresConnection
+
+_TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
+_ABORTED = (
+    "COMMIT refused: an earlier statement of this transaction failed, so the transaction "
+    "was rolled back and nothing was committed"
+)
+
+
+class TargetUnavailableError(HoopError):
+    """The target database could not be reached or refused the step's dynamic user."""
+
+    link = "target"
+    default_fix = "check that the target database runs and is reachable from the gateway"
+
+
+class ResultSet(BaseModel):
+    """One statement's result (a script may hold several statements)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    columns: list[Column] | None = None
+    rows: list[tuple[Any, ...]] = []
+    rowcount: int = -1
+    status_message: str | None = None
+    truncated: bool = False
+
+
+class RunOutcome(BaseModel):
+    """What one exec did on the target. ``rows`` are Python values (encode for the wire)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    status: Literal["success", "failed"]
+    exit_code: int
+    columns: list[Column] | None = None
+    rows: list[tuple[Any, ...]] = []
+    rowcount: int = -1
+    status_message: str | None = None
+    error: str | None = None
+    sqlstate: str | None = None
+    duration_ms: float
+    truncated: bool = False
+    output: str = ""
+
+
+class PostgresRunner:
+    """One open connection of one step to one target, as the step's dynamic user."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], *, max_rows: int, max_output: int
+    ) -> None:
+        self._conn = conn
+        self._max_rows = max_rows
+        self._max_output = max_output
+
+    @classmethod
+    async def connect(
+        cls,
+        target: PostgresConnection,
+        username: str,
+        password: SecretStr,
+        *,
+        max_rows: int,
+        max_output: int,
+        connect_timeout: int = 10,
+    ) -> PostgresRunner:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                host=target.host,
+                port=target.port,
+                dbname=target.database,
+                user=username,
+                password=password.get_secret_value(),
+                sslmode=target.sslmode,
+                connect_timeout=connect_timeout,
+                autocommit=False,
+                application_name="airflow-hoop gateway",
+            )
+        except psycopg.Error as exc:
+            # The libpq message names host and user, never the password.
+            first = (str(exc).strip().splitlines() or ["no message"])[-1]
+            raise TargetUnavailableError(
+                f"cannot connect to connection {target.name!r} "
+                f"({target.host}:{target.port}/{target.database}) as {username}: {first}"
+            ) from None
+        return cls(conn, max_rows=max_rows, max_output=max_output)
+
+    @property
+    def broken(self) -> bool:
+        return self._conn.broken or self._conn.closed
+
+    async def execute(
+        self, script: str, parameters: Any = None, *, autocommit: bool = False
+    ) -> RunOutcome:
+        """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors."""
+        started = time.perf_counter()
+        sets: list[ResultSet] = []
+        # Did this exec open the transaction? Then a failure may roll it back safely.
+        fresh = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            if _TX_CONTROL.match(script):
+                if self._commit_of_aborted(script):
+                    await self._conn.rollback()
+                    return RunOutcome(
+                        status="failed",
+                        exit_code=1,
+                        error=_ABORTED,
+                        status_message="ROLLBACK",
+                        duration_ms=_ms(started),
+                        output=f"ERROR:  {_ABORTED}\n",
+                    )
+                await self._transaction_control(script, sets)
+            else:
+                await self._run(script, parameters, sets)
+                if autocommit:
+                    await self._conn.commit()
+        except psycopg.Error as exc:
+            return await self._failed(exc, sets, started, rollback=fresh or autocommit)
+        last = sets[-1] if sets else ResultSet()
+        output, capped = self._cap(render_output(sets))
+        return RunOutcome(
+            status="success",
+            exit_code=0,
+            columns=last.columns,
+            rows=last.rows,
+            rowcount=last.rowcount,
+            status_message=last.status_message,
+            duration_ms=_ms(started),
+            truncated=capped or any(s.truncated for s in sets),
+            output=output,
+        )
+
+    def _commit_of_aborted(self, script: str) -> bool:
+        """COMMIT of a failed transaction: Postgres silently rolls back; we say so loudly."""
+        aborted = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        return aborted and _is_commit(script)
+
+    async def _transaction_control(self, script: str, sets: list[ResultSet]) -> None:
+        # commit()/rollback() keep psycopg's transaction state in step with the server's.
+        if _is_commit(script):
+            await self._conn.commit()
+            sets.append(ResultSet(status_message="COMMIT"))
+        else:
+            await self._conn.rollback()
+            sets.append(ResultSet(status_message="ROLLBACK"))
+
+    async def _run(self, script: str, parameters: Any, sets: list[ResultSet]) -> None:
+        async with self._conn.cursor() as cur:
+            if parameters is None:
+                # No parameters: simple query protocol, so '%' is literal and a script
+                # may hold several statements.
+                await cur.execute(script)  # type: ignore[arg-type]
+            else:
+                await cur.execute(script, parameters)  # type: ignore[arg-type]
+            while True:
+                sets.append(await self._collect(cur))
+                if not cur.nextset():
+                    break
+
+    async def _collect(self, cur: psycopg.AsyncCursor[Any]) -> ResultSet:
+        if cur.description is None:
+            return ResultSet(rowcount=cur.rowcount, status_message=cur.statusmessage)
+        columns = [
+            Column(name=c.name, type_code=c.type_code, type_name=_type_name(c))
+            for c in cur.description
+        ]
+        rows = await cur.fetchmany(self._max_rows + 1)
+        truncated = len(rows) > self._max_rows
+        return ResultSet(
+            columns=columns,
+            rows=rows[: self._max_rows],
+            rowcount=cur.rowcount,
+            status_message=cur.statusmessage,
+            truncated=truncated,
+        )
+
+    async def _failed(
+        self, exc: psycopg.Error, sets: list[ResultSet], started: float, *, rollback: bool
+    ) -> RunOutcome:
+        diag = getattr(exc, "diag", None)
+        primary = getattr(diag, "message_primary", None) or (str(exc).splitlines() or ["error"])[0]
+        sqlstate = getattr(diag, "sqlstate", None)
+        # A failure aborts the transaction. If this exec opened it (or runs in autocommit),
+        # rolling back loses nothing and keeps the step's connection usable. Otherwise earlier
+        # statements of the step's transaction are in it: leave it aborted, as Postgres does,
+        # so that the client's later COMMIT cannot commit half of its work.
+        if rollback and not self.broken:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.rollback()
+        output, capped = self._cap(f"{render_output(sets)}ERROR:  {primary}\n")
+        return RunOutcome(
+            status="failed",
+            exit_code=1,
+            error=primary,
+            sqlstate=sqlstate,
+            duration_ms=_ms(started),
+            output=output,
+            truncated=capped,
+        )
+
+    def _cap(self, text: str) -> tuple[str, bool]:
+        """Cap the text output at ``max_output`` bytes (hoop's ``truncated``)."""
+        data = text.encode("utf-8")
+        if len(data) <= self._max_output:
+            return text, False
+        return data[: self._max_output].decode("utf-8", "ignore"), True
+
+    async def cancel(self) -> None:
+        """Ask the server to cancel the running statement (safe from another task)."""
+        if not self.broken:
+            await self._conn.cancel_safe(timeout=5.0)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+def render_output(sets: list[ResultSet]) -> str:
+    """hoop's text output, as ``psql -A -F '\\t'`` prints it."""
+    parts: list[str] = []
+    for rs in sets:
+        if rs.columns is None:
+            if rs.status_message:
+                parts.append(f"{rs.status_message}\n")
+            continue
+        lines = ["\t".join(c.name for c in rs.columns)]
+        lines.extend("\t".join(_text(v) for v in row) for row in rs.rows)
+        n = len(rs.rows)
+        lines.append(f"({n} row{'' if n == 1 else 's'})")
+        parts.append("\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def _is_commit(script: str) -> bool:
+    return script.strip().rstrip(";").strip().upper() == "COMMIT"
+
+
+def _type_name(column: psycopg.Column) -> str | None:
+    try:
+        return column.type_display
+    except Exception:  # an unknown OID: the name is optional
+        return None
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

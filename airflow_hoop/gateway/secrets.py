@@ -1,0 +1,176 @@
+"""Gateway-side Vault: mint a step's dynamic database user, and revoke it.
+
+The dynamic user's name comes from Vault's ``username_template``, which only sees the token's
+display name. So the gateway creates a short-lived CHILD token whose display name is the step
+key and reads the credential with it: the database user then names the step. The child is a
+child of the gateway token, so revoking the gateway token revokes every step credential.
+
+hvac is synchronous; every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import hvac
+import hvac.exceptions
+import requests
+from pydantic import BaseModel, SecretStr
+
+from airflow_hoop.errors import VaultError
+from airflow_hoop.gateway.settings import GatewayVault, PostgresConnection
+from airflow_hoop.ledger.records import StepRef
+
+T = TypeVar("T")
+
+# Vault error texts can quote a creation statement; never let a password through.
+_PASSWORD_LITERAL = re.compile(r"(?i)(password\s*)'[^']*'")
+
+
+class StepCredential(BaseModel):
+    """A dynamic database user of one step on one connection, and the token that owns it."""
+
+    connection: str
+    vault_role: str
+    lease_id: str
+    username: str
+    password: SecretStr
+    ttl: int
+    child_token: SecretStr
+    issued_at: float
+    expires_at: float
+
+    def __repr__(self) -> str:  # never print the password or the token, even by accident
+        return f"StepCredential(connection={self.connection!r}, username={self.username!r})"
+
+
+class GatewayVaultClient:
+    """The gateway's own Vault client (its token may create step tokens and revoke leases)."""
+
+    def __init__(self, settings: GatewayVault, *, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.trust_env = False  # a proxy from the environment must not see tokens
+        self._client = self._new_client(None)
+
+    def _new_client(self, token: str | None) -> hvac.Client:
+        return hvac.Client(
+            url=self.settings.url,
+            token=token,
+            namespace=self.settings.namespace,
+            session=self._session,
+            timeout=self._timeout,  # type: ignore[arg-type]
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def login(self) -> None:
+        """Obtain the gateway token (token auth: as configured; AppRole: log in)."""
+        await self._call("gateway login", None, self._login)
+
+    def _login(self) -> None:
+        auth = self.settings.auth
+        if auth.method == "token":
+            assert auth.token is not None  # settings validation guarantees it
+            self._client.token = auth.token.get_secret_value()
+            return
+        assert auth.role_id is not None and auth.secret_id is not None
+        resp = self._client.auth.approle.login(
+            role_id=auth.role_id,
+            secret_id=auth.secret_id.get_secret_value(),
+            mount_point=auth.mount,
+            use_token=True,
+        )
+        if not resp or "auth" not in resp:
+            raise VaultError("the AppRole login returned no token")
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- step credentials --------------------------------------------------------------------
+    async def issue_step_credential(
+        self, step: StepRef, connection: PostgresConnection
+    ) -> StepCredential:
+        """Create the step's child token, then read ``<mount>/creds/<role>`` with it."""
+        return await self._call(
+            "issuing a database credential", step, self._issue, step, connection
+        )
+
+    def _issue(self, step: StepRef, connection: PostgresConnection) -> StepCredential:
+        cfg = self.settings
+        created = self._client.auth.token.create(
+            policies=cfg.step_token_policies,
+            display_name=step.key,
+            ttl=f"{cfg.step_token_ttl_seconds}s",
+            renewable=False,
+            meta={"step": step.key, "connection": connection.name},
+        )
+        child_token = created["auth"]["client_token"]
+        child = self._new_client(child_token)
+        try:
+            resp = child.secrets.database.generate_credentials(
+                name=connection.vault_role, mount_point=cfg.database_mount
+            )
+        except BaseException:
+            # The child token would otherwise linger until its TTL.
+            _quietly(child.auth.token.revoke_self)
+            raise
+        data = resp["data"]
+        now = time.time()
+        ttl = int(resp.get("lease_duration") or cfg.step_token_ttl_seconds)
+        # A lease cannot outlive the token that holds it.
+        ttl = min(ttl, cfg.step_token_ttl_seconds)
+        return StepCredential(
+            connection=connection.name,
+            vault_role=connection.vault_role,
+            lease_id=resp["lease_id"],
+            username=data["username"],
+            password=SecretStr(data["password"]),
+            ttl=ttl,
+            child_token=SecretStr(child_token),
+            issued_at=now,
+            expires_at=now + ttl,
+        )
+
+    async def revoke(self, cred: StepCredential, step: StepRef | None = None) -> None:
+        """Revoke the lease (synchronous: the role is gone on return), then the child token."""
+        await self._call("revoking a database credential", step, self._revoke, cred)
+
+    def _revoke(self, cred: StepCredential) -> None:
+        try:
+            self._client.sys.revoke_lease(lease_id=cred.lease_id)
+        finally:
+            # Even if the lease revoke failed, revoking the child also revokes its leases
+            # (asynchronously), so the user does not survive either way.
+            child = self._new_client(cred.child_token.get_secret_value())
+            _quietly(child.auth.token.revoke_self)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _call(self, what: str, step: StepRef | None, fn: Any, *args: Any) -> Any:
+        url = self.settings.url
+        whose = f" for step {step.key}" if step else ""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except requests.exceptions.RequestException as exc:
+            raise VaultError(
+                f"cannot reach Vault at {url} while {what}{whose} ({type(exc).__name__}); "
+                "nothing was executed",
+                "start Vault/OpenBao or correct vault.url in the gateway settings",
+            ) from None
+        except hvac.exceptions.VaultError as exc:
+            reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
+            reason = _PASSWORD_LITERAL.sub(r"\1'***'", reason)[:300]
+            raise VaultError(
+                f"Vault refused {what}{whose}: {reason}",
+                "check the gateway token's policies (auth/token/create, the database role's "
+                "creds path, sys/leases/revoke) and the database role",
+            ) from None
+
+
+def _quietly(fn: Any) -> None:
+    with contextlib.suppress(requests.exceptions.RequestException, hvac.exceptions.VaultError):
+        fn()

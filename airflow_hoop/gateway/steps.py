@@ -1,0 +1,237 @@
+"""Live step contexts: one dynamic database user and one open connection per (step, connection).
+
+A step's first statement on a connection issues its credential (recorded in the ledger
+before the credential is used). The context lives until the step ends, goes idle, its lease
+nears expiry, or the gateway stops; each release revokes the user and is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Literal
+
+from airflow_hoop.errors import HoopError, LedgerError
+from airflow_hoop.gateway.runners.postgres import PostgresRunner
+from airflow_hoop.gateway.secrets import GatewayVaultClient, StepCredential
+from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection
+from airflow_hoop.gateway.store import GatewayStore
+from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
+
+log = logging.getLogger(__name__)
+
+ReleaseReason = Literal["step-end", "expired", "error", "shutdown"]
+ContextKey = tuple[str, str]
+
+#: How long a release waits for a running statement to stop after cancelling it.
+_RELEASE_WAIT_SECONDS = 10.0
+
+
+class StepContext:
+    """A step's credential and open connection on one target connection."""
+
+    def __init__(
+        self,
+        step: StepRef,
+        connection: PostgresConnection,
+        credential: StepCredential,
+        runner: PostgresRunner,
+    ) -> None:
+        self.step = step
+        self.connection = connection
+        self.credential = credential
+        self.runner = runner
+        # One statement at a time on the connection; queued execs wait here.
+        self.lock = asyncio.Lock()
+        self.last_used = time.monotonic()
+        self.released = False
+
+    @property
+    def key(self) -> ContextKey:
+        return (self.step.key, self.connection.name)
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+
+class StepRegistry:
+    """All live step contexts of this gateway process."""
+
+    def __init__(
+        self, settings: GatewaySettings, store: GatewayStore, vault: GatewayVaultClient
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.vault = vault
+        self._contexts: dict[ContextKey, StepContext] = {}
+        # Per-key creation locks: two first statements of a step must not mint two users.
+        self._creating: dict[ContextKey, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- acquire -----------------------------------------------------------------------------
+    async def acquire(self, step: StepRef, connection: PostgresConnection) -> StepContext:
+        """The live context of ``step`` on ``connection``, issuing a credential if needed."""
+        key = (step.key, connection.name)
+        ctx = self._usable(key)
+        if ctx is not None:
+            ctx.touch()  # in use from now on: the reaper must not take it as idle
+            return ctx
+        lock = self._creating.setdefault(key, asyncio.Lock())
+        async with lock:
+            ctx = self._usable(key)
+            if ctx is not None:
+                return ctx
+            stale = self._contexts.pop(key, None)
+            if stale is not None:  # broken connection or lease near expiry: replace it
+                await self._release(stale, "expired" if not stale.runner.broken else "error")
+            ctx = await self._create(step, connection)
+            self._contexts[key] = ctx
+            return ctx
+
+    def _usable(self, key: ContextKey) -> StepContext | None:
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.released or ctx.runner.broken:
+            return None
+        if ctx.credential.expires_at - time.time() < self.settings.lease_expiry_margin_seconds:
+            return None
+        return ctx
+
+    async def _create(self, step: StepRef, connection: PostgresConnection) -> StepContext:
+        cred = await self.vault.issue_step_credential(step, connection)
+        try:
+            # Recorded before first use: a credential nobody knows about never runs anything.
+            await self.store.append(
+                step,
+                step.key,
+                CredentialIssued(
+                    connection=connection.name,
+                    lease_id=cred.lease_id,
+                    db_user=cred.username,
+                    vault_role=cred.vault_role,
+                    ttl_seconds=cred.ttl,
+                ),
+            )
+        except LedgerError:
+            await self._revoke_quietly(cred, step)
+            raise
+        try:
+            runner = await PostgresRunner.connect(
+                connection,
+                cred.username,
+                cred.password,
+                max_rows=self.settings.max_result_rows,
+                max_output=self.settings.max_output_bytes,
+                connect_timeout=self.settings.target_connect_timeout_seconds,
+            )
+        except HoopError:
+            await self._revoke_quietly(cred, step)
+            await self._record_revoked(step, cred, "error")
+            raise
+        return StepContext(step, connection, cred, runner)
+
+    # -- release -----------------------------------------------------------------------------
+    async def end_step(self, step: StepRef) -> list[str]:
+        """Release every context of ``step``; returns the revoked database users."""
+        victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
+        return await self._release_all(victims, "step-end")
+
+    async def release_all(self, reason: ReleaseReason = "shutdown") -> list[str]:
+        return await self._release_all(list(self._contexts.values()), reason)
+
+    async def _release_all(
+        self, victims: Iterable[StepContext], reason: ReleaseReason
+    ) -> list[str]:
+        released: list[str] = []
+        for ctx in victims:
+            if self._contexts.get(ctx.key) is ctx:
+                del self._contexts[ctx.key]
+            if await self._release(ctx, reason):
+                released.append(ctx.credential.username)
+        return released
+
+    async def _release(self, ctx: StepContext, reason: ReleaseReason) -> bool:
+        """Stop using the context, revoke its user and record it. False if already done."""
+        if ctx.released:
+            return False
+        ctx.released = True
+        if ctx.lock.locked():
+            # A statement is running: the step ended (or its lease is gone), so stop it.
+            with contextlib.suppress(Exception):
+                await ctx.runner.cancel()
+        try:
+            await asyncio.wait_for(ctx.lock.acquire(), _RELEASE_WAIT_SECONDS)
+            locked = True
+        except asyncio.TimeoutError:
+            locked = False  # revoke anyway: the revocation statements end the session
+        try:
+            with contextlib.suppress(Exception):
+                await ctx.runner.close()
+            await self._revoke_quietly(ctx.credential, ctx.step)
+            await self._record_revoked(ctx.step, ctx.credential, reason)
+        finally:
+            if locked:
+                ctx.lock.release()
+        return True
+
+    async def _revoke_quietly(self, cred: StepCredential, step: StepRef) -> None:
+        try:
+            await self.vault.revoke(cred, step)
+        except HoopError as exc:
+            # The lease still expires on its own; say so loudly, the caller cannot fix it.
+            log.error("could not revoke %s (lease %s): %s", cred.username, cred.lease_id, exc)
+
+    async def _record_revoked(
+        self, step: StepRef, cred: StepCredential, reason: ReleaseReason
+    ) -> None:
+        actor = step.key if reason == "step-end" else "gateway"
+        try:
+            await self.store.append(
+                step,
+                actor,
+                CredentialRevoked(
+                    connection=cred.connection,
+                    lease_id=cred.lease_id,
+                    db_user=cred.username,
+                    reason=reason,
+                ),
+            )
+        except LedgerError as exc:
+            log.error("could not record the revocation of %s: %s", cred.username, exc)
+
+    # -- reaper ------------------------------------------------------------------------------
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(), name="step-reaper")
+
+    async def stop_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_seconds)
+            try:
+                await self.reap()
+            except Exception:  # the reaper must survive one bad round
+                log.exception("step reaper round failed")
+
+    async def reap(self) -> list[str]:
+        """Release contexts idle too long or whose lease is about to expire."""
+        now_mono, now = time.monotonic(), time.time()
+        victims = []
+        for ctx in list(self._contexts.values()):
+            idle_for = now_mono - ctx.last_used
+            idle = not ctx.lock.locked() and idle_for > self.settings.step_idle_seconds
+            expiring = ctx.credential.expires_at - now < self.settings.lease_expiry_margin_seconds
+            # A busy context is left alone until its lease is really gone.
+            if idle or (expiring and (not ctx.lock.locked() or ctx.credential.expires_at < now)):
+                victims.append(ctx)
+        return await self._release_all(victims, "expired")
+
+    def contexts(self) -> list[StepContext]:
+        return list(self._contexts.values())

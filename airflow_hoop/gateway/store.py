@@ -1,0 +1,400 @@
+"""The gateway database: the insert-only ledger and the mutable session rows.
+
+The ledger table holds each record's exact canonical bytes as ``text`` (``jsonb`` would
+reorder keys and so change the hashed bytes). Sequence numbers are assigned inside one
+transaction under a transaction-scoped advisory lock, so several gateway processes append to
+one chain without gaps or forks.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field, JsonValue
+
+from airflow_hoop.errors import ConfigError, LedgerError
+from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord, link_hash
+from airflow_hoop.ledger.records import LedgerRecord, RecordBody, StepRef
+
+#: Key of the advisory lock that serialises appends (any constant; "hoopledg" in ASCII).
+LEDGER_LOCK_KEY = 0x686F6F706C656467
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    seq         bigint PRIMARY KEY CHECK (seq > 0),
+    time        timestamptz NOT NULL,
+    kind        text NOT NULL,
+    dag_id      text,
+    task_id     text,
+    run_id      text,
+    try_number  int,
+    map_index   int,
+    connection  text,
+    session_id  text,
+    body        text NOT NULL,
+    hash        text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$')
+);
+CREATE INDEX IF NOT EXISTS ledger_time_idx ON ledger (time);
+CREATE INDEX IF NOT EXISTS ledger_step_idx ON ledger (dag_id, run_id, task_id);
+CREATE INDEX IF NOT EXISTS ledger_session_idx ON ledger (session_id);
+
+CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the ledger is append-only: % on ledger refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'ledger records are never changed or removed; append a new record';
+END
+$$;
+CREATE OR REPLACE TRIGGER ledger_no_update_delete
+    BEFORE UPDATE OR DELETE ON ledger
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+CREATE OR REPLACE TRIGGER ledger_no_truncate
+    BEFORE TRUNCATE ON ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+-- ALWAYS: fire even under session_replication_role = replica, the usual trigger bypass.
+ALTER TABLE ledger ENABLE ALWAYS TRIGGER ledger_no_update_delete;
+ALTER TABLE ledger ENABLE ALWAYS TRIGGER ledger_no_truncate;
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id              uuid PRIMARY KEY,
+    connection      text NOT NULL,
+    step_key        text NOT NULL,
+    dag_id          text NOT NULL,
+    task_id         text NOT NULL,
+    run_id          text NOT NULL,
+    try_number      int NOT NULL,
+    map_index       int NOT NULL,
+    "user"          text,
+    status          text NOT NULL CHECK (status IN ('open', 'done')),
+    exit_code       int,
+    output_status   text,
+    output          text,
+    truncated       boolean NOT NULL DEFAULT false,
+    result          jsonb,
+    script          text NOT NULL,
+    correlation_id  text,
+    metadata        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    start_date      timestamptz NOT NULL,
+    end_date        timestamptz
+);
+CREATE INDEX IF NOT EXISTS sessions_correlation_idx ON sessions (correlation_id);
+CREATE INDEX IF NOT EXISTS sessions_step_idx ON sessions (step_key, start_date);
+
+REVOKE ALL ON ledger, sessions FROM PUBLIC;
+"""
+
+
+def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
+    """Create or update the schema and grant ``gateway_role`` exactly what it needs.
+
+    ``conn`` is an autocommit superuser connection to the gateway database; the tables are
+    owned by that superuser, so the gateway role can never alter, drop or disable triggers.
+    Idempotent.
+    """
+    _check_role(conn, gateway_role)
+    role = sql.Identifier(gateway_role)
+    with conn.transaction():
+        conn.execute(SCHEMA)
+        # Re-state the grants each time: a previous broader grant must not survive.
+        conn.execute(sql.SQL("REVOKE ALL ON ledger, sessions FROM {}").format(role))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON ledger TO {}").format(role))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON sessions TO {}").format(role))
+
+
+def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:
+    row = conn.execute(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (gateway_role,)
+    ).fetchone()
+    if row is None:
+        raise ConfigError(
+            f"the gateway database role {gateway_role!r} does not exist",
+            f"CREATE ROLE {gateway_role} LOGIN PASSWORD '...' before migrating",
+        )
+    if row[0]:
+        raise ConfigError(
+            f"the gateway database role {gateway_role!r} is a superuser "
+            "and could rewrite the ledger",
+            "use an ordinary login role for the gateway",
+        )
+    # The owner of the schema may DROP any table in it, ledger included.
+    owner = conn.execute(
+        """SELECT CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                       THEN d.datdba ELSE n.nspowner END::regrole::text
+             FROM pg_namespace n, pg_database d
+            WHERE n.nspname = 'public' AND d.datname = current_database()"""
+    ).fetchone()
+    if owner is not None and owner[0].strip('"') == gateway_role:
+        raise ConfigError(
+            f"the gateway role {gateway_role!r} owns the gateway database's public schema, "
+            "so it could drop the ledger",
+            "create the gateway database owned by the superuser, not by the gateway role",
+        )
+
+
+class Appended(BaseModel):
+    """Where a record landed in the chain."""
+
+    seq: int
+    hash: str
+
+
+class SessionRow(BaseModel):
+    """One ``sessions`` row: operational state, mutable, not part of the evidence."""
+
+    id: uuid.UUID
+    connection: str
+    step_key: str
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    map_index: int
+    user: str | None = None
+    status: Literal["open", "done"]
+    exit_code: int | None = None
+    output_status: str | None = None
+    output: str | None = None
+    truncated: bool = False
+    result: dict[str, JsonValue] | None = None
+    script: str
+    correlation_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    start_date: datetime
+    end_date: datetime | None = None
+
+
+class SessionEnd(BaseModel):
+    """What changes on a session row when it is done."""
+
+    exit_code: int
+    output_status: str
+    output: str
+    truncated: bool
+    result: dict[str, JsonValue] | None = None
+
+
+_SESSION_COLUMNS = (
+    'id, connection, step_key, dag_id, task_id, run_id, try_number, map_index, "user", status, '
+    "exit_code, output_status, output, truncated, result, script, correlation_id, metadata, "
+    "start_date, end_date"
+)
+
+
+class GatewayStore:
+    """Async access to the gateway database through a connection pool."""
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        # autocommit: every write below opens its own explicit transaction.
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "application_name": "airflow-hoop gateway"},
+            timeout=10.0,
+        )
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=15.0)
+        except psycopg_pool.PoolTimeout:
+            await self._pool.close()
+            raise LedgerError(
+                "cannot connect to the gateway database",
+                "check database_dsn in the gateway settings and that Postgres runs",
+            ) from None
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; database failures become LedgerError naming ``what``."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout:
+            raise LedgerError(
+                f"the gateway database is unreachable while trying to {what}",
+                "check that the gateway database runs and accepts the gateway role",
+            ) from None
+        except psycopg.Error as exc:
+            raise LedgerError(
+                f"the gateway database refused to {what} ({_db_reason(exc)})",
+                "restore the gateway role's grants (SELECT, INSERT on ledger) and the database",
+            ) from None
+
+    # -- ledger ------------------------------------------------------------------------------
+    async def append(self, step: StepRef | None, actor: str, body: RecordBody) -> Appended:
+        """Append one record; returns its seq and hash."""
+        async with self._conn("append a ledger record") as conn, conn.transaction():
+            return await _append_in(conn, step, actor, body)
+
+    async def begin_session(self, row: SessionRow, step: StepRef, body: RecordBody) -> Appended:
+        """Accept an exec: its intent record and its session row, atomically."""
+        async with self._conn("write the session intent") as conn, conn.transaction():
+            appended = await _append_in(conn, step, step.key, body)
+            await conn.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES "
+                "(%(id)s, %(connection)s, %(step_key)s, %(dag_id)s, %(task_id)s, %(run_id)s, "
+                "%(try_number)s, %(map_index)s, %(user)s, %(status)s, %(exit_code)s, "
+                "%(output_status)s, %(output)s, %(truncated)s, %(result)s, %(script)s, "
+                "%(correlation_id)s, %(metadata)s, %(start_date)s, %(end_date)s)",
+                _row_params(row),
+            )
+            return appended
+
+    async def finish_session(
+        self, session_id: uuid.UUID, end: SessionEnd, step: StepRef, actor: str, body: RecordBody
+    ) -> Appended:
+        """Close an exec: its result record and the session row update, atomically.
+
+        The typed result stored on the row gains ``result_seq``, known only once appended.
+        """
+        async with self._conn("write the session result") as conn, conn.transaction():
+            appended = await _append_in(conn, step, actor, body)
+            result = None if end.result is None else {**end.result, "result_seq": appended.seq}
+            await conn.execute(
+                "UPDATE sessions SET status = 'done', exit_code = %s, output_status = %s, "
+                "output = %s, truncated = %s, result = %s, end_date = now() WHERE id = %s",
+                (
+                    end.exit_code,
+                    end.output_status,
+                    end.output,
+                    end.truncated,
+                    _jsonb(result),
+                    session_id,
+                ),
+            )
+            return appended
+
+    async def mark_session_done(self, session_id: uuid.UUID, end: SessionEnd) -> None:
+        """Close a session row without a record (used only when the ledger itself failed)."""
+        async with self._conn("update the session") as conn:
+            await conn.execute(
+                "UPDATE sessions SET status = 'done', exit_code = %s, output_status = %s, "
+                "output = %s, truncated = %s, end_date = now() WHERE id = %s AND status = 'open'",
+                (end.exit_code, end.output_status, end.output, end.truncated, session_id),
+            )
+
+    async def ledger_page(self, after_seq: int, limit: int) -> list[StoredRecord]:
+        async with self._conn("read the ledger") as conn:
+            cur = await conn.execute(
+                "SELECT seq, body, hash FROM ledger WHERE seq > %s ORDER BY seq LIMIT %s",
+                (after_seq, limit),
+            )
+            return [StoredRecord(seq=s, body=b, hash=h) for s, b, h in await cur.fetchall()]
+
+    async def ledger_head(self) -> Appended | None:
+        async with self._conn("read the ledger") as conn:
+            cur = await conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+            row = await cur.fetchone()
+            return None if row is None else Appended(seq=row[0], hash=row[1])
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def get_session(self, session_id: uuid.UUID) -> SessionRow | None:
+        async with self._conn("read a session") as conn:
+            cur = conn.cursor(row_factory=class_row(SessionRow))
+            await cur.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = %s", (session_id,)
+            )
+            return await cur.fetchone()
+
+    async def list_sessions(
+        self, *, correlation_id: str | None, step_key: str | None, limit: int, offset: int
+    ) -> tuple[list[SessionRow], int]:
+        """Newest first; ``step_key`` None means every step (API keys)."""
+        where = (
+            "WHERE (%(cid)s::text IS NULL OR correlation_id = %(cid)s) "
+            "AND (%(sk)s::text IS NULL OR step_key = %(sk)s)"
+        )
+        params: dict[str, Any] = {
+            "cid": correlation_id,
+            "sk": step_key,
+            "lim": limit,
+            "off": offset,
+        }
+        async with self._conn("list sessions") as conn:
+            cur = conn.cursor(row_factory=class_row(SessionRow))
+            await cur.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
+                "ORDER BY start_date DESC, id LIMIT %(lim)s OFFSET %(off)s",
+                params,
+            )
+            rows = await cur.fetchall()
+            count_cur = await conn.execute(f"SELECT count(*) FROM sessions {where}", params)
+            total = await count_cur.fetchone()
+            return rows, int(total[0]) if total else 0
+
+
+async def _append_in(
+    conn: psycopg.AsyncConnection[Any], step: StepRef | None, actor: str, body: RecordBody
+) -> Appended:
+    """Append inside the caller's transaction, under the ledger's advisory lock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
+    cur = await conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+    last = await cur.fetchone()
+    prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+    record = LedgerRecord(
+        seq=prev_seq + 1,
+        time=datetime.now(timezone.utc),
+        prev_hash=prev_hash,
+        step=step,
+        actor=actor,
+        body=body,
+    )
+    canonical_body = record.canonical_bytes()
+    digest = link_hash(prev_hash, canonical_body)
+    await conn.execute(
+        "INSERT INTO ledger (seq, time, kind, dag_id, task_id, run_id, try_number, map_index, "
+        "connection, session_id, body, hash) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            record.seq,
+            record.time,
+            body.kind,
+            step.dag_id if step else None,
+            step.task_id if step else None,
+            step.run_id if step else None,
+            step.try_number if step else None,
+            step.map_index if step else None,
+            body.connection,
+            getattr(body, "session_id", None),
+            canonical_body.decode("utf-8"),
+            digest,
+        ),
+    )
+    return Appended(seq=record.seq, hash=digest)
+
+
+def _row_params(row: SessionRow) -> dict[str, Any]:
+    params = row.model_dump()
+    params["result"] = _jsonb(row.result)
+    params["metadata"] = Jsonb(row.metadata)
+    return params
+
+
+def _jsonb(value: dict[str, Any] | None) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _db_reason(exc: psycopg.Error) -> str:
+    """The database's primary message only: details may quote row values."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    text = str(exc).splitlines()
+    return f"{type(exc).__name__}: {primary or (text[0] if text else 'no message')}"

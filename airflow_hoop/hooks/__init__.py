@@ -1,0 +1,1 @@
+"""Hooks: the ``hoop`` connection and the Postgres-through-the-gateway DbApiHook."""

@@ -1,0 +1,176 @@
+"""A DB-API 2.0 connection whose statements run on the gateway, not on the worker.
+
+``DbApiHook.run``, pandas and the stock ``SQLExecuteQueryOperator`` only need cursor,
+execute, description, rowcount, fetch*, commit, rollback and close. Each ``execute`` is one
+``POST /api/sessions`` of the step; the gateway keeps one database connection per step, so a
+transaction spans calls exactly as with a direct connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from airflow_hoop.client.models import ExecExtension, ExecRequest, ExecResponse
+from airflow_hoop.client.values import decode_value, encode_parameters
+from airflow_hoop.errors import BadRequestError, CommandFailedError, SessionKilledError
+from airflow_hoop.step_session import GovernedStep
+
+_TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
+
+
+class GatewayConnection:
+    """DB-API connection bound to one governed step and one gateway connection name."""
+
+    def __init__(self, step: GovernedStep, connection: str) -> None:
+        self.step = step
+        self.connection = connection
+        self.autocommit = False
+        self.closed = False
+        self._pending = False
+        self.notices: list[str] = []
+
+    def cursor(self) -> GatewayCursor:
+        return GatewayCursor(self)
+
+    def commit(self) -> None:
+        if self._pending:
+            self._send("COMMIT", None)
+
+    def rollback(self) -> None:
+        if self._pending:
+            self._send("ROLLBACK", None)
+
+    def close(self) -> None:
+        # As with a direct connection, closing discards what was not committed.
+        if not self.closed and self._pending:
+            self.rollback()
+        self.closed = True
+
+    def _send(self, script: str, parameters: Any) -> ExecResponse:
+        identity = self.step.step
+        request = ExecRequest(
+            connection=self.connection,
+            script=script,
+            metadata={
+                "dag_id": identity.dag_id, "task_id": identity.task_id, "run_id": identity.run_id,
+                "try_number": str(identity.try_number), "map_index": str(identity.map_index),
+            },
+            correlation_id=_correlation(identity.key),
+            airflow_hoop=ExecExtension(
+                parameters=encode_parameters(parameters), autocommit=self.autocommit
+            ),
+        )
+        self.step.used_gateway = True
+        response = self.step.client.exec(
+            request, on_poll=lambda info: setattr(self.step, "running_session", info.id)
+        )
+        self.step.running_session = None
+        if _TX_CONTROL.match(script) or self.autocommit:
+            self._pending = False
+        elif response.output_status == "success":
+            self._pending = True
+        _raise_for(response)
+        return response
+
+
+class GatewayCursor:
+    """DB-API cursor: results arrive typed (``airflow_hoop`` extension) and are decoded back."""
+
+    arraysize = 1
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self.connection = connection
+        self.description: list[tuple[Any, ...]] | None = None
+        self.rowcount = -1
+        self.statusmessage: str | None = None
+        self.db_user: str | None = None
+        self._rows: list[tuple[Any, ...]] = []
+        self._pos = 0
+
+    def execute(self, operation: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None) -> GatewayCursor:
+        response = self.connection._send(operation, parameters)
+        typed = response.airflow_hoop
+        if typed is None:
+            raise BadRequestError(
+                "the gateway answered without typed rows (a plain hoop.dev gateway?)",
+                "use the airflow-hoop gateway for HoopPostgresHook, or HoopShellOperator with psql",
+            )
+        self.description = (
+            [(c.name, c.type_code, None, None, None, None, None) for c in typed.columns]
+            if typed.columns is not None
+            else None
+        )
+        self._rows = [tuple(decode_value(v) for v in row) for row in typed.rows]
+        self._pos = 0
+        self.rowcount = typed.rowcount
+        self.statusmessage = typed.status_message
+        self.db_user = typed.db_user
+        return self
+
+    def executemany(self, operation: str, seq_of_parameters: Sequence[Any]) -> None:
+        total = 0
+        for parameters in seq_of_parameters:
+            self.execute(operation, parameters)
+            total += max(self.rowcount, 0)
+        self.rowcount = total
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        self._need_result()
+        if self._pos >= len(self._rows):
+            return None
+        row = self._rows[self._pos]
+        self._pos += 1
+        return row
+
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
+        self._need_result()
+        size = size or self.arraysize
+        rows = self._rows[self._pos : self._pos + size]
+        self._pos += len(rows)
+        return rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        self._need_result()
+        rows = self._rows[self._pos :]
+        self._pos = len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def close(self) -> None:
+        self._rows = []
+
+    def setinputsizes(self, sizes: Any) -> None:  # DB-API: may do nothing
+        pass
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        pass
+
+    def _need_result(self) -> None:
+        if self.description is None:
+            # Same message class as psycopg: fetching from a statement that returns no rows.
+            raise CommandFailedError("the last statement returned no rows to fetch", "fetch only after a query")
+
+
+def _raise_for(response: ExecResponse) -> None:
+    if response.has_review:
+        raise BadRequestError(
+            f"the gateway holds session {response.session_id} for review: {response.output}",
+            "have the session approved, then re-run the task",
+        )
+    if response.output_status == "success" and response.exit_code in (0, None):
+        return
+    if response.exit_code == -2 and "kill" in response.output.lower():
+        raise SessionKilledError(f"session {response.session_id} was killed: {response.output}")
+    raise CommandFailedError(
+        f"statement failed on the target (session {response.session_id}, exit code "
+        f"{response.exit_code}): {response.output.strip()}"
+    )
+
+
+def _correlation(step_key: str) -> str:
+    return "".join(ch if 0x21 <= ord(ch) <= 0x7E else "_" for ch in step_key)[:255]

@@ -1,0 +1,101 @@
+"""HoopHook: the ``hoop`` connection (gateway URL + how a step logs in to Vault)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+from pydantic import SecretStr, ValidationError
+
+from airflow_hoop.errors import ConfigError, IdentityError
+from airflow_hoop.identity import StepIdentity
+from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig, step_for
+from airflow_hoop.vault import StepVaultConfig
+
+
+class HoopHook(BaseHook):
+    """Reads a ``hoop`` connection and gives the current task its governed step.
+
+    Connection fields: ``host`` is the gateway URL (``https://gateway:8009``); ``password``
+    holds the AppRole secret_id or the Vault token when ``auth`` is ``approle``/``token``.
+    Extras: ``vault_url``, ``auth`` (``jwt``, the default, ``approle`` or ``token``),
+    ``jwt_role``, ``jwt_issuer``, ``workload_key_path``, ``identity_role``,
+    ``approle_role_id``, ``namespace``, ``timeout_seconds``.
+    """
+
+    conn_name_attr = "hoop_conn_id"
+    default_conn_name = "hoop_default"
+    conn_type = "hoop"
+    hook_name = "Hoop gateway"
+
+    def __init__(self, hoop_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__()
+        self.hoop_conn_id = hoop_conn_id
+
+    def get_config(self) -> HoopConnectionConfig:
+        """The validated configuration of the connection; errors name the field."""
+        conn = self.get_connection(self.hoop_conn_id)
+        extra = dict(conn.extra_dejson)
+        gateway_url = _gateway_url(conn.host, conn.port, extra.pop("scheme", None))
+        if not gateway_url:
+            raise ConfigError(
+                f"connection '{self.hoop_conn_id}' has no gateway URL in its host field",
+                "set host to the gateway URL, e.g. https://hoop-gateway:8009",
+            )
+        vault_fields = {k: v for k, v in extra.items() if k in StepVaultConfig.model_fields}
+        vault_fields["url"] = extra.get("vault_url") or vault_fields.get("url")
+        if conn.password:
+            secret_field = "approle_secret_id" if extra.get("auth") == "approle" else "token"
+            vault_fields[secret_field] = SecretStr(conn.password)
+        try:
+            return HoopConnectionConfig(
+                gateway_url=gateway_url,
+                vault=StepVaultConfig(**vault_fields),
+                timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
+                poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
+            )
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise ConfigError(
+                f"connection '{self.hoop_conn_id}' is incomplete or invalid ({fields})",
+                "set the named extras on the 'hoop' connection (vault_url is required)",
+            ) from None
+
+    def get_step(self, context: Mapping[str, Any] | None = None) -> GovernedStep:
+        """The governed step of the running task (fails closed outside a task)."""
+        if context is None:
+            context = current_context()
+        identity = StepIdentity.from_context(context)
+        return step_for(self.hoop_conn_id, self.get_config(), identity)
+
+    def test_connection(self) -> tuple[bool, str]:
+        from airflow_hoop.client.http import GatewayClient
+
+        config = self.get_config()
+        with GatewayClient(config.gateway_url, token=lambda: "") as client:
+            try:
+                return client.healthz(), f"gateway {config.gateway_url} is up"
+            except Exception as exc:
+                return False, str(exc)
+
+
+def current_context() -> Mapping[str, Any]:
+    """The running task's context, or an IdentityError: a step needs a task."""
+    from airflow.sdk import get_current_context
+
+    try:
+        return get_current_context()
+    except Exception:
+        raise IdentityError(
+            "no running Airflow task, so there is no step identity to govern this call",
+            "call the hook from inside a task (operator execute or @task function)",
+        ) from None
+
+
+def _gateway_url(host: str | None, port: int | None, scheme: str | None) -> str | None:
+    if not host:
+        return None
+    if "://" in host:
+        return host.rstrip("/") if not port else f"{host.rstrip('/')}:{port}"
+    return f"{scheme or 'https'}://{host}" + (f":{port}" if port else "")

@@ -1,0 +1,89 @@
+"""HoopPostgresHook: a DbApiHook whose every statement goes through the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+from airflow_hoop.errors import ConfigError
+from airflow_hoop.hooks.dbapi import GatewayConnection
+from airflow_hoop.hooks.hoop import HoopHook
+
+
+class HoopPostgresHook(DbApiHook):
+    """Postgres through the Hoop gateway, as the running step, with a per-step database user.
+
+    Connection type ``hoop_postgres``: ``schema`` names the gateway connection (e.g.
+    ``warehouse``); the extra ``hoop_conn_id`` names the ``hoop`` connection (default
+    ``hoop_default``). ``run``, ``get_records``, ``get_first``, ``get_df`` (pandas) and
+    ``insert_rows`` work as on ``PostgresHook``. There is deliberately no SQLAlchemy engine:
+    a direct connection would bypass the gateway.
+    """
+
+    conn_name_attr = "hoop_postgres_conn_id"
+    default_conn_name = "hoop_postgres_default"
+    conn_type = "hoop_postgres"
+    hook_name = "Postgres via Hoop gateway"
+    supports_autocommit = True
+    supports_executemany = True
+    _placeholder = "%s"
+
+    def __init__(
+        self,
+        *args: Any,
+        hoop_conn_id: str | None = None,
+        gateway_connection: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.hoop_conn_id = hoop_conn_id
+        self.gateway_connection = gateway_connection
+
+    def _target(self) -> str:
+        # SQLExecuteQueryOperator(database=...) sets hook.schema for non-postgres conn types.
+        name = self.gateway_connection or getattr(self, "schema", None) or self.connection.schema
+        if not name:
+            raise ConfigError(
+                f"connection '{self.get_conn_id()}' does not name a gateway connection",
+                "put the gateway connection name (e.g. warehouse) in the schema field",
+            )
+        return name
+
+    def _hoop(self) -> HoopHook:
+        conn_id = self.hoop_conn_id or self.connection.extra_dejson.get("hoop_conn_id")
+        return HoopHook(conn_id or HoopHook.default_conn_name)
+
+    def get_conn(self) -> GatewayConnection:
+        """A DB-API connection that runs statements on the gateway as the current step."""
+        if self.connection.conn_type not in (None, "", self.conn_type):
+            raise ConfigError(
+                f"connection '{self.get_conn_id()}' is of type {self.connection.conn_type}, "
+                f"not {self.conn_type}: it would bypass the gateway",
+                f"use a '{self.conn_type}' connection",
+            )
+        return GatewayConnection(self._hoop().get_step(), self._target())
+
+    @property
+    def dialect_name(self) -> str:
+        return "postgresql"
+
+    def get_uri(self) -> str:
+        return f"hoop-postgres://{self._target()}"
+
+    @property
+    def sqlalchemy_url(self) -> Any:
+        raise NotImplementedError(
+            "HoopPostgresHook has no SQLAlchemy URL: every statement must go through the gateway"
+        )
+
+    def _get_pandas_df(self, sql: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        import pandas as pd
+
+        conn = self.get_conn()
+        try:
+            cur = conn.cursor().execute(sql, parameters)
+            columns = [d[0] for d in cur.description or []]
+            return pd.DataFrame.from_records(cur.fetchall(), columns=columns, **kwargs)
+        finally:
+            conn.close()

@@ -1,0 +1,1 @@
+"""Operators: SQL (and, later, shell) steps that run through the gateway."""

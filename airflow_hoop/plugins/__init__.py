@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with airflow-hoop (registered through the ``airflow.plugins`` entry point)."""

@@ -1,0 +1,40 @@
+"""Ends governed steps when a task ends, whatever operator ran them.
+
+The stock ``SQLExecuteQueryOperator`` pointed at a ``hoop_postgres`` connection knows nothing
+of steps; this listener, loaded in every task process, ends them on success, failure or skip.
+Kept light: Airflow imports plugin modules in every task process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
+
+class _StepListener:
+    @hookimpl
+    def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+        _end()
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        _end()
+
+    @hookimpl
+    def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
+        _end()
+
+
+def _end() -> None:
+    from airflow_hoop.step_session import end_all_steps
+
+    end_all_steps()
+
+
+class HoopListenerPlugin(AirflowPlugin):
+    """Registers the step listener (the UI parts arrive with the Audit tab)."""
+
+    name = "airflow_hoop"
+    listeners = [_StepListener()]

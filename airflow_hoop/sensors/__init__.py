@@ -1,0 +1,1 @@
+"""Sensors: (arrive with approvals)."""

@@ -1,0 +1,119 @@
+"""The Airflow side of one governed step: its Vault login, its gateway client, and its end.
+
+A step is one try of one task instance. Its first governed statement logs in to Vault; the
+step ends when the task ends (operator ``finally``, the task listener, or process exit),
+whichever comes first: the gateway closes the step's connections and revokes its database
+users, then the task revokes its own Vault token. Nothing the step held outlives it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+
+from pydantic import BaseModel
+
+from airflow_hoop.client.http import GatewayClient
+from airflow_hoop.errors import HoopError
+from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.vault import StepVaultConfig, StepVaultSession
+
+log = logging.getLogger(__name__)
+
+
+class HoopConnectionConfig(BaseModel):
+    """Everything the task side needs to govern a step (built from a ``hoop`` connection)."""
+
+    gateway_url: str
+    vault: StepVaultConfig
+    timeout_seconds: float = 75.0
+    poll_interval_seconds: float = 0.5
+
+
+class GovernedStep:
+    """One step's Vault session and gateway client; ``end()`` releases both."""
+
+    def __init__(self, config: HoopConnectionConfig, step: StepRef) -> None:
+        self.config = config
+        self.step = step
+        self.vault = StepVaultSession(config.vault, step)
+        self.client = GatewayClient(
+            config.gateway_url,
+            token=self.vault.identity_token,
+            timeout=config.timeout_seconds,
+            poll_interval=config.poll_interval_seconds,
+        )
+        self.used_gateway = False
+        self.running_session: str | None = None
+
+    def end(self) -> None:
+        """Release everything; raises only after trying every release."""
+        problems: list[str] = []
+        if self.used_gateway:
+            try:
+                ended = self.client.end_step()
+                if ended.revoked_db_users:
+                    log.info("step %s: gateway revoked %s", self.step.key, ended.revoked_db_users)
+            except HoopError as exc:
+                # The gateway also releases idle steps and Vault expires the lease: log, go on.
+                problems.append(str(exc))
+        try:
+            if self.vault.revoke():
+                log.info("step %s: Vault token revoked", self.step.key)
+        except HoopError as exc:
+            problems.append(str(exc))
+        self.client.close()
+        if problems:
+            raise HoopError("; ".join(problems), "the leases expire on their own at their TTL")
+
+    def kill_running(self) -> None:
+        """Ask the gateway to stop the statement this step is running, if any."""
+        if self.running_session:
+            self.client.kill(self.running_session)
+
+
+_lock = threading.Lock()
+_steps: dict[tuple[str, str], GovernedStep] = {}
+
+
+def step_for(config_id: str, config: HoopConnectionConfig, step: StepRef) -> GovernedStep:
+    """The process's one GovernedStep for this step and ``hoop`` connection."""
+    with _lock:
+        key = (config_id, step.key)
+        governed = _steps.get(key)
+        if governed is None:
+            governed = _steps[key] = GovernedStep(config, step)
+        return governed
+
+
+def active_steps() -> list[GovernedStep]:
+    with _lock:
+        return list(_steps.values())
+
+
+def end_all_steps() -> list[str]:
+    """End every step of this process; returns the problems met (already logged)."""
+    with _lock:
+        steps = list(_steps.values())
+        _steps.clear()
+    problems = []
+    for governed in steps:
+        try:
+            governed.end()
+        except HoopError as exc:
+            log.warning("step %s did not end cleanly: %s", governed.step.key, exc)
+            problems.append(str(exc))
+    return problems
+
+
+def kill_all_steps() -> None:
+    """Stop running statements of every step of this process (task kill)."""
+    for governed in active_steps():
+        try:
+            governed.kill_running()
+        except HoopError as exc:
+            log.warning("could not kill the running session of %s: %s", governed.step.key, exc)
+
+
+atexit.register(end_all_steps)

@@ -1,0 +1,1 @@
+"""Triggers: (arrive with approvals)."""
