@@ -59,7 +59,11 @@ def get_provider_info() -> dict[str, Any]:
                     "auth": {
                         "label": "Vault auth method",
                         "description": "jwt (recommended), approle or token.",
-                        "schema": {"type": "string", "enum": ["jwt", "approle", "token"], "default": "jwt"},
+                        "schema": {
+                            "type": "string",
+                            "enum": ["jwt", "approle", "token"],
+                            "default": "jwt",
+                        },
                     },
                     "jwt_role": {
                         "label": "JWT auth role",

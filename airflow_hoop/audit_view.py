@@ -12,13 +12,22 @@ from airflow_hoop.ledger.steps import StepView
 def steps_table(steps: list[StepView]) -> Table:
     """One row per statement, grouped by step: identity, database user, command, result."""
     table = Table(title="What happened (read back from the gateway's ledger)", show_lines=True)
-    for column in ("step (dag / task / run / try)", "database user", "statement", "rows", "status", "ms"):
+    for column in (
+        "step (dag / task / run / try)",
+        "database user",
+        "statement",
+        "rows",
+        "status",
+        "ms",
+    ):
         table.add_column(column, overflow="fold")
     for view in steps:
         s = view.step
         identity = f"{s.dag_id}\n{s.task_id}\n{s.run_id}\ntry {s.try_number}"
         if view.refusals:
-            table.add_row(identity, "-", "refused: " + "; ".join(view.refusals), "-", "refused", "-")
+            table.add_row(
+                identity, "-", "refused: " + "; ".join(view.refusals), "-", "refused", "-"
+            )
         for i, st in enumerate(view.statements):
             rows = str(st.rows_returned) if st.rows_returned else str(max(st.rowcount, 0))
             table.add_row(

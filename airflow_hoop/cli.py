@@ -10,7 +10,7 @@ from rich.console import Console
 
 from airflow_hoop.errors import HoopError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @click.group()
@@ -26,8 +26,13 @@ def gateway() -> None:
 
 
 @gateway.command("serve")
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), envvar="HOOP_GATEWAY_CONFIG",
-              help="Gateway settings file (YAML); environment variables HOOP_GATEWAY_* override it.")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="HOOP_GATEWAY_CONFIG",
+    help="Gateway settings file (YAML); environment variables HOOP_GATEWAY_* override it.",
+)
 def gateway_serve(config: str | None) -> None:
     """Serve the gateway API (uvicorn) until interrupted."""
     from airflow_hoop.gateway.__main__ import serve
@@ -43,19 +48,25 @@ def stack() -> None:
 
 
 @stack.command("up")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the stack keeps its data (default: a new directory under /dev/shm or /tmp).")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the stack keeps its data (default: a new directory under /dev/shm or /tmp).",
+)
 def stack_up(run_dir: Path | None) -> None:
     """Bring the stack up and print how to reach it and how to point Airflow at it."""
     from airflow_hoop.devstack import stack as devstack
 
     info = devstack.up(run_dir)
     console.print(f"Stack running in {info.run_dir}")
-    console.print(f"  gateway {info.gateway_url}\n  OpenBao {info.bao_addr}\n  PostgreSQL 127.0.0.1:{info.pg_port}")
+    console.print(
+        f"  gateway {info.gateway_url}\n  OpenBao {info.bao_addr}\n  PostgreSQL 127.0.0.1:{info.pg_port}"
+    )
     console.print("Airflow connections (export these):")
     for name in info.airflow_env():
         console.print(f"  {name}")
-    console.print(f"  eval \"$(airflow-hoop stack env {info.run_dir})\"")
+    console.print(f'  eval "$(airflow-hoop stack env {info.run_dir})"')
     console.print(f"Stop it with: airflow-hoop stack down {info.run_dir}")
 
 
@@ -83,7 +94,9 @@ def stack_down(run_dir: Path) -> None:
 
 # -- demo ----------------------------------------------------------------------------------
 @main.command()
-@click.option("--keep", is_flag=True, help="Leave the stack running afterwards and print how to reach it.")
+@click.option(
+    "--keep", is_flag=True, help="Leave the stack running afterwards and print how to reach it."
+)
 def demo(keep: bool) -> None:
     """Run example_dags/governed_etl.py on the embedded stack and show the ledger."""
     from airflow_hoop.demo import run_demo
@@ -98,10 +111,16 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--stack", "stack_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Read the ledger of an embedded stack (its gateway and auditor key).")
+@click.option(
+    "--stack",
+    "stack_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Read the ledger of an embedded stack (its gateway and auditor key).",
+)
 @click.option("--gateway", "gateway_url", help="Gateway URL.")
-@click.option("--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY.")
+@click.option(
+    "--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY."
+)
 def audit_verify(stack_dir: Path | None, gateway_url: str | None, api_key: str | None) -> None:
     """Recompute the hash chain and name the first record that does not verify.
 

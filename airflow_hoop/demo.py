@@ -24,7 +24,9 @@ def read_ledger(info: StackInfo) -> list[StoredRecord]:
         return list(client.iter_ledger())
 
 
-def show_ledger(console: Console, rows: list[StoredRecord], dag_id: str | None = None) -> VerifyReport:
+def show_ledger(
+    console: Console, rows: list[StoredRecord], dag_id: str | None = None
+) -> VerifyReport:
     records = [LedgerRecord.model_validate_json(r.body) for r in rows]
     views = [v for v in steps_from_records(records) if dag_id is None or v.step.dag_id == dag_id]
     console.print(steps_table(views))
@@ -33,7 +35,9 @@ def show_ledger(console: Console, rows: list[StoredRecord], dag_id: str | None =
     return report
 
 
-def run_demo(console: Console, *, keep: bool = False, dags_folder: Path = airflow_env.EXAMPLE_DAGS) -> int:
+def run_demo(
+    console: Console, *, keep: bool = False, dags_folder: Path = airflow_env.EXAMPLE_DAGS
+) -> int:
     """Bring the stack up, run the example DAG with ``airflow dags test``, show the ledger."""
     started = time.monotonic()
     with console.status("Starting the embedded stack (PostgreSQL, OpenBao, gateway)..."):

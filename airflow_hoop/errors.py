@@ -58,7 +58,9 @@ class PolicyRefusedError(HoopError):
     """The gateway's policy refused the step (403); the refusal is in the ledger."""
 
     link = "gateway policy"
-    default_fix = "allow this DAG on the connection in the gateway's policy, or use another connection"
+    default_fix = (
+        "allow this DAG on the connection in the gateway's policy, or use another connection"
+    )
 
 
 class BadRequestError(HoopError):

@@ -38,7 +38,9 @@ class StepIdentity(StepRef):
             task_id=ti.task_id,
             run_id=ti.run_id,
             try_number=int(getattr(ti, "try_number", 1) or 1),
-            map_index=int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1),
+            map_index=int(
+                getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1
+            ),
             triggered_by=triggered_by,
         )
 

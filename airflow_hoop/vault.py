@@ -81,7 +81,9 @@ class StepVaultSession:
         session = requests.Session()
         session.trust_env = False
         self._client = hvac.Client(
-            url=config.url, namespace=config.namespace, session=session,
+            url=config.url,
+            namespace=config.namespace,
+            session=session,
             timeout=config.timeout_seconds,  # type: ignore[arg-type]
         )
 
@@ -101,7 +103,9 @@ class StepVaultSession:
         cfg = self.config
         if cfg.auth == "token":
             if not cfg.token:
-                raise ConfigError("auth=token needs a Vault token in the 'hoop' connection's password")
+                raise ConfigError(
+                    "auth=token needs a Vault token in the 'hoop' connection's password"
+                )
             return cfg.token.get_secret_value()
         if cfg.auth == "approle":
             if not (cfg.approle_role_id and cfg.approle_secret_id):
@@ -109,8 +113,10 @@ class StepVaultSession:
                     "auth=approle needs approle_role_id (extra) and the secret_id (password)"
                 )
             resp = self._client.auth.approle.login(
-                role_id=cfg.approle_role_id, secret_id=cfg.approle_secret_id.get_secret_value(),
-                mount_point=cfg.approle_mount, use_token=False,
+                role_id=cfg.approle_role_id,
+                secret_id=cfg.approle_secret_id.get_secret_value(),
+                mount_point=cfg.approle_mount,
+                use_token=False,
             )
         else:
             resp = self._client.auth.jwt.jwt_login(
@@ -129,7 +135,9 @@ class StepVaultSession:
         try:
             key = Path(path).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read the workload issuer key {path}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot read the workload issuer key {path}: {exc.strerror}"
+            ) from None
         now = int(time.time())
         claims: dict[str, Any] = {
             **self._step_claims(),
@@ -145,8 +153,12 @@ class StepVaultSession:
     def _step_claims(self) -> dict[str, str]:
         s = self.step
         claims = {
-            "sub": s.key, "dag_id": s.dag_id, "task_id": s.task_id, "run_id": s.run_id,
-            "try_number": str(s.try_number), "map_index": str(s.map_index),
+            "sub": s.key,
+            "dag_id": s.dag_id,
+            "task_id": s.task_id,
+            "run_id": s.run_id,
+            "try_number": str(s.try_number),
+            "map_index": str(s.map_index),
         }
         if s.triggered_by:
             claims["triggered_by"] = s.triggered_by

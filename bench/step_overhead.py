@@ -48,20 +48,28 @@ def config_for(info: StackInfo) -> HoopConnectionConfig:
     return HoopConnectionConfig(
         gateway_url=info.gateway_url,
         vault=StepVaultConfig(
-            url=info.bao_addr, auth="jwt", jwt_role=info.jwt_role, jwt_issuer=info.jwt_issuer,
-            workload_key_path=info.workload_key_path, identity_role=info.identity_role,
+            url=info.bao_addr,
+            auth="jwt",
+            jwt_role=info.jwt_role,
+            jwt_issuer=info.jwt_issuer,
+            workload_key_path=info.workload_key_path,
+            identity_role=info.identity_role,
         ),
     )
 
 
 def governed_step(config: HoopConnectionConfig, i: int, parts: dict[str, list[float]]) -> float:
-    step = GovernedStep(config, StepRef(dag_id="bench_overhead", task_id="one", run_id="bench", try_number=i))
+    step = GovernedStep(
+        config, StepRef(dag_id="bench_overhead", task_id="one", run_id="bench", try_number=i)
+    )
     t0 = time.perf_counter()
     parts["vault login"].append(timed(step.vault.login))
     parts["identity token"].append(timed(step.vault.identity_token))
     conn = GatewayConnection(step, "warehouse")
     conn.autocommit = True
-    parts["gateway exec (1st: creds + connect + ledger)"].append(timed(lambda: conn.cursor().execute(SQL).fetchall()))
+    parts["gateway exec (1st: creds + connect + ledger)"].append(
+        timed(lambda: conn.cursor().execute(SQL).fetchall())
+    )
     parts["end step (gateway revoke + Vault revoke)"].append(timed(step.end))
     return (time.perf_counter() - t0) * 1000
 
@@ -73,7 +81,9 @@ def direct_step(dsn: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def further_statements(config: HoopConnectionConfig, dsn: str, count: int) -> tuple[list[float], list[float]]:
+def further_statements(
+    config: HoopConnectionConfig, dsn: str, count: int
+) -> tuple[list[float], list[float]]:
     step = GovernedStep(config, StepRef(dag_id="bench_overhead", task_id="many", run_id="bench"))
     conn = GatewayConnection(step, "warehouse")
     conn.autocommit = True
@@ -90,7 +100,9 @@ def further_statements(config: HoopConnectionConfig, dsn: str, count: int) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="steps of each kind (default 200)")
-    parser.add_argument("--statements", type=int, default=200, help="further statements in one step")
+    parser.add_argument(
+        "--statements", type=int, default=200, help="further statements in one step"
+    )
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
@@ -119,18 +131,23 @@ def main() -> None:
         "breakdown": {k: stats(v) for k, v in parts.items()},
         "further statement, governed": stats(more_governed),
         "further statement, direct": stats(more_direct),
-        "added per further statement (median)": statistics.median(more_governed) - statistics.median(more_direct),
+        "added per further statement (median)": statistics.median(more_governed)
+        - statistics.median(more_direct),
     }
     print(f"machine: {results['machine']}, python {results['python']}")
     print(f"{'what':55} {'n':>5} {'median ms':>10} {'p95 ms':>9}")
     rows = [("governed step", results["governed step"]), ("direct step", results["direct step"])]
     rows += [(f"  {k}", v) for k, v in results["breakdown"].items()]
-    rows += [("further statement, governed", results["further statement, governed"]),
-             ("further statement, direct", results["further statement, direct"])]
+    rows += [
+        ("further statement, governed", results["further statement, governed"]),
+        ("further statement, direct", results["further statement, direct"]),
+    ]
     for name, s in rows:
         print(f"{name:55} {s['n']:>5} {s['median_ms']:>10.2f} {s['p95_ms']:>9.2f}")
     print(f"added per step (median): {results['added per step (median)']:.2f} ms (goal <= 60)")
-    print(f"added per further statement (median): {results['added per further statement (median)']:.2f} ms (goal <= 5)")
+    print(
+        f"added per further statement (median): {results['added per further statement (median)']:.2f} ms (goal <= 5)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

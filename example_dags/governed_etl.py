@@ -74,6 +74,9 @@ with DAG(
         hook = HoopPostgresHook("warehouse_via_hoop")
         frame = hook.get_df("SELECT customer, amount FROM orders")
         top = hook.get_first("SELECT customer FROM orders ORDER BY amount DESC LIMIT 1")
-        return {"customers": float(frame["customer"].nunique()), "top_is_initech": float(top[0] == "initech")}
+        return {
+            "customers": float(frame["customer"].nunique()),
+            "top_is_initech": float(top[0] == "initech"),
+        }
 
     create_tables >> load_orders >> transform >> read_back >> summarize()

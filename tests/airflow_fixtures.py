@@ -28,11 +28,15 @@ class AirflowHome:
         self.home = home
         self.env = env
         self.log = home / "airflow-commands.log"
+        self._output: dict[str, str] = {}
 
-    def dags_test(self, dag_id: str, logical_date: str | None = None) -> subprocess.CompletedProcess[str]:
+    def dags_test(
+        self, dag_id: str, logical_date: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = airflow_env.dags_test(self.env, dag_id, logical_date=logical_date)
         with self.log.open("a") as out:
             out.write(proc.stdout + proc.stderr)
+        self._output[dag_id] = self._output.get(dag_id, "") + proc.stdout + proc.stderr
         return proc
 
     def _db(self) -> sqlite3.Connection:
@@ -60,7 +64,9 @@ class AirflowHome:
                 "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
                 (dag_id, run_id),
             ).fetchall()
-        return {task: json.loads(value) if isinstance(value, str) else value for task, value in rows}
+        return {
+            task: json.loads(value) if isinstance(value, str) else value for task, value in rows
+        }
 
     def xcom_text(self, dag_id: str, run_id: str) -> str:
         with self._db() as db:
@@ -70,9 +76,13 @@ class AirflowHome:
         return "\n".join(str(v) for (v,) in rows)
 
     def task_logs(self, dag_id: str) -> str:
-        """Every task log file of the DAG, concatenated."""
+        """What the DAG's tasks logged: `dags test` prints task logs; files too, if any."""
         root = self.home / "logs"
-        return "\n".join(p.read_text(errors="replace") for p in sorted(root.rglob("*.log")) if f"dag_id={dag_id}" in str(p))
+        return self._output.get(dag_id, "") + "\n".join(
+            p.read_text(errors="replace")
+            for p in sorted(root.rglob("*.log"))
+            if f"dag_id={dag_id}" in str(p)
+        )
 
 
 def _connections(stack: StackInfo) -> dict[str, str]:
@@ -82,15 +92,29 @@ def _connections(stack: StackInfo) -> dict[str, str]:
     extra = {
         "hoop_gateway_down": {**hoop, "host": closed_port},
         "hoop_vault_down": {**hoop, "extra": {**hoop["extra"], "vault_url": closed_port}},
-        "warehouse_gateway_down": {"conn_type": "hoop_postgres", "schema": "warehouse",
-                                   "extra": {"hoop_conn_id": "hoop_gateway_down"}},
-        "warehouse_vault_down": {"conn_type": "hoop_postgres", "schema": "warehouse",
-                                 "extra": {"hoop_conn_id": "hoop_vault_down"}},
-        "warehouse_unknown": {"conn_type": "hoop_postgres", "schema": "no_such_target",
-                              "extra": {"hoop_conn_id": "hoop_default"}},
-        "warehouse_direct": {"conn_type": "postgres", "host": "127.0.0.1", "port": stack.pg_port,
-                             "login": "warehouse_static", "password": STATIC_PASSWORD,
-                             "schema": stack.warehouse_db},
+        "warehouse_gateway_down": {
+            "conn_type": "hoop_postgres",
+            "schema": "warehouse",
+            "extra": {"hoop_conn_id": "hoop_gateway_down"},
+        },
+        "warehouse_vault_down": {
+            "conn_type": "hoop_postgres",
+            "schema": "warehouse",
+            "extra": {"hoop_conn_id": "hoop_vault_down"},
+        },
+        "warehouse_unknown": {
+            "conn_type": "hoop_postgres",
+            "schema": "no_such_target",
+            "extra": {"hoop_conn_id": "hoop_default"},
+        },
+        "warehouse_direct": {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": stack.pg_port,
+            "login": "warehouse_static",
+            "password": STATIC_PASSWORD,
+            "schema": stack.warehouse_db,
+        },
     }
     return {f"AIRFLOW_CONN_{k.upper()}": json.dumps(v) for k, v in extra.items()}
 

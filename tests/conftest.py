@@ -32,7 +32,8 @@ def _require_binaries() -> None:
 def stack() -> Iterator[StackInfo]:
     """The running stack, gateway included; stopped and removed at the end of the session."""
     _require_binaries()
-    info = devstack.up(gateway=True)
+    # Raw Vault audit: the leak tests need the real passwords to search for.
+    info = devstack.up(gateway=True, vault_audit_raw=True)
     try:
         yield info
     finally:

@@ -18,10 +18,17 @@ def _chain(n: int) -> list[StoredRecord]:
     for seq in range(1, n + 1):
         script = f"SELECT {seq}"
         record = LedgerRecord(
-            seq=seq, time=datetime(2026, 11, 23, tzinfo=UTC), prev_hash=prev, step=STEP,
+            seq=seq,
+            time=datetime(2026, 11, 23, tzinfo=UTC),
+            prev_hash=prev,
+            step=STEP,
             actor=STEP.key,
-            body=SessionIntent(session_id=f"s{seq}", connection="warehouse", script=script,
-                               script_sha256=sha256_hex(script)),
+            body=SessionIntent(
+                session_id=f"s{seq}",
+                connection="warehouse",
+                script=script,
+                script_sha256=sha256_hex(script),
+            ),
         )
         body = record.canonical_bytes()
         prev = link_hash(prev, body)

@@ -9,13 +9,35 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_hoop.client.values import decode_parameters, decode_value, encode_parameters, encode_value
+from airflow_hoop.client.values import (
+    decode_parameters,
+    decode_value,
+    encode_parameters,
+    encode_value,
+)
 
 VALUES = [
-    None, True, 0, -7, 2**62, 1.5, "text", "it's; DROP TABLE x; --", "$$", "é\u2603",
-    Decimal("12.50"), dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-    dt.datetime(2026, 1, 2, 3, 4, 5), dt.time(1, 2, 3), dt.timedelta(seconds=90.5),
-    uuid.UUID(int=5), b"\x00\xffbytes", [1, 2, None], [Decimal("1.1")], float("inf"),
+    None,
+    True,
+    0,
+    -7,
+    2**62,
+    1.5,
+    "text",
+    "it's; DROP TABLE x; --",
+    "$$",
+    "é\u2603",
+    Decimal("12.50"),
+    dt.date(2026, 1, 2),
+    dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    dt.datetime(2026, 1, 2, 3, 4, 5),
+    dt.time(1, 2, 3),
+    dt.timedelta(seconds=90.5),
+    uuid.UUID(int=5),
+    b"\x00\xffbytes",
+    [1, 2, None],
+    [Decimal("1.1")],
+    float("inf"),
 ]
 
 

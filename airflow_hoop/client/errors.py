@@ -22,7 +22,9 @@ def error_for(response: httpx.Response) -> HoopError:
     where = f"{response.request.method} {response.request.url.path} -> {status}"
     link, message, fix = _split(raw)
     if status == 401:
-        return GatewayAuthError(f"the gateway refused the step's identity ({where}): {message}", fix)
+        return GatewayAuthError(
+            f"the gateway refused the step's identity ({where}): {message}", fix
+        )
     if status == 403:
         return PolicyRefusedError(f"the gateway refused the step ({where}): {message}", fix)
     if status == 503 and link == "ledger":

@@ -147,7 +147,9 @@ class GatewayClient:
     def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
         return model.model_validate(self._send("GET", path, params=params, retry=True).json())
 
-    def _send(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, retry: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         attempts = _IDEMPOTENT_RETRIES if retry else 1
         for attempt in range(attempts):
             try:
@@ -180,6 +182,8 @@ def _as_exec_response(info: SessionInfo) -> ExecResponse:
         output_status=status,
         truncated=info.truncated,
         exit_code=exit_code,
-        execution_time=int(((info.end_date or info.start_date) - info.start_date).total_seconds() * 1000),
+        execution_time=int(
+            ((info.end_date or info.start_date) - info.start_date).total_seconds() * 1000
+        ),
         airflow_hoop=info.airflow_hoop,
     )

@@ -12,9 +12,10 @@ import datetime as dt
 import math
 import uuid
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[Any], Any]] = {
     "decimal": Decimal,
     "datetime": dt.datetime.fromisoformat,
     "date": dt.date.fromisoformat,

@@ -39,7 +39,9 @@ def airflow_env(
     return env
 
 
-def airflow(env: dict[str, str], *args: str, log: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def airflow(
+    env: dict[str, str], *args: str, log: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``airflow <args>`` in that environment; output goes to ``log`` when given."""
     cmd = [sys.executable, "-m", "airflow", *args]
     if log is None:
@@ -47,7 +49,9 @@ def airflow(env: dict[str, str], *args: str, log: Path | None = None, timeout: f
     with log.open("a") as out:
         out.write(f"$ airflow {' '.join(args)}\n")
         out.flush()
-        return subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        return subprocess.run(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout
+        )
 
 
 def migrate(env: dict[str, str], log: Path | None = None) -> None:

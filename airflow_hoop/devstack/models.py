@@ -34,6 +34,7 @@ class StackInfo(BaseModel):
     jwt_role: str = "airflow-step"
     identity_role: str = "airflow-step"
     auditor_api_key: str
+    bao_audit_log: str | None = None
 
     def admin_dsn(self, dbname: str) -> str:
         """Superuser DSN over the unix socket (trust auth; the stack is throwaway)."""

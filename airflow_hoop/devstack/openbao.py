@@ -47,11 +47,19 @@ def proxy_free_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def launch(run_dir: Path, port: int, root_token: str) -> subprocess.Popen[bytes]:
+AUDIT_LOG_FILE = "bao-audit.log"
+
+
+def launch(
+    run_dir: Path, port: int, root_token: str, *, audit_raw: bool = False
+) -> subprocess.Popen[bytes]:
     """Start ``bao server -dev`` on 127.0.0.1:``port`` (and ``port``+1) without waiting.
 
     Output goes to ``<run_dir>/bao.log``. ``HOME`` is the run dir and no token file is written,
-    so nothing leaks into the caller's home directory.
+    so nothing leaks into the caller's home directory. A file audit device writes every
+    request to ``<run_dir>/bao-audit.log`` (secrets HMAC'd; the API refuses to enable audit
+    devices, so it is declared in a config file). ``audit_raw`` logs secrets in clear: only
+    for leak tests, which need the real passwords to search for.
     """
     addr = f"http://{LOOPBACK}:{port}"
     cmd = [
@@ -61,6 +69,7 @@ def launch(run_dir: Path, port: int, root_token: str) -> subprocess.Popen[bytes]
         f"-dev-root-token-id={root_token}",
         f"-dev-listen-address={LOOPBACK}:{port}",
         "-dev-no-store-token",
+        f"-config={_audit_config(run_dir, audit_raw)}",
     ]
     env = proxy_free_env(HOME=str(run_dir), BAO_API_ADDR=addr, VAULT_API_ADDR=addr)
     with private_log(run_dir / "bao.log") as log:  # dev mode prints the root token
@@ -73,6 +82,17 @@ def launch(run_dir: Path, port: int, root_token: str) -> subprocess.Popen[bytes]
             cwd=run_dir,
             start_new_session=True,  # a Ctrl-C in the caller's terminal must not kill it half-way
         )
+
+
+def _audit_config(run_dir: Path, raw: bool) -> Path:
+    config = run_dir / "bao-audit.hcl"
+    log = run_dir / AUDIT_LOG_FILE
+    options = f'file_path = "{log}"\n    mode = "0600"' + ('\n    log_raw = "true"' if raw else "")
+    config.write_text(
+        f'audit "file" "devstack" {{\n  description = "airflow-hoop devstack"\n'
+        f"  options {{\n    {options}\n  }}\n}}\n"
+    )
+    return config
 
 
 def _health_status(port: int) -> int | None:

@@ -41,11 +41,14 @@ _GATEWAY_STOP_TIMEOUT_S = 25.0
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def up(run_dir: Path | None = None, *, gateway: bool = True) -> StackInfo:
+def up(
+    run_dir: Path | None = None, *, gateway: bool = True, vault_audit_raw: bool = False
+) -> StackInfo:
     """Start and configure a fresh stack; return how to reach it (also saved as stack.json).
 
     ``run_dir`` must be absent or empty; by default a new directory on /dev/shm (or the temp
-    dir) is used. With ``gateway=False`` everything but the gateway process comes up. On any
+    dir) is used. With ``gateway=False`` everything but the gateway process comes up.
+    ``vault_audit_raw`` makes OpenBao's audit log keep secrets in clear (leak tests only). On any
     failure whatever was started is stopped again and the error is raised.
     """
     pg_bin = postgres.pg_bin_dir()  # fail before starting anything when a binary is missing
@@ -74,10 +77,11 @@ def up(run_dir: Path | None = None, *, gateway: bool = True) -> StackInfo:
         gateway_log=str(run_dir / GATEWAY_LOG_FILE),
         workload_key_path=str(run_dir / vault_setup.WORKLOAD_KEY_FILE),
         auditor_api_key="hpk_" + secrets.token_urlsafe(32),
+        bao_audit_log=str(run_dir / openbao.AUDIT_LOG_FILE),
     )
     try:
         # bao first and without waiting: it becomes healthy while initdb runs (~1 s in all).
-        bao = openbao.launch(run_dir, bao_port, info.bao_root_token)
+        bao = openbao.launch(run_dir, bao_port, info.bao_root_token, audit_raw=vault_audit_raw)
         info.bao_pid = bao.pid
         _children[bao.pid] = bao
         _save(info)

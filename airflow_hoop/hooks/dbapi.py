@@ -54,8 +54,11 @@ class GatewayConnection:
             connection=self.connection,
             script=script,
             metadata={
-                "dag_id": identity.dag_id, "task_id": identity.task_id, "run_id": identity.run_id,
-                "try_number": str(identity.try_number), "map_index": str(identity.map_index),
+                "dag_id": identity.dag_id,
+                "task_id": identity.task_id,
+                "run_id": identity.run_id,
+                "try_number": str(identity.try_number),
+                "map_index": str(identity.map_index),
             },
             correlation_id=_correlation(identity.key),
             airflow_hoop=ExecExtension(
@@ -89,7 +92,9 @@ class GatewayCursor:
         self._rows: list[tuple[Any, ...]] = []
         self._pos = 0
 
-    def execute(self, operation: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None) -> GatewayCursor:
+    def execute(
+        self, operation: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> GatewayCursor:
         response = self.connection._send(operation, parameters)
         typed = response.airflow_hoop
         if typed is None:
@@ -153,7 +158,9 @@ class GatewayCursor:
     def _need_result(self) -> None:
         if self.description is None:
             # Same message class as psycopg: fetching from a statement that returns no rows.
-            raise CommandFailedError("the last statement returned no rows to fetch", "fetch only after a query")
+            raise CommandFailedError(
+                "the last statement returned no rows to fetch", "fetch only after a query"
+            )
 
 
 def _raise_for(response: ExecResponse) -> None:

@@ -58,8 +58,13 @@ def verify_chain(
     for row in rows:
         fail = _check(row, expected_seq, prev)
         if fail:
-            return VerifyReport(ok=False, records=count, failure=VerifyFailure(seq=row.seq if
-                                row.seq == expected_seq else expected_seq, problem=fail))
+            return VerifyReport(
+                ok=False,
+                records=count,
+                failure=VerifyFailure(
+                    seq=row.seq if row.seq == expected_seq else expected_seq, problem=fail
+                ),
+            )
         prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
     return VerifyReport(
         ok=True, records=count, head_seq=expected_seq - 1 if count else None, head_hash=prev

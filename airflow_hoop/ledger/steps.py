@@ -56,8 +56,11 @@ def steps_from_records(records: Iterable[LedgerRecord]) -> list[StepView]:
         body = record.body
         if isinstance(body, SessionIntent):
             statement = StatementView(
-                session_id=body.session_id, connection=body.connection, script=body.script,
-                db_user=body.db_user, intent_seq=record.seq,
+                session_id=body.session_id,
+                connection=body.connection,
+                script=body.script,
+                db_user=body.db_user,
+                intent_seq=record.seq,
             )
             by_session[body.session_id] = statement
             view.statements.append(statement)

@@ -32,7 +32,10 @@ CASES: dict[str, dict] = {
         "parameters": {"a": 41, "b": "{{ ds }}"},
     },
     "positional": {"sql": "SELECT %s::int * 2, %s::text", "parameters": [21, "it's; $$ok$$"]},
-    "fetch_one": {"sql": "SELECT 7 AS x, 8 AS y UNION ALL SELECT 9, 10", "handler": fetch_one_handler},
+    "fetch_one": {
+        "sql": "SELECT 7 AS x, 8 AS y UNION ALL SELECT 9, 10",
+        "handler": fetch_one_handler,
+    },
     "sql_file": {"sql": "parity.sql", "params": {"limit": 3}},
     "no_rows": {
         "sql": "CREATE TEMP TABLE parity_tmp (x int); INSERT INTO parity_tmp VALUES (1), (2)",
