@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import hvac
 import psycopg
@@ -153,7 +154,7 @@ def _issued_passwords(stack: StackInfo) -> list[str]:
     """Every database password Vault handed out, from its raw audit log (test stacks only)."""
     passwords = []
     assert stack.bao_audit_log
-    for line in open(stack.bao_audit_log, encoding="utf-8"):
+    for line in Path(stack.bao_audit_log).read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
         path = entry.get("request", {}).get("path", "")
         data = (entry.get("response") or {}).get("data") or {}
@@ -175,7 +176,7 @@ def test_no_task_ever_saw_a_database_password(etl_run, airflow_home, stack):
         "xcom": airflow_home.xcom_text("governed_etl", run_id),
         "airflow output": proc.stdout + proc.stderr,
         "airflow metadata db": (airflow_home.home / "airflow.db").read_bytes().decode("latin-1"),
-        "gateway log": open(stack.gateway_log, encoding="utf-8", errors="replace").read(),
+        "gateway log": Path(stack.gateway_log).read_text(encoding="utf-8", errors="replace"),
         "ledger": "\n".join(r.body for r in read_ledger(stack)),
     }
     for where, text in haystacks.items():

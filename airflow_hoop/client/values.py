@@ -11,8 +11,8 @@ import base64
 import datetime as dt
 import math
 import uuid
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
