@@ -41,6 +41,20 @@ def steps_table(steps: list[StepView]) -> Table:
     return table
 
 
+def steps_summary(steps: list[StepView]) -> str:
+    """One line a reviewer reads first: identities, users, revocations."""
+    users = [u for v in steps for u in v.db_users]
+    revoked = sum(1 for v in steps if v.revoked_at is not None)
+    statements = sum(len(v.statements) for v in steps)
+    refused = sum(len(v.refusals) for v in steps)
+    shared = len(users) - len(set(users))
+    return (
+        f"{len(steps)} steps, {statements} statements, {len(set(users))} database users "
+        f"({'none shared' if not shared else f'{shared} shared!'}), "
+        f"{revoked}/{len(steps)} steps' credentials revoked, {refused} policy refusals"
+    )
+
+
 def print_verification(console: Console, report: VerifyReport) -> None:
     style = "bold green" if report.ok else "bold red"
     console.print(f"Ledger verification: {report.summary()}", style=style)

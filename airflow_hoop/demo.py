@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from airflow_hoop.audit_view import print_verification, steps_table
+from airflow_hoop.audit_view import print_verification, steps_summary, steps_table
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.devstack import airflow_env, stack
 from airflow_hoop.devstack.models import StackInfo
@@ -30,6 +30,7 @@ def show_ledger(
     records = [LedgerRecord.model_validate_json(r.body) for r in rows]
     views = [v for v in steps_from_records(records) if dag_id is None or v.step.dag_id == dag_id]
     console.print(steps_table(views))
+    console.print(steps_summary(views))
     report = verify_chain(rows)
     print_verification(console, report)
     return report

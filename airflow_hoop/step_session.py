@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
@@ -48,24 +49,39 @@ class GovernedStep:
         self.running_session: str | None = None
 
     def end(self) -> None:
-        """Release everything; raises only after trying every release."""
+        """Release everything; raises only after trying every release.
+
+        The gateway's release (database user) and the Vault token revoke do not depend on
+        each other, so they run side by side: the step's end costs the slower of the two.
+        """
         problems: list[str] = []
+        token = None
         if self.used_gateway:
-            try:
-                ended = self.client.end_step()
-                if ended.revoked_db_users:
-                    log.info("step %s: gateway revoked %s", self.step.key, ended.revoked_db_users)
+            try:  # taken before the revoke below can clear it
+                token = self.vault.identity_token()
             except HoopError as exc:
-                # The gateway also releases idle steps and Vault expires the lease: log, go on.
                 problems.append(str(exc))
-        try:
-            if self.vault.revoke():
-                log.info("step %s: Vault token revoked", self.step.key)
-        except HoopError as exc:
-            problems.append(str(exc))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-step-end") as pool:
+            gateway = pool.submit(self._end_on_gateway, token) if token else None
+            vault = pool.submit(self.vault.revoke)
+            for future, what in ((gateway, "gateway"), (vault, "vault")):
+                if future is None:
+                    continue
+                try:
+                    if future.result() and what == "vault":
+                        log.info("step %s: Vault token revoked", self.step.key)
+                except HoopError as exc:
+                    # The gateway also releases idle steps and Vault expires the lease: go on.
+                    problems.append(str(exc))
         self.client.close()
         if problems:
             raise HoopError("; ".join(problems), "the leases expire on their own at their TTL")
+
+    def _end_on_gateway(self, token: str) -> bool:
+        ended = self.client.end_step(token=token)
+        if ended.revoked_db_users:
+            log.info("step %s: gateway revoked %s", self.step.key, ended.revoked_db_users)
+        return True
 
     def kill_running(self) -> None:
         """Ask the gateway to stop the statement this step is running, if any."""

@@ -124,9 +124,12 @@ class GatewayClient:
         return self._send("GET", "/api/healthz", retry=True).status_code == 200
 
     # -- airflow-hoop extensions ---------------------------------------------------------------
-    def end_step(self) -> StepEndResponse:
-        """Tell the gateway the step is over: it closes the step's connections and revokes its users."""
-        response = self._send("POST", "/api/airflow-hoop/steps/end", retry=True)
+    def end_step(self, token: str | None = None) -> StepEndResponse:
+        """Tell the gateway the step is over: it closes the step's connections and revokes its users.
+
+        ``token`` overrides the token provider (the step may be revoking its Vault login).
+        """
+        response = self._send("POST", "/api/airflow-hoop/steps/end", retry=True, token=token)
         return StepEndResponse.model_validate(response.json())
 
     def ledger_page(self, after_seq: int = 0, limit: int = 1000) -> LedgerPage:
@@ -148,13 +151,20 @@ class GatewayClient:
         return model.model_validate(self._send("GET", path, params=params, retry=True).json())
 
     def _send(
-        self, method: str, path: str, *, retry: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = False,
+        token: str | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         attempts = _IDEMPOTENT_RETRIES if retry else 1
         for attempt in range(attempts):
             try:
+                bearer = token or self._token()
                 response = self._http.request(
-                    method, path, headers={"Authorization": f"Bearer {self._token()}"}, **kwargs
+                    method, path, headers={"Authorization": f"Bearer {bearer}"}, **kwargs
                 )
             except httpx.TransportError as exc:
                 if attempt + 1 < attempts:
