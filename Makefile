@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PGBIN  ?= /usr/lib/postgresql/15/bin
 
-.PHONY: setup system-deps demo test lint format bench clean
+.PHONY: setup system-deps demo test lint format bench dist clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ system-deps:
 	@if [ ! -x "$(PGBIN)/initdb" ]; then \
 		echo "Installing postgresql-15 (server binaries for the embedded stack)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	fi
+	@# Chromium drives the approvals UI test in a real browser (Playwright, executable_path).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "Installing chromium (headless browser for the UI tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 demo: setup
@@ -39,6 +44,14 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/step_overhead.py
+	$(PY) bench/approval_latency.py --json bench/results/approval_latency.json
+	$(PY) bench/ledger.py --json bench/results/ledger.json
+	$(PY) bench/export_month.py --json bench/results/export_month.json
+
+# sdist + wheel into dist/ (isolated build: hatchling from the index)
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -34,7 +34,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Hoop gateway",
-                "python-modules": ["airflow_hoop.operators.postgres"],
+                "python-modules": [
+                    "airflow_hoop.operators.postgres",
+                    "airflow_hoop.operators.shell",
+                ],
             }
         ],
         "connection-types": [
@@ -44,10 +47,10 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Hoop gateway",
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "Gateway URL", "password": "Vault secret"},
+                    "relabeling": {"host": "Gateway URL", "password": "Vault secret or API key"},
                     "placeholders": {
                         "host": "https://hoop-gateway.internal:8009",
-                        "password": "AppRole secret_id or Vault token (auth=approle|token)",
+                        "password": "AppRole secret_id, Vault token or hoop hpk_ API key",
                     },
                 },
                 "conn-fields": {
@@ -58,11 +61,21 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "auth": {
                         "label": "Vault auth method",
-                        "description": "jwt (recommended), approle or token.",
+                        "description": "jwt (recommended), approle or token; hoop_api_key for a "
+                        "hoop.dev gateway (the hpk_ key in the password field, no Vault).",
                         "schema": {
                             "type": "string",
-                            "enum": ["jwt", "approle", "token"],
+                            "enum": ["jwt", "approle", "token", "hoop_api_key"],
                             "default": "jwt",
+                        },
+                    },
+                    "gateway_kind": {
+                        "label": "Gateway kind",
+                        "description": "airflow-hoop (typed rows, parameters, ledger) or hoop.dev "
+                        "(text rows only); default: hoop.dev with an API key, else airflow-hoop.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["airflow-hoop", "hoop.dev", None],
                         },
                     },
                     "jwt_role": {

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from airflow_hoop.audit_cli import audit_export, audit_verify
 from airflow_hoop.errors import HoopError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -39,6 +40,29 @@ def gateway_serve(config: str | None) -> None:
     from airflow_hoop.gateway.settings import GatewaySettings
 
     serve(GatewaySettings.load(config))
+
+
+@gateway.command("check-config")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, readable=True))
+def gateway_check_config(config: str) -> None:
+    """Validate a gateway settings file (plus HOOP_GATEWAY_* variables) without starting.
+
+    Prints what the gateway would run with: connections, the Vault auth method, API keys by
+    name (never a secret). Exit codes: 0 valid; 1 invalid (the error names each wrong key);
+    2 the file is missing or unreadable.
+    """
+    from airflow_hoop.gateway.config_report import describe
+    from airflow_hoop.gateway.settings import GatewaySettings
+
+    try:
+        settings = GatewaySettings.load(config)
+    except HoopError as exc:
+        # markup off: the message starts with "[configuration]", which rich would eat.
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    console.print(f"{config}: valid", style="green")
+    for line in describe(settings):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 # -- stack ---------------------------------------------------------------------------------
@@ -107,44 +131,13 @@ def demo(keep: bool) -> None:
 # -- audit ---------------------------------------------------------------------------------
 @main.group()
 def audit() -> None:
-    """Read and verify the ledger."""
+    """Verify the ledger and export the reviewer's bundle."""
 
 
-@audit.command("verify")
-@click.option(
-    "--stack",
-    "stack_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Read the ledger of an embedded stack (its gateway and auditor key).",
-)
-@click.option("--gateway", "gateway_url", help="Gateway URL.")
-@click.option(
-    "--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY."
-)
-def audit_verify(stack_dir: Path | None, gateway_url: str | None, api_key: str | None) -> None:
-    """Recompute the hash chain and name the first record that does not verify.
-
-    Exit codes: 0 the ledger verifies; 1 a record does not verify (the first one is named);
-    2 the ledger could not be read.
-    """
-    from airflow_hoop.client.http import GatewayClient
-    from airflow_hoop.devstack.models import StackInfo
-    from airflow_hoop.ledger.chain import verify_chain
-
-    if stack_dir:
-        info = StackInfo.load(stack_dir)
-        gateway_url, api_key = info.gateway_url, info.auditor_api_key
-    if not (gateway_url and api_key):
-        raise click.UsageError("give --stack RUN_DIR, or --gateway URL with --api-key")
-    key = api_key
-    try:
-        with GatewayClient(gateway_url, token=lambda: key) as client:
-            report = verify_chain(client.iter_ledger())
-    except HoopError as exc:
-        console.print(f"[red]{exc}[/red]")
-        sys.exit(2)
-    console.print(report.summary(), style="green" if report.ok else "bold red")
-    sys.exit(0 if report.ok else 1)
+# verify (live or --bundle) and export live in audit_cli.py; imported here so that
+# ``airflow_hoop.cli.audit_verify`` keeps working.
+audit.add_command(audit_verify)
+audit.add_command(audit_export)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import HoopError
@@ -23,13 +25,48 @@ from airflow_hoop.vault import StepVaultConfig, StepVaultSession
 log = logging.getLogger(__name__)
 
 
+#: ``airflow-hoop``: our gateway (typed rows, bound parameters, per-step users, ledger);
+#: ``hoop.dev``: a plain hoop gateway (text output only; see docs/hoop.md).
+GatewayKind = Literal["airflow-hoop", "hoop.dev"]
+
+
 class HoopConnectionConfig(BaseModel):
-    """Everything the task side needs to govern a step (built from a ``hoop`` connection)."""
+    """Everything the task side needs to govern a step (built from a ``hoop`` connection).
+
+    The step proves who it is with a Vault login (``vault``) or, against a hoop.dev gateway,
+    with a hoop ``hpk_`` API key (``api_key``): then there is no Vault step identity and the
+    step travels only in the session's ``metadata`` and ``correlation_id``.
+    """
 
     gateway_url: str
-    vault: StepVaultConfig
+    vault: StepVaultConfig | None = None
+    api_key: SecretStr | None = Field(None, description="hoop.dev API key (hpk_...), as bearer")
+    gateway_kind: GatewayKind | None = Field(
+        None, description="None: hoop.dev with an API key, airflow-hoop otherwise"
+    )
     timeout_seconds: float = 75.0
     poll_interval_seconds: float = 0.5
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> HoopConnectionConfig:
+        if (self.vault is None) == (self.api_key is None):
+            raise ValueError("give either a Vault login (vault) or a hoop API key (api_key)")
+        if self.api_key is not None:
+            if not self.api_key.get_secret_value().startswith("hpk_"):
+                raise ValueError("api_key is not a hoop API key (they start with hpk_)")
+            if self.gateway_kind == "airflow-hoop":
+                raise ValueError(
+                    "the airflow-hoop gateway runs commands only for steps with a Vault "
+                    "identity: use auth jwt, approle or token, or gateway_kind hoop.dev"
+                )
+        if self.gateway_kind is None:
+            self.gateway_kind = "hoop.dev" if self.api_key is not None else "airflow-hoop"
+        return self
+
+    @property
+    def hoop_dev(self) -> bool:
+        """A plain hoop.dev gateway: no typed rows, no bound parameters, no step end call."""
+        return self.gateway_kind == "hoop.dev"
 
 
 class GovernedStep:
@@ -38,10 +75,10 @@ class GovernedStep:
     def __init__(self, config: HoopConnectionConfig, step: StepRef) -> None:
         self.config = config
         self.step = step
-        self.vault = StepVaultSession(config.vault, step)
+        self.vault = StepVaultSession(config.vault, step) if config.vault is not None else None
         self.client = GatewayClient(
             config.gateway_url,
-            token=self.vault.identity_token,
+            token=self.vault.identity_token if self.vault is not None else _api_key(config),
             timeout=config.timeout_seconds,
             poll_interval=config.poll_interval_seconds,
         )
@@ -56,7 +93,12 @@ class GovernedStep:
         """
         problems: list[str] = []
         token = None
-        if self.used_gateway:
+        if self.vault is None:
+            # An API key is the deployment's, not the step's: nothing to revoke, and hoop.dev
+            # has no step to end (its connections hold static credentials).
+            self.client.close()
+            return
+        if self.used_gateway and not self.config.hoop_dev:
             try:  # taken before the revoke below can clear it
                 token = self.vault.identity_token()
             except HoopError as exc:
@@ -87,6 +129,12 @@ class GovernedStep:
         """Ask the gateway to stop the statement this step is running, if any."""
         if self.running_session:
             self.client.kill(self.running_session)
+
+
+def _api_key(config: HoopConnectionConfig) -> Callable[[], str]:
+    key = config.api_key
+    assert key is not None
+    return key.get_secret_value
 
 
 _lock = threading.Lock()

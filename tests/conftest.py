@@ -14,7 +14,7 @@ from airflow_hoop.devstack import stack as devstack
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
 
-pytest_plugins = ["airflow_fixtures"]
+pytest_plugins = ["airflow_fixtures", "approval_fixtures"]
 
 
 def _require_binaries() -> None:

@@ -132,8 +132,15 @@ def ledger_rows(stack: StackInfo) -> list[StoredRecord]:
             after = page["next_after_seq"]
 
 
+def step_rows(stack: StackInfo) -> list[StoredRecord]:
+    """Every record but the gateway's signed checkpoints, which the signer appends at any time
+    (every N records or T seconds, and when a gateway stops)."""
+    return [r for r in ledger_rows(stack) if '"kind":"checkpoint"' not in r.body]
+
+
 def ledger_records(stack: StackInfo) -> list[LedgerRecord]:
-    return [LedgerRecord.model_validate_json(r.body) for r in ledger_rows(stack)]
+    """Parsed records, checkpoints excluded (see ``step_rows``)."""
+    return [LedgerRecord.model_validate_json(r.body) for r in step_rows(stack)]
 
 
 def session_records(stack: StackInfo, session_id: str) -> list[LedgerRecord]:
@@ -141,8 +148,9 @@ def session_records(stack: StackInfo, session_id: str) -> list[LedgerRecord]:
 
 
 def ledger_count(stack: StackInfo) -> int:
+    """Records in the ledger, checkpoints excluded (see ``step_rows``)."""
     with psycopg.connect(stack.admin_dsn(stack.gateway_db)) as conn:
-        row = conn.execute("SELECT count(*) FROM ledger").fetchone()
+        row = conn.execute("SELECT count(*) FROM ledger WHERE kind <> 'checkpoint'").fetchone()
         assert row is not None
         return int(row[0])
 
@@ -181,8 +189,14 @@ def _healthy(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def extra_gateway(stack: StackInfo, name: str, **overrides: Any) -> Iterator[str]:
-    """A second gateway process (same database and Vault) with some settings changed."""
+def extra_gateway(
+    stack: StackInfo, name: str, env: dict[str, str] | None = None, **overrides: Any
+) -> Iterator[str]:
+    """A second gateway process (same database and Vault) with some settings changed.
+
+    ``env`` adds variables to the process's environment (e.g. ``HOOP_GATEWAY_*`` settings).
+    """
+    env_extra = dict(env or {})
     settings = yaml.safe_load(Path(stack.gateway_settings_path).read_text())
     port = _free_port()
     settings.update(overrides, port=port)
@@ -191,6 +205,7 @@ def extra_gateway(stack: StackInfo, name: str, **overrides: Any) -> Iterator[str
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(settings, fh)
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(env_extra)
     log_path = Path(stack.run_dir) / f"gateway-{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

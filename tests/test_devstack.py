@@ -140,8 +140,12 @@ def test_gateway_settings_match_the_stack(stack: StackInfo, settings: GatewaySet
         stack.warehouse_db,
         "warehouse-rw",
     )
-    assert [k.sha256 for k in settings.api_keys] == [ApiKey.digest(stack.auditor_api_key)]
-    assert stack.auditor_api_key not in Path(stack.gateway_settings_path).read_text()
+    # the auditor's key, the UI plugin's approver key and a person's approver key (approvals)
+    keys = [stack.auditor_api_key, stack.approver_api_key, stack.reviewer_api_key]
+    assert [k.sha256 for k in settings.api_keys] == [ApiKey.digest(k or "") for k in keys]
+    assert [k.role for k in settings.api_keys] == ["auditor", "approver", "approver"]
+    text = Path(stack.gateway_settings_path).read_text()
+    assert all(k and k not in text for k in keys)
 
 
 def test_secret_files_are_private(stack: StackInfo) -> None:

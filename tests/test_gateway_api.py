@@ -225,7 +225,7 @@ BAD_REQUESTS = {
     "not an object": (b"[1, 2]", 400),
     "missing script": (b'{"connection": "warehouse"}', 400),
     "script not a string": (_exec_body(script=["SELECT 1"]), 400),
-    "unknown connection": (_exec_body(connection="nope"), 404),
+    "unknown connection": (_exec_body(connection="nope"), 400),  # hoop's status and text
     "empty script": (_exec_body(script=""), 422),
     "whitespace script": (_exec_body(script=" \n\t "), 422),
     "10 MB script": (_exec_body(script="SELECT 1;" + " " * 10_000_000), 413),
@@ -252,7 +252,7 @@ def test_bad_input_is_refused_before_anything_is_recorded(
     message = response.json()["message"]
     assert isinstance(message, str) and message
     assert len(message) < 500  # never echoes the input back
-    if status == 404:
+    if case == "unknown connection":
         assert message == "connection nope not found"
     assert ledger_count(stack) == before
 

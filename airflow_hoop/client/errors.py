@@ -22,6 +22,9 @@ def error_for(response: httpx.Response) -> HoopError:
     where = f"{response.request.method} {response.request.url.path} -> {status}"
     link, message, fix = _split(raw)
     if status == 401:
+        if fix is None and _bearer_is_api_key(response):
+            # hoop.dev answers {"message": "access denied"}: name the fix for an API key.
+            fix = "check the hpk_ API key in the 'hoop' connection's password (active, not revoked)"
         return GatewayAuthError(
             f"the gateway refused the step's identity ({where}): {message}", fix
         )
@@ -55,3 +58,7 @@ def _message(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
     return str(body)[:500]
+
+
+def _bearer_is_api_key(response: httpx.Response) -> bool:
+    return response.request.headers.get("authorization", "").startswith("Bearer hpk_")

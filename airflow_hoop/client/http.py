@@ -20,17 +20,22 @@ from airflow_hoop.client.models import (
     ExecRequest,
     ExecResponse,
     LedgerPage,
+    OutputChunk,
     SessionInfo,
     SessionList,
     StepEndResponse,
 )
-from airflow_hoop.errors import GatewayUnavailableError
+from airflow_hoop.client.reviews import Review, ReviewCreate, ReviewCreated
+from airflow_hoop.errors import GatewayUnavailableError, PolicyRefusedError
 from airflow_hoop.ledger.chain import StoredRecord
 
 M = TypeVar("M", bound=BaseModel)
 TokenProvider = Callable[[], str]
 
 _IDEMPOTENT_RETRIES = 3
+# Headers of our gateway's result/stream (gateway/stream_api.py); hoop.dev sends neither.
+_STREAM_STATUS = "X-Airflow-Hoop-Status"
+_STREAM_NEXT_OFFSET = "X-Airflow-Hoop-Next-Offset"
 
 
 class GatewayClient:
@@ -79,7 +84,17 @@ class GatewayClient:
     ) -> ExecResponse:
         """``POST /api/sessions``; when the gateway answers 202, poll until the session is done."""
         response = self._send("POST", "/api/sessions", json=request.model_dump(exclude_none=True))
-        result = ExecResponse.model_validate(response.json())
+        return self._exec_answer(response, wait, on_poll, deadline_s)
+
+    def _exec_answer(
+        self,
+        response: httpx.Response,
+        wait: bool,
+        on_poll: Callable[[SessionInfo], None] | None,
+        deadline_s: float | None,
+    ) -> ExecResponse:
+        """An exec's answer: as is, or (202 and ``wait``) polled until the session is done."""
+        result = ExecResponse.model_validate_json(response.content)  # fast on large output
         if response.status_code != 202 or result.has_review or not wait:
             return result
         return self.wait_for(result.session_id, on_poll=on_poll, deadline_s=deadline_s)
@@ -99,7 +114,11 @@ class GatewayClient:
             if on_poll is not None:
                 on_poll(info)
             if info.status == "done":
-                return _as_exec_response(info)
+                result = _as_exec_response(info)
+                if info.output is None:
+                    # hoop.dev's Session has no output field: the text is at /result/stream.
+                    result.output = self.read_output(session_id).text
+                return result
             if deadline is not None and time.monotonic() > deadline:
                 raise GatewayUnavailableError(
                     f"session {session_id} still running after {deadline_s:.0f}s",
@@ -110,6 +129,69 @@ class GatewayClient:
 
     def get_session(self, session_id: str) -> SessionInfo:
         return self._get(f"/api/sessions/{session_id}", SessionInfo)
+
+    def read_output(
+        self, session_id: str, offset: int = 0, *, wait: float = 0.0, limit: int | None = None
+    ) -> OutputChunk:
+        """``GET /api/sessions/{id}/result/stream``: the session's output from ``offset`` on.
+
+        Our gateway honours ``offset``/``limit``/``wait`` and says in headers where the text
+        stands. hoop.dev answers the whole output each time, without those headers: the text
+        is then cut at ``offset`` here and ``done`` is None (``GET /api/sessions/{id}`` says).
+        """
+        params: dict[str, Any] = {"offset": offset}
+        if wait:
+            params["wait"] = wait
+        if limit is not None:
+            params["limit"] = limit
+        response = self._send(
+            "GET", f"/api/sessions/{session_id}/result/stream", params=params, retry=True
+        )
+        text = response.content.decode("utf-8", "replace")
+        status = response.headers.get(_STREAM_STATUS)
+        if status is None:
+            text = text[offset:]
+            return OutputChunk(text=text, offset=offset, next_offset=offset + len(text))
+        next_offset = int(response.headers.get(_STREAM_NEXT_OFFSET, offset + len(text)))
+        return OutputChunk(text=text, offset=offset, next_offset=next_offset, done=status == "done")
+
+    def request_review(self, request: ReviewCreate) -> ReviewCreated:
+        """``POST /api/airflow-hoop/reviews``: ask for an approval (idempotent while open)."""
+        # Retried: the gateway answers the open review of the same step and command again.
+        response = self._send(
+            "POST", "/api/airflow-hoop/reviews", json=request.model_dump(mode="json"), retry=True
+        )
+        return ReviewCreated.model_validate(response.json())
+
+    def get_review(self, review_id: str) -> Review:
+        """``GET /api/reviews/{id}``: a review by its id or by its session's id."""
+        return self._get(f"/api/reviews/{review_id}", Review)
+
+    def exec_approved(
+        self,
+        session_id: str,
+        *,
+        wait: bool = True,
+        on_poll: Callable[[SessionInfo], None] | None = None,
+        deadline_s: float | None = None,
+    ) -> ExecResponse:
+        """Run a reviewed session: ``POST /api/sessions/{id}/exec``, only once it is APPROVED.
+
+        hoop marks the review EXECUTED after the first call whatever happens (even "waiting
+        approval" or "agent is offline"), so there is one attempt: this asks
+        ``GET /api/reviews/{id}`` first, refuses unless the review is APPROVED, and never
+        retries the POST.
+        """
+        review = self.get_review(session_id)
+        if review.status != "APPROVED":
+            reason = f" ({review.rejection_reason})" if review.rejection_reason else ""
+            raise PolicyRefusedError(
+                f"review {review.id} of session {session_id} is {review.status}{reason}, not "
+                "APPROVED: the session is not run (hoop gives an approved session one attempt)",
+                "wait until the review is approved, or ask for a new one",
+            )
+        response = self._send("POST", f"/api/sessions/{session_id}/exec")
+        return self._exec_answer(response, wait, on_poll, deadline_s)
 
     def find_sessions(self, correlation_id: str, limit: int = 100) -> SessionList:
         """``GET /api/sessions?correlation_id=``: earlier attempts of the same step."""
@@ -148,7 +230,7 @@ class GatewayClient:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
-        return model.model_validate(self._send("GET", path, params=params, retry=True).json())
+        return model.model_validate_json(self._send("GET", path, params=params, retry=True).content)
 
     def _send(
         self,
@@ -190,7 +272,8 @@ def _as_exec_response(info: SessionInfo) -> ExecResponse:
         session_id=info.id,
         output=info.output or "",
         output_status=status,
-        truncated=info.truncated,
+        # hoop.dev says it in metrics.truncated; our gateway at the top level.
+        truncated=info.truncated or bool((info.metrics or {}).get("truncated")),
         exit_code=exit_code,
         execution_time=int(
             ((info.end_date or info.start_date) - info.start_date).total_seconds() * 1000

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.records import MaskingRecord
 
 
 class ExecExtension(BaseModel):
@@ -21,6 +22,16 @@ class ExecExtension(BaseModel):
 
     parameters: list[JsonValue] | dict[str, JsonValue] | None = None
     autocommit: bool = False
+    # Shell connections only (see docs/shell.md).
+    cwd: str | None = Field(None, description="a directory on the gateway host to run in")
+    output_encoding: str | None = Field(None, description="how to decode the output (utf-8)")
+    sync_seconds: float | None = Field(
+        None, ge=0, description="answer 202 after this long (at most the gateway's window)"
+    )
+
+
+#: hoop refuses metadata keys or values of this many characters or more (422).
+_MAX_METADATA_CHARS = 2500
 
 
 class ExecRequest(BaseModel):
@@ -36,11 +47,56 @@ class ExecRequest(BaseModel):
     correlation_id: str | None = Field(default=None, max_length=255)
     airflow_hoop: ExecExtension | None = None
 
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _hoop_metadata(cls, value: Any) -> Any:
+        """hoop's rules: keys and values under 2500 characters; numbers and booleans as text."""
+        if not isinstance(value, dict):
+            return value
+        coerced = {}
+        for key, item in value.items():
+            if isinstance(item, bool):
+                item = "true" if item else "false"  # as hoop (Go's %v) writes them
+            elif isinstance(item, (int, float)):
+                item = str(item)
+            if len(str(key)) >= _MAX_METADATA_CHARS or (
+                isinstance(item, str) and len(item) >= _MAX_METADATA_CHARS
+            ):
+                raise ValueError(f"metadata keys and values must be under {_MAX_METADATA_CHARS}")
+            coerced[key] = item
+        return coerced
+
+    @field_validator("correlation_id")
+    @classmethod
+    def _printable_ascii(cls, value: str | None) -> str | None:
+        if value is not None and any(not 0x20 <= ord(ch) <= 0x7E for ch in value):
+            raise ValueError("correlation_id must be printable ASCII (hoop's rule)")
+        return value
+
 
 class Column(BaseModel):
     name: str
     type_code: int | None = None
     type_name: str | None = None
+
+
+class ShellRunInfo(BaseModel):
+    """Our response extension for shell commands: what the output text alone cannot tell."""
+
+    last_line: str = Field("", description="the output's last line, as BashOperator takes it")
+    output_bytes: int = Field(0, description="bytes the command wrote, before any truncation")
+    signal: int | None = None
+    timed_out: bool = False
+    masked: int = Field(0, description="secret values replaced in the output")
+
+
+class OutputChunk(BaseModel):
+    """Output of a session from ``offset`` on (``GET /api/sessions/{id}/result/stream``)."""
+
+    text: str
+    offset: int
+    next_offset: int
+    done: bool | None = Field(None, description="None: the gateway did not say (hoop.dev)")
 
 
 class TypedResult(BaseModel):
@@ -53,6 +109,10 @@ class TypedResult(BaseModel):
     db_user: str | None = None
     intent_seq: int | None = None
     result_seq: int | None = None
+    shell: ShellRunInfo | None = None
+    masking: MaskingRecord | None = Field(
+        None, description="the masking policy that applied to this output, and its counts"
+    )
 
 
 OutputStatus = Literal["success", "failed", "running", "blocked"]
@@ -98,6 +158,9 @@ class SessionInfo(BaseModel):
     output: str | None = Field(default=None, description="extension: the session's output text")
     output_status: OutputStatus | None = None
     truncated: bool = False
+    metrics: dict[str, Any] | None = Field(
+        default=None, description="hoop.dev: event_size, truncated, data_masking counts"
+    )
     airflow_hoop: TypedResult | None = None
 
 

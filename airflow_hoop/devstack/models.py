@@ -34,7 +34,13 @@ class StackInfo(BaseModel):
     jwt_role: str = "airflow-step"
     identity_role: str = "airflow-step"
     auditor_api_key: str
+    #: The Airflow UI plugin's key (role approver, asserts the Airflow user; channel airflow-ui).
+    approver_api_key: str | None = None
+    #: A person's key deciding through the gateway API (role approver; channel gateway-api).
+    reviewer_api_key: str | None = None
     bao_audit_log: str | None = None
+    #: Where the gateway anchors its signed checkpoints (outside its database).
+    anchor_dir: str | None = None
 
     def admin_dsn(self, dbname: str) -> str:
         """Superuser DSN over the unix socket (trust auth; the stack is throwaway)."""

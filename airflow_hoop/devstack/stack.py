@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,9 +30,33 @@ from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
 
 GATEWAY_CONFIG_FILE = "gateway.yaml"
 GATEWAY_LOG_FILE = "gateway.log"
+ANCHOR_DIR = "anchor"
 GATEWAY_MODULE = "airflow_hoop.gateway"
 WAREHOUSE_CONNECTION = "warehouse"
+SHELL_CONNECTION = "ops_shell"
+#: The warehouse's masking policy: e-mail and card columns, and both kinds in any text.
+WAREHOUSE_MASKING: dict[str, Any] = {
+    "name": "warehouse-pii",
+    "mode": "best-effort",
+    "columns": [
+        {"name": "email_columns", "columns": ["email", "*_email"], "method": "hash"},
+        {"name": "card_columns", "columns": ["card_number", "*_card_number"], "method": "partial"},
+    ],
+    "detectors": ["email", "payment_card"],
+}
 ALLOWED_DAGS = ["governed_*", "test_*", "bench_*"]
+APPROVER_GROUP = "data-owners"
+#: Writes of these DAGs need one approval from data-owners (see docs/approvals.md).
+APPROVAL_RULES = [
+    {
+        "name": "sensitive-writes",
+        "required_for": "writes",
+        "dags": ["test_approval*", "payroll_*", "bench_approval*"],
+        "groups": [APPROVER_GROUP],
+        "min_approvals": 1,
+        "expires_after_seconds": 3600,
+    }
+]
 _GATEWAY_HEALTH_TIMEOUT_S = 30.0
 # uvicorn's graceful shutdown (the gateway revokes live step credentials) is capped at 20 s.
 _GATEWAY_STOP_TIMEOUT_S = 25.0
@@ -77,7 +102,10 @@ def up(
         gateway_log=str(run_dir / GATEWAY_LOG_FILE),
         workload_key_path=str(run_dir / vault_setup.WORKLOAD_KEY_FILE),
         auditor_api_key="hpk_" + secrets.token_urlsafe(32),
+        approver_api_key="hpk_" + secrets.token_urlsafe(32),
+        reviewer_api_key="hpk_" + secrets.token_urlsafe(32),
         bao_audit_log=str(run_dir / openbao.AUDIT_LOG_FILE),
+        anchor_dir=str(run_dir / ANCHOR_DIR),
     )
     try:
         # bao first and without waiting: it becomes healthy while initdb runs (~1 s in all).
@@ -219,16 +247,68 @@ def gateway_settings(
                 "sslmode": "disable",
                 "vault_role": vault_setup.DATABASE_ROLE,
                 "allowed_dags": list(ALLOWED_DAGS),
-            }
+                "approvals": APPROVAL_RULES,
+                "masking": WAREHOUSE_MASKING,
+            },
+            shell_connection(),
         ],
         "api_keys": [
             {
                 "name": "devstack-auditor",
                 "sha256": ApiKey.digest(info.auditor_api_key),
                 "role": "auditor",
-            }
+            },
+            *approver_keys(info),
         ],
+        # Checkpoints are anchored in the run dir: outside the gateway database.
+        "checkpoints": {"anchor_dir": info.anchor_dir or str(Path(info.run_dir) / ANCHOR_DIR)},
     }
+
+
+def approver_keys(info: StackInfo) -> list[dict[str, Any]]:
+    """The Airflow plugin's key (decides for the Airflow user) and a person's API key."""
+    keys = []
+    if info.approver_api_key:
+        keys.append(
+            {
+                "name": "devstack-airflow-ui",
+                "sha256": ApiKey.digest(info.approver_api_key),
+                "role": "approver",
+                "groups": [APPROVER_GROUP],
+                "asserts_users": True,
+            }
+        )
+    if info.reviewer_api_key:
+        keys.append(
+            {
+                "name": "devstack-reviewer",
+                "sha256": ApiKey.digest(info.reviewer_api_key),
+                "role": "approver",
+                "groups": [APPROVER_GROUP],
+            }
+        )
+    return keys
+
+
+def shell_connection() -> dict[str, Any]:
+    """``ops_shell``: bash on the gateway host, with the step's warehouse user as PG* variables.
+
+    When the stack runs as root the commands run as ``nobody``: a root command could read the
+    gateway's settings file and process memory, whatever its environment holds.
+    """
+    conn: dict[str, Any] = {
+        "name": SHELL_CONNECTION,
+        "type": "custom",
+        "command": ["/bin/bash"],
+        "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+        "database": WAREHOUSE_CONNECTION,
+        "cwd_roots": [tempfile.gettempdir()],  # cwd= may name a directory in there
+        "allowed_dags": list(ALLOWED_DAGS),
+        "approvals": APPROVAL_RULES,
+    }
+    if os.geteuid() == 0:
+        conn["run_as_user"] = "nobody"
+    return conn
 
 
 def write_gateway_settings(

@@ -9,13 +9,15 @@ What it sets up, in the order a governed step meets it:
 4. Database engine: the gateway (never the task) mints a per-step Postgres user through a
    child token whose display name is the step key, so the user name shows dag and task.
 5. Transit key ``ledger-checkpoint``: the gateway signs ledger checkpoints with it.
-6. The gateway's own orphan token, limited to minting step tokens, revoking leases and signing.
+6. The gateway's own orphan token, limited to minting step tokens, revoking leases and signing
+   (and reading the masking HMAC key, a KV v2 secret under ``secret/airflow-hoop/masking/``).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,10 @@ DATABASE_ROLE = "warehouse-rw"
 TRANSIT_MOUNT = "transit"
 CHECKPOINT_KEY = "ledger-checkpoint"
 GATEWAY_POLICY = "hoop-gateway"
+#: KV v2 secret ``<mount>/<path>/<name>`` with field ``key``: keys the masking ``hash`` method.
+MASKING_KV_MOUNT = "secret"
+MASKING_KEY_PATH = "airflow-hoop/masking"
+MASKING_KEY_NAME = "default"
 STEP_CREDS_POLICY = "hoop-step-creds"
 WORKLOAD_KEY_FILE = "workload-issuer.pem"
 
@@ -63,6 +69,7 @@ path "sys/leases/revoke" {{ capabilities = ["update"] }}
 path "sys/leases/revoke/*" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/sign/{CHECKPOINT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/keys/{CHECKPOINT_KEY}" {{ capabilities = ["read"] }}
+path "{MASKING_KV_MOUNT}/data/{MASKING_KEY_PATH}/*" {{ capabilities = ["read"] }}
 """
 _STEP_CREDS_POLICY = (
     f'path "{DATABASE_MOUNT}/creds/{DATABASE_CONFIG}-*" {{ capabilities = ["read"] }}\n'
@@ -102,6 +109,7 @@ def configure(
     issuer = setup_identity_tokens(root, bao_addr, accessor)
     setup_database(root, pg_port=pg_port, password=bao_admin_password, dbname=warehouse_db)
     setup_transit(root)
+    setup_masking_key(root)
     token = create_gateway_token(root)
     return VaultSetup(
         gateway_token=token,
@@ -240,6 +248,15 @@ def setup_transit(root: hvac.Client) -> None:
     """Transit engine and the Ed25519 key that signs ledger checkpoints."""
     root.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
     root.write_data(f"{TRANSIT_MOUNT}/keys/{CHECKPOINT_KEY}", data={"type": "ed25519"})
+
+
+def setup_masking_key(root: hvac.Client) -> None:
+    """A random HMAC key for masking's ``hash`` method (the dev server mounts KV v2 at secret/)."""
+    root.secrets.kv.v2.create_or_update_secret(
+        path=f"{MASKING_KEY_PATH}/{MASKING_KEY_NAME}",
+        secret={"key": secrets.token_hex(32)},
+        mount_point=MASKING_KV_MOUNT,
+    )
 
 
 def create_gateway_token(root: hvac.Client) -> str:

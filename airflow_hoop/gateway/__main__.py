@@ -26,6 +26,9 @@ def serve(settings: GatewaySettings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=20,
+        # Not uvloop: its subprocesses always fork(), 10 ms per shell command in a process
+        # this size; asyncio's use vfork() (see gateway/runners/shell.py).
+        loop="asyncio",
     )
 
 

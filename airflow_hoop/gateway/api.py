@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -29,9 +30,12 @@ from airflow_hoop.client.models import (
 from airflow_hoop.client.values import decode_parameters
 from airflow_hoop.errors import BadRequestError, LedgerError, PolicyRefusedError
 from airflow_hoop.gateway.auth import ApiKeyPrincipal, Authenticator, Principal, StepPrincipal
+from airflow_hoop.gateway.ledger_reads import LedgerFilter, ledger_page
 from airflow_hoop.gateway.policy import Refusal, api_key_exec_refusal, check_exec
+from airflow_hoop.gateway.reviews import ReviewService
 from airflow_hoop.gateway.sessions import SessionService
-from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
+from airflow_hoop.gateway.shell_exec import shell_invocation
 from airflow_hoop.gateway.steps import StepRegistry
 from airflow_hoop.gateway.store import GatewayStore, SessionRow
 from airflow_hoop.ledger.canonical import sha256_hex
@@ -57,6 +61,7 @@ class Services:
         registry: StepRegistry,
         sessions: SessionService,
         http: httpx.AsyncClient,
+        reviews: ReviewService | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -64,6 +69,7 @@ class Services:
         self.registry = registry
         self.sessions = sessions
         self.http = http
+        self.reviews = reviews or ReviewService(settings, store)
 
 
 def services(request: Request) -> Services:
@@ -100,7 +106,11 @@ async def create_session(request: Request, svc: Svc, caller: Caller) -> Any:
     req = _parse_exec(raw, settings)
     target = settings.connection(req.connection)
     if target is None:
-        raise HTTPException(404, detail=f"connection {req.connection[:200]} not found")
+        # hoop answers 400 here (not 404): same status, same text.
+        raise HTTPException(400, detail=f"connection {req.connection[:200]} not found")
+    if not isinstance(target, ShellConnection) and not req.script.strip():
+        # An empty shell script is a valid command (it does nothing); empty SQL is not.
+        raise _error(422, "script is empty", "send the SQL to run in 'script'")
     if isinstance(caller, ApiKeyPrincipal):
         refusal = api_key_exec_refusal(caller.key_name, caller.role)
         await _record_refusal(svc, None, caller.name, req, refusal)
@@ -118,8 +128,24 @@ async def create_session(request: Request, svc: Svc, caller: Caller) -> Any:
     if denied is not None:
         await _record_refusal(svc, caller.step, caller.step.key, req, denied)
         raise HTTPException(403, detail=denied.message)
-    running = await svc.sessions.start(caller.step, target, req, parameters, wire_parameters)
-    finished = await svc.sessions.wait(running, settings.sync_timeout_seconds)
+    shell = None
+    if isinstance(target, ShellConnection):
+        try:
+            shell = shell_invocation(req, target)
+        except PolicyRefusedError as exc:  # a cwd outside the connection's roots
+            refusal = Refusal(reason=exc.what, message=str(exc))
+            await _record_refusal(svc, caller.step, caller.step.key, req, refusal)
+            raise HTTPException(403, detail=refusal.message) from None
+    # Approvals, last check before anything runs: a command an approval rule marks runs only
+    # with an approved, unexpired, unused review bound to this step and command (recorded).
+    await svc.reviews.require_approval(caller.step, target, req, wire_parameters)
+    running = await svc.sessions.start(
+        caller.step, target, req, parameters, wire_parameters, shell=shell
+    )
+    window = settings.sync_timeout_seconds
+    if req.airflow_hoop and req.airflow_hoop.sync_seconds is not None:
+        window = min(window, req.airflow_hoop.sync_seconds)
+    finished = await svc.sessions.wait(running, window)
     if finished is None:
         body = ExecResponse(
             session_id=str(running.session_id),
@@ -133,7 +159,8 @@ async def create_session(request: Request, svc: Svc, caller: Caller) -> Any:
         return JSONResponse(body.model_dump(mode="json", exclude={"airflow_hoop"}), status_code=202)
     if finished.ledger_error:
         raise HTTPException(503, detail=finished.ledger_error)
-    return finished.response.model_dump(mode="json")
+    # pydantic's own JSON encoder: several times faster than json.dumps on a large output.
+    return Response(finished.response.model_dump_json(), media_type="application/json")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -166,8 +193,10 @@ def _parse_exec(raw: bytes, settings: GatewaySettings) -> ExecRequest:
     try:
         req = ExecRequest.model_validate_json(text)
     except ValidationError as exc:
+        # hoop: 422 for metadata/correlation_id rules, 400 for a body it cannot bind.
+        hoop_rules = all(e["loc"][:1] in (("metadata",), ("correlation_id",)) for e in exc.errors())
         raise _error(
-            400,
+            422 if hoop_rules else 400,
             f"invalid exec request: {_summary(exc)}",
             "send hoop's ExecRequest JSON: connection, script, metadata, ...",
         ) from None
@@ -183,8 +212,6 @@ def _parse_exec(raw: bytes, settings: GatewaySettings) -> ExecRequest:
                 f"{field} is not valid Unicode (lone surrogate)",
                 f"send {field} as valid UTF-8",
             ) from None
-    if not req.script.strip():
-        raise _error(422, "script is empty", "send the SQL to run in 'script'")
     size = len(req.script.encode("utf-8"))
     if size > settings.max_script_bytes:
         raise _error(
@@ -228,7 +255,11 @@ async def _record_refusal(
 @router.get("/sessions/{session_id}")
 async def get_session(session_id: str, svc: Svc, caller: Caller) -> SessionInfo:
     row = await _owned_session(svc, caller, session_id)
-    return _session_info(row)
+    info = _session_info(row)
+    running = svc.sessions.running(row.id)
+    if row.status == "open" and running is not None and running.live is not None:
+        info.output = running.live.text()  # a shell command's output so far
+    return info
 
 
 @router.get("/sessions")
@@ -334,14 +365,8 @@ async def end_step(svc: Svc, caller: Caller) -> StepEndResponse:
     return StepEndResponse(step=caller.step.key, revoked_db_users=revoked)
 
 
-@router.get("/airflow-hoop/ledger")
-async def ledger(
-    svc: Svc,
-    caller: Caller,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=_MAX_LEDGER_PAGE)] = _MAX_LEDGER_PAGE,
-) -> LedgerPage:
-    """Read-only page of records in sequence order (API keys only)."""
+def require_ledger_reader(caller: Principal) -> None:
+    """The ledger is read with API keys (auditor, admin), never by steps: 403 otherwise."""
     if not isinstance(caller, ApiKeyPrincipal):
         raise HTTPException(
             403,
@@ -351,6 +376,35 @@ async def ledger(
                 )
             ),
         )
-    records = await svc.store.ledger_page(after_seq, limit)
+
+
+@router.get("/airflow-hoop/ledger")
+async def ledger(
+    svc: Svc,
+    caller: Caller,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=_MAX_LEDGER_PAGE)] = _MAX_LEDGER_PAGE,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dag_id: str | None = None,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    connection: str | None = None,
+) -> LedgerPage:
+    """Read-only page of records in sequence order (API keys only).
+
+    Filters (all optional, combined): ``since <= time < until``, dag, task, run, connection.
+    ``next_after_seq`` continues the same filtered read.
+    """
+    require_ledger_reader(caller)
+    where = LedgerFilter(
+        since=since,
+        until=until,
+        dag_id=dag_id,
+        task_id=task_id,
+        run_id=run_id,
+        connection=connection,
+    )
+    records = await ledger_page(svc.store, after_seq, limit, where)
     full = len(records) == limit
     return LedgerPage(records=records, next_after_seq=records[-1].seq if full else None)

@@ -23,12 +23,16 @@ from airflow_hoop.errors import (
 )
 from airflow_hoop.gateway.api import Services, router
 from airflow_hoop.gateway.auth import Authenticator
+from airflow_hoop.gateway.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.ledger_api import router as ledger_router
+from airflow_hoop.gateway.reviews_api import router as reviews_router
 from airflow_hoop.gateway.runners.postgres import TargetUnavailableError
 from airflow_hoop.gateway.secrets import GatewayVaultClient
 from airflow_hoop.gateway.sessions import SessionService
 from airflow_hoop.gateway.settings import GatewaySettings
 from airflow_hoop.gateway.steps import StepRegistry
 from airflow_hoop.gateway.store import GatewayStore
+from airflow_hoop.gateway.stream_api import router as stream_router
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +67,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             sessions = SessionService(settings, store, registry)
             auth = Authenticator(settings, http)
             app.state.services = Services(settings, store, auth, registry, sessions, http)
+            app.state.checkpoints = CheckpointSigner(settings.checkpoints, store, vault)
             registry.start_reaper()
+            app.state.checkpoints.start()
             try:
                 yield
             finally:
                 await registry.stop_reaper()
                 await sessions.shutdown()
                 await registry.release_all("shutdown")
+                # Last: sign what the shutdown itself recorded.
+                await app.state.checkpoints.stop()
         finally:
             await store.close()
             vault.close()
@@ -83,6 +91,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         openapi_url="/api/openapiv3.json",
     )
     app.include_router(router)
+    app.include_router(ledger_router)
+    app.include_router(reviews_router)
+    app.include_router(stream_router)
     _install_error_handlers(app)
     return app
 

@@ -49,7 +49,9 @@ class ApiKeyPrincipal(BaseModel):
 
     kind: Literal["api_key"] = "api_key"
     key_name: str
-    role: Literal["auditor", "admin"]
+    role: Literal["auditor", "admin", "approver"]
+    groups: tuple[str, ...] = ()
+    asserts_users: bool = False
 
     @property
     def name(self) -> str:
@@ -156,7 +158,12 @@ class Authenticator:
         digest = ApiKey.digest(key)
         for candidate in self._api_keys:
             if hmac.compare_digest(candidate.sha256, digest):
-                return ApiKeyPrincipal(key_name=candidate.name, role=candidate.role)
+                return ApiKeyPrincipal(
+                    key_name=candidate.name,
+                    role=candidate.role,
+                    groups=tuple(candidate.groups),
+                    asserts_users=candidate.asserts_users,
+                )
         raise GatewayAuthError(
             "unknown API key", "use a key listed (by its sha256) in the gateway's api_keys"
         )

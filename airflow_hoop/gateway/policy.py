@@ -10,7 +10,7 @@ from fnmatch import fnmatchcase
 from pydantic import BaseModel
 
 from airflow_hoop.errors import PolicyRefusedError
-from airflow_hoop.gateway.settings import PostgresConnection
+from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection
 from airflow_hoop.ledger.records import StepRef
 
 #: Request metadata keys that must agree with the identity token, when present.
@@ -25,7 +25,7 @@ class Refusal(BaseModel):
 
 
 def check_exec(
-    step: StepRef, connection: PostgresConnection, metadata: dict[str, str]
+    step: StepRef, connection: PostgresConnection | ShellConnection, metadata: dict[str, str]
 ) -> Refusal | None:
     """None when ``step`` may run a command on ``connection``; otherwise why not."""
     # The token decides who the caller is; metadata that claims another step is a token

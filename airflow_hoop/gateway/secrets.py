@@ -10,6 +10,7 @@ hvac is synchronous; every call runs in a worker thread.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import time
@@ -23,6 +24,7 @@ from pydantic import BaseModel, SecretStr
 
 from airflow_hoop.errors import VaultError
 from airflow_hoop.gateway.settings import GatewayVault, PostgresConnection
+from airflow_hoop.ledger.checkpoint import split_vault_signature
 from airflow_hoop.ledger.records import StepRef
 
 T = TypeVar("T")
@@ -148,6 +150,47 @@ class GatewayVaultClient:
             # (asynchronously), so the user does not survive either way.
             child = self._new_client(cred.child_token.get_secret_value())
             _quietly(child.auth.token.revoke_self)
+
+    # -- checkpoint signing (transit) ---------------------------------------------------------
+    async def sign_digest(self, digest: bytes) -> tuple[int, str]:
+        """Sign 32 bytes with the transit checkpoint key: (key version, base64 signature)."""
+        return await self._call("signing a ledger checkpoint", None, self._sign, digest)
+
+    def _sign(self, digest: bytes) -> tuple[int, str]:
+        cfg = self.settings
+        resp = self._client.secrets.transit.sign_data(
+            name=cfg.checkpoint_key,
+            hash_input=base64.b64encode(digest).decode("ascii"),
+            mount_point=cfg.transit_mount,
+        )
+        return split_vault_signature(resp["data"]["signature"])
+
+    async def checkpoint_public_keys(self) -> dict[int, str]:
+        """Every version of the checkpoint key's public half (base64 of the raw 32 bytes)."""
+        return await self._call("reading the checkpoint public key", None, self._public_keys)
+
+    def _public_keys(self) -> dict[int, str]:
+        cfg = self.settings
+        resp = self._client.secrets.transit.read_key(
+            name=cfg.checkpoint_key, mount_point=cfg.transit_mount
+        )
+        keys = resp["data"]["keys"]
+        return {int(version): str(entry["public_key"]) for version, entry in keys.items()}
+
+    # -- masking keys (KV v2) ----------------------------------------------------------------
+    async def read_masking_key(self, name: str) -> tuple[str, int]:
+        """The ``key`` field of masking key ``name`` and its KV version (never logged)."""
+        return await self._call(f"reading masking key {name!r}", None, self._masking_key, name)
+
+    def _masking_key(self, name: str) -> tuple[str, int]:
+        cfg = self.settings
+        resp = self._client.secrets.kv.v2.read_secret_version(
+            path=f"{cfg.masking_key_path}/{name}",
+            mount_point=cfg.masking_kv_mount,
+            raise_on_deleted_version=True,
+        )
+        data = resp["data"]
+        return str(data["data"]["key"]), int(data["metadata"]["version"])
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _call(self, what: str, step: StepRef | None, fn: Any, *args: Any) -> Any:

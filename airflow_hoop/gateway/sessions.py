@@ -3,6 +3,8 @@
 Order is the guarantee: credential issued (and recorded) → intent record + session row in one
 transaction → only then the statement runs → result record + session row update in one
 transaction. A run that outlives the sync window continues here in the background.
+An exec on a shell (``custom``) connection runs the same way; its output is readable while it
+runs (``live``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from pydantic import BaseModel, JsonValue
 from airflow_hoop.client.models import ExecRequest, ExecResponse, TypedResult
 from airflow_hoop.client.values import encode_value
 from airflow_hoop.errors import LedgerError
+from airflow_hoop.gateway.masking.engine import ResultMasker
+from airflow_hoop.gateway.masking.service import MaskingService
+from airflow_hoop.gateway.masking.stream import StreamMasker
+from airflow_hoop.gateway.runners.output import OutputCapture
 from airflow_hoop.gateway.runners.postgres import RunOutcome
-from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection
+from airflow_hoop.gateway.runners.shell import ShellInvocation, ShellOutcome, ShellRunner
+from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.steps import StepContext, StepRegistry
 from airflow_hoop.gateway.store import GatewayStore, SessionEnd, SessionRow
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
@@ -57,6 +64,11 @@ class RunningSession:
         self.interrupted = False
         self.started = False
         self.task: asyncio.Task[Finished] | None = None
+        # Shell commands: the output so far, for GET /api/sessions/{id}[/result/stream].
+        self.live: OutputCapture | None = None
+        # The connection's masking policy at work on this exec's output (None: no policy).
+        self.masker: ResultMasker | None = None
+        self.stream_masker: StreamMasker | None = None
 
 
 class SessionService:
@@ -69,20 +81,29 @@ class SessionService:
         self.store = store
         self.registry = registry
         self._running: dict[uuid.UUID, RunningSession] = {}
+        self.masking = MaskingService(
+            registry.vault,
+            key_cache_seconds=settings.vault.masking_key_cache_seconds,
+            key_location=f"{settings.vault.masking_kv_mount}/{settings.vault.masking_key_path}",
+        )
 
     async def start(
         self,
         step: StepRef,
-        target: PostgresConnection,
+        target: PostgresConnection | ShellConnection,
         request: ExecRequest,
         parameters: Any,
         wire_parameters: Any,
+        shell: ShellInvocation | None = None,
     ) -> RunningSession:
         """Record the intent and start the statement; raises before anything runs on failure."""
         try:
             ctx = await self.registry.acquire(step, target)
         except LedgerError as exc:
             raise LedgerError(f"{exc.what}; the statement was not executed", exc.fix) from None
+        # The masking key before anything runs: output that could not be masked must not be
+        # produced at all (a VaultError here: 503, nothing executed).
+        masker = await self.masking.masker(target.masking)
         session_id = uuid.uuid4()
         params_digest = None if wire_parameters is None else sha256_hex(canonical(wire_parameters))
         autocommit = bool(request.airflow_hoop and request.airflow_hoop.autocommit)
@@ -94,7 +115,10 @@ class SessionService:
             parameters_sha256=params_digest,
             parameter_count=0 if wire_parameters is None else len(wire_parameters),
             autocommit=autocommit,
-            db_user=ctx.credential.username,
+            db_user=ctx.credential.username if ctx.credential else None,
+            shell=ctx.runner.intent(shell)
+            if shell is not None and isinstance(ctx.runner, ShellRunner)
+            else None,
         )
         row = SessionRow(
             id=session_id,
@@ -118,8 +142,15 @@ class SessionService:
             raise LedgerError(f"{exc.what}; the statement was not executed", exc.fix) from None
         ctx.touch()
         running = RunningSession(session_id, step, ctx, appended.seq)
+        running.masker = masker
+        if shell is not None and isinstance(ctx.runner, ShellRunner):
+            running.live = ctx.runner.capture(shell)
+            if masker is not None:
+                running.stream_masker = StreamMasker(masker)
+                running.live.add_masker(running.stream_masker)
         running.task = asyncio.create_task(
-            self._run(running, request.script, parameters, autocommit), name=f"session-{session_id}"
+            self._run(running, request.script, parameters, autocommit, shell),
+            name=f"session-{session_id}",
         )
         self._running[session_id] = running
         running.task.add_done_callback(lambda _t: self._running.pop(session_id, None))
@@ -144,6 +175,10 @@ class SessionService:
     def is_running(self, session_id: uuid.UUID) -> bool:
         return session_id in self._running
 
+    def running(self, session_id: uuid.UUID) -> RunningSession | None:
+        """The exec if it is queued or running in this process."""
+        return self._running.get(session_id)
+
     async def shutdown(self) -> None:
         """Interrupt what still runs; each records its result before the process exits."""
         runnings = list(self._running.values())
@@ -158,7 +193,12 @@ class SessionService:
 
     # -- the background part -----------------------------------------------------------------
     async def _run(
-        self, running: RunningSession, script: str, parameters: Any, autocommit: bool
+        self,
+        running: RunningSession,
+        script: str,
+        parameters: Any,
+        autocommit: bool,
+        shell: ShellInvocation | None = None,
     ) -> Finished:
         ctx = running.ctx
         try:
@@ -167,10 +207,18 @@ class SessionService:
                     outcome = _not_run(running, ctx)
                 else:
                     running.started = True
-                    outcome = await ctx.runner.execute(script, parameters, autocommit=autocommit)
+                    if isinstance(ctx.runner, ShellRunner):
+                        assert shell is not None and running.live is not None
+                        outcome = await ctx.runner.execute(shell, running.live)
+                    else:
+                        outcome = await ctx.runner.execute(
+                            script, parameters, autocommit=autocommit, masker=running.masker
+                        )
                     ctx.touch()
         except Exception as exc:  # never lose the result record to an unexpected error
             log.exception("session %s failed unexpectedly", running.session_id)
+            if running.live is not None:
+                running.live.finish()
             outcome = RunOutcome(
                 status="failed",
                 exit_code=_NO_EXIT_CODE,
@@ -181,14 +229,19 @@ class SessionService:
         return await self._finish(running, outcome)
 
     async def _finish(self, running: RunningSession, outcome: RunOutcome) -> Finished:
+        if running.live is not None and not running.live.finished:
+            running.live.finish()  # never started: readers must not wait for it
+        outcome = _masking_failed(running, outcome)
         status, exit_code, output = _final_status(running, outcome)
+        shell = outcome if isinstance(outcome, ShellOutcome) else None
         typed = TypedResult(
             columns=outcome.columns,
             rows=[[_cell(v) for v in row] for row in outcome.rows],
             rowcount=outcome.rowcount,
             status_message=outcome.status_message,
-            db_user=running.ctx.credential.username,
+            db_user=running.ctx.credential.username if running.ctx.credential else None,
             intent_seq=running.intent_seq,
+            shell=shell.run_info() if shell else None,
         )
         output_status = "success" if status == "success" else "failed"
         body = SessionResult(
@@ -203,7 +256,10 @@ class SessionService:
             duration_ms=outcome.duration_ms,
             truncated=outcome.truncated,
             error=outcome.error,
+            shell=shell.ledger_detail() if shell else None,
+            masking=running.masker.record() if running.masker else None,
         )
+        typed.masking = body.masking
         end = SessionEnd(
             exit_code=exit_code,
             output_status=output_status,
@@ -228,6 +284,13 @@ class SessionService:
                     exc.fix,
                 )
             )
+        if outcome.unmasked_rows is not None or outcome.unmasked_output is not None:
+            # The policy lets the task have unmasked results (recorded as unmasked_to_task);
+            # the session row and the ledger above hold the masked ones.
+            rows = outcome.rows if outcome.unmasked_rows is None else outcome.unmasked_rows
+            typed = typed.model_copy(update={"rows": [[_cell(v) for v in r] for r in rows]})
+            if outcome.unmasked_output is not None and output.startswith(outcome.output):
+                output = outcome.unmasked_output + output[len(outcome.output) :]
         response = ExecResponse(
             session_id=str(running.session_id),
             output=output,
@@ -238,6 +301,16 @@ class SessionService:
             airflow_hoop=typed,
         )
         return Finished(response=response, ledger_error=ledger_error)
+
+
+def _masking_failed(running: RunningSession, outcome: RunOutcome) -> RunOutcome:
+    """A shell command whose output a strict policy could not mask has failed (withheld)."""
+    failure = running.stream_masker.failed if running.stream_masker else None
+    if failure is None:
+        return outcome
+    return outcome.model_copy(
+        update={"status": "failed", "exit_code": outcome.exit_code or 1, "error": failure}
+    )
 
 
 def _not_run(running: RunningSession, ctx: StepContext) -> RunOutcome:
@@ -258,12 +331,16 @@ def _not_run(running: RunningSession, ctx: StepContext) -> RunOutcome:
 
 def _final_status(running: RunningSession, outcome: RunOutcome) -> tuple[Any, int, str]:
     """(ledger status, exit code, output): a kill only counts if it stopped the statement."""
-    stopped = not running.started or outcome.sqlstate == _QUERY_CANCELED
+    cancelled = isinstance(outcome, ShellOutcome) and outcome.cancelled
+    stopped = not running.started or outcome.sqlstate == _QUERY_CANCELED or cancelled
     if running.killed and stopped:
         return "killed", _NO_EXIT_CODE, f"{outcome.output}[gateway] session killed\n"
     if running.interrupted and stopped:
         note = "[gateway] interrupted: the gateway stopped\n"
         return "interrupted", _NO_EXIT_CODE, f"{outcome.output}{note}"
+    if cancelled:  # the step ended (or its credential expired) while the command ran
+        note = "[gateway] session killed: the step's context was released\n"
+        return "killed", _NO_EXIT_CODE, f"{outcome.output}{note}"
     return outcome.status, outcome.exit_code, outcome.output
 
 

@@ -10,13 +10,24 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airflow_hoop.errors import ConfigError
+from airflow_hoop.gateway.masking.rules import MaskingPolicy
 
 
 class VaultAuth(BaseModel):
@@ -51,6 +62,34 @@ class GatewayVault(BaseModel):
     jwks_cache_seconds: int = 300
     step_token_policies: list[str] = Field(default_factory=lambda: ["hoop-step-creds"])
     step_token_ttl_seconds: int = 900
+    masking_kv_mount: str = Field("secret", description="KV v2 mount of masking HMAC keys")
+    masking_key_path: str = Field(
+        "airflow-hoop/masking", description="path under the mount; a policy's hmac_key is below it"
+    )
+    masking_key_cache_seconds: int = Field(300, description="re-read masking keys after this")
+
+
+class ApprovalRule(BaseModel):
+    """Commands that need a human approval before the gateway runs them.
+
+    ``required_for: writes`` covers every statement that is not plainly read-only (see
+    ``gateway/readonly.py``: conservative, anything not a plain SELECT/SHOW/EXPLAIN counts as a
+    write; every shell command is a write); ``all`` covers every statement. ``dags`` are fnmatch
+    globs of DAG ids. An approval expires ``expires_after_seconds`` after it is granted and is
+    used once.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="shown as hoop's access_request_rule_name")
+    required_for: Literal["writes", "all"] = "writes"
+    dags: list[str] = Field(default_factory=lambda: ["*"])
+    groups: list[str] = Field(min_length=1)
+    min_approvals: int = Field(1, ge=1)
+    expires_after_seconds: int = Field(3600, gt=0)
+    triggerer_may_approve: bool = Field(
+        False, description="may the Airflow user who triggered the DAG run approve its reviews"
+    )
 
 
 class PostgresConnection(BaseModel):
@@ -66,6 +105,127 @@ class PostgresConnection(BaseModel):
     allowed_dags: list[str] = Field(
         default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
     )
+    approvals: list[ApprovalRule] = Field(
+        default_factory=list,
+        description="commands that need a human approval; the first rule matching the DAG applies",
+    )
+    masking: MaskingPolicy | None = Field(
+        None, description="what the output must not show (docs/masking.md); none: unmasked"
+    )
+
+
+class ShellLimits(BaseModel):
+    """Resource limits of a shell command, set with ``setrlimit(2)`` in the child before exec.
+
+    ``None`` leaves a limit as the gateway process has it. ``RLIMIT_CORE`` is always 0: a core
+    dump would hold the command's environment, credentials included.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    address_space_bytes: int | None = Field(
+        2 * 1024**3, gt=0, description="RLIMIT_AS: virtual memory of each process"
+    )
+    cpu_seconds: int | None = Field(None, gt=0, description="RLIMIT_CPU: CPU time of each process")
+    open_files: int | None = Field(1024, gt=0, description="RLIMIT_NOFILE: open descriptors")
+    file_size_bytes: int | None = Field(
+        1024**3, gt=0, description="RLIMIT_FSIZE: largest file a process may write"
+    )
+    processes: int | None = Field(
+        None, gt=0, description="RLIMIT_NPROC: processes of the (run_as) user; ignored for root"
+    )
+
+
+class ShellConnection(BaseModel):
+    """hoop's ``custom`` connection: ``command`` runs on the gateway host, script on stdin.
+
+    The command's environment is ``env`` plus the request's ``env_vars`` (the connection wins
+    on a clash, as in hoop) plus, with ``database``, the step's dynamic database user as
+    ``PGHOST``/``PGPORT``/``PGDATABASE``/``PGUSER``/``PGPASSWORD``. Nothing of the gateway's
+    own environment is passed on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    type: Literal["custom"] = "custom"
+    command: list[str] = Field(default_factory=lambda: ["/bin/bash"], min_length=1)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="base environment; PATH defaults to /usr/bin:/bin"
+    )
+    database: str | None = Field(
+        None, description="a postgres connection whose vault_role issues the step's PG* user"
+    )
+    run_as_user: str | None = Field(
+        None, description="OS user the command runs as (the gateway must be root to switch)"
+    )
+    run_as_group: str | None = None
+    cwd_roots: list[str] = Field(
+        default_factory=list, description="directories a request's cwd may be in; empty: none"
+    )
+    workdir_root: str | None = Field(None, description="where fresh working dirs are made")
+    timeout_seconds: float = Field(3600.0, gt=0)
+    kill_grace_seconds: float = Field(
+        2.0, ge=0, description="SIGTERM to SIGKILL delay for the process group"
+    )
+    max_output_bytes: int | None = Field(
+        None, gt=0, description="output cap; default: the gateway's max_output_bytes"
+    )
+    limits: ShellLimits = Field(default_factory=ShellLimits)
+    allowed_dags: list[str] = Field(
+        default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
+    )
+    approvals: list[ApprovalRule] = Field(
+        default_factory=list,
+        description="commands that need a human approval; the first rule matching the DAG applies",
+    )
+    masking: MaskingPolicy | None = Field(
+        None, description="what the output must not show (docs/masking.md); none: unmasked"
+    )
+
+    @field_validator("masking")
+    @classmethod
+    def _masked_for_the_task_too(cls, value: MaskingPolicy | None) -> MaskingPolicy | None:
+        if value is not None and value.allow_unmasked_to_task:
+            raise ValueError(
+                f"masking policy {value.name!r}: allow_unmasked_to_task is not supported on shell "
+                "connections (their output is masked as it streams)"
+            )
+        return value
+
+
+def _connection_type(value: Any) -> str:
+    # Settings files written before shell connections existed have no ``type``: postgres.
+    if isinstance(value, dict):
+        return str(value.get("type", "postgres"))
+    return str(getattr(value, "type", "postgres"))
+
+
+Connection = Annotated[
+    Annotated[PostgresConnection, Tag("postgres")] | Annotated[ShellConnection, Tag("custom")],
+    Discriminator(_connection_type),
+]
+
+
+class CheckpointSettings(BaseModel):
+    """When the gateway signs a ledger checkpoint, and where it anchors a copy.
+
+    A checkpoint is signed once ``every_records`` records have arrived since the last one, or
+    ``interval_seconds`` after it while any record has arrived: with traffic, at least every
+    ``interval_seconds`` (plus ``poll_seconds``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    every_records: int = Field(1000, ge=1)
+    interval_seconds: float = Field(30.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0, description="how often the head is looked at")
+    anchor_dir: str | None = Field(
+        None,
+        description="directory anchor sink (append-only copy of every checkpoint, outside the "
+        "database); production uses object storage with a retention lock",
+    )
 
 
 class ApiKey(BaseModel):
@@ -73,7 +233,15 @@ class ApiKey(BaseModel):
 
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    role: Literal["auditor", "admin"] = "auditor"
+    role: Literal["auditor", "admin", "approver"] = "auditor"
+    groups: list[str] = Field(
+        default_factory=list, description="review groups this key may decide for (approver, admin)"
+    )
+    asserts_users: bool = Field(
+        False,
+        description="the key belongs to a UI (the Airflow plugin) that names the user who decided; "
+        "its decisions are recorded with channel 'airflow-ui'",
+    )
 
     @staticmethod
     def digest(key: str) -> str:
@@ -91,7 +259,7 @@ class GatewaySettings(BaseSettings):
     port: int = 8009
     database_dsn: SecretStr = Field(description="libpq DSN of the gateway's own database")
     vault: GatewayVault
-    connections: list[PostgresConnection] = Field(default_factory=list)
+    connections: list[Connection] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
     sync_timeout_seconds: float = Field(50.0, description="hoop's sync window before a 202")
     max_script_bytes: int = 1_048_576
@@ -117,6 +285,10 @@ class GatewaySettings(BaseSettings):
     max_output_bytes: int = Field(
         16_777_216, description="cap of the text output of one session (hoop's 'truncated')"
     )
+    checkpoints: CheckpointSettings = Field(
+        default_factory=CheckpointSettings,
+        description="signed ledger checkpoints and their anchor (see docs/reviewer-guide.md)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -129,7 +301,24 @@ class GatewaySettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)
 
-    def connection(self, name: str) -> PostgresConnection | None:
+    @model_validator(mode="after")
+    def _connections_consistent(self) -> GatewaySettings:
+        names = [c.name for c in self.connections]
+        if len(names) != len(set(names)):
+            raise ValueError("connection names must be unique")
+        for conn in self.connections:
+            if (
+                isinstance(conn, ShellConnection)
+                and conn.database is not None
+                and not isinstance(self.connection(conn.database), PostgresConnection)
+            ):
+                raise ValueError(
+                    f"connection {conn.name!r}: database {conn.database!r} "
+                    "is not a postgres connection of this gateway"
+                )
+        return self
+
+    def connection(self, name: str) -> PostgresConnection | ShellConnection | None:
         return next((c for c in self.connections if c.name == name), None)
 
     @classmethod

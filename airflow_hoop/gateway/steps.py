@@ -1,5 +1,8 @@
 """Live step contexts: one dynamic database user and one open connection per (step, connection).
 
+A shell (``custom``) connection's context holds a shell runner instead, and a database user
+only when the connection names a ``database`` (exported to the command as ``PG*`` variables).
+
 A step's first statement on a connection issues its credential (recorded in the ledger
 before the credential is used). The context lives until the step ends, goes idle, its lease
 nears expiry, or the gateway stops; each release revokes the user and is recorded.
@@ -16,8 +19,9 @@ from typing import Literal
 
 from airflow_hoop.errors import HoopError, LedgerError
 from airflow_hoop.gateway.runners.postgres import PostgresRunner
+from airflow_hoop.gateway.runners.shell import ShellRunner
 from airflow_hoop.gateway.secrets import GatewayVaultClient, StepCredential
-from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection
+from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.store import GatewayStore
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
 
@@ -25,20 +29,21 @@ log = logging.getLogger(__name__)
 
 ReleaseReason = Literal["step-end", "expired", "error", "shutdown"]
 ContextKey = tuple[str, str]
+Target = PostgresConnection | ShellConnection
 
 #: How long a release waits for a running statement to stop after cancelling it.
 _RELEASE_WAIT_SECONDS = 10.0
 
 
 class StepContext:
-    """A step's credential and open connection on one target connection."""
+    """A step's credential and runner on one target connection (a shell may have no credential)."""
 
     def __init__(
         self,
         step: StepRef,
-        connection: PostgresConnection,
-        credential: StepCredential,
-        runner: PostgresRunner,
+        connection: Target,
+        credential: StepCredential | None,
+        runner: PostgresRunner | ShellRunner,
     ) -> None:
         self.step = step
         self.connection = connection
@@ -72,7 +77,7 @@ class StepRegistry:
         self._reaper: asyncio.Task[None] | None = None
 
     # -- acquire -----------------------------------------------------------------------------
-    async def acquire(self, step: StepRef, connection: PostgresConnection) -> StepContext:
+    async def acquire(self, step: StepRef, connection: Target) -> StepContext:
         """The live context of ``step`` on ``connection``, issuing a credential if needed."""
         key = (step.key, connection.name)
         ctx = self._usable(key)
@@ -95,28 +100,16 @@ class StepRegistry:
         ctx = self._contexts.get(key)
         if ctx is None or ctx.released or ctx.runner.broken:
             return None
-        if ctx.credential.expires_at - time.time() < self.settings.lease_expiry_margin_seconds:
+        cred = ctx.credential
+        if cred and cred.expires_at - time.time() < self.settings.lease_expiry_margin_seconds:
             return None
         return ctx
 
-    async def _create(self, step: StepRef, connection: PostgresConnection) -> StepContext:
+    async def _create(self, step: StepRef, connection: Target) -> StepContext:
+        if isinstance(connection, ShellConnection):
+            return await self._create_shell(step, connection)
         cred = await self.vault.issue_step_credential(step, connection)
-        try:
-            # Recorded before first use: a credential nobody knows about never runs anything.
-            await self.store.append(
-                step,
-                step.key,
-                CredentialIssued(
-                    connection=connection.name,
-                    lease_id=cred.lease_id,
-                    db_user=cred.username,
-                    vault_role=cred.vault_role,
-                    ttl_seconds=cred.ttl,
-                ),
-            )
-        except LedgerError:
-            await self._revoke_quietly(cred, step)
-            raise
+        await self._record_issued(step, connection.name, cred)
         try:
             runner = await PostgresRunner.connect(
                 connection,
@@ -131,6 +124,48 @@ class StepRegistry:
             await self._record_revoked(step, cred, "error")
             raise
         return StepContext(step, connection, cred, runner)
+
+    async def _create_shell(self, step: StepRef, connection: ShellConnection) -> StepContext:
+        database = self.settings.connection(connection.database) if connection.database else None
+        cred = None
+        if isinstance(database, PostgresConnection):
+            # Issued under the shell connection's name: the token and the records say which
+            # gateway connection the user is for; the role is the database connection's.
+            cred = await self.vault.issue_step_credential(
+                step, database.model_copy(update={"name": connection.name})
+            )
+            await self._record_issued(step, connection.name, cred)
+        try:
+            runner = ShellRunner(
+                connection,
+                max_output=self.settings.max_output_bytes,
+                credential=cred,
+                database=database if isinstance(database, PostgresConnection) else None,
+            )
+        except HoopError:
+            if cred is not None:
+                await self._revoke_quietly(cred, step)
+                await self._record_revoked(step, cred, "error")
+            raise
+        return StepContext(step, connection, cred, runner)
+
+    async def _record_issued(self, step: StepRef, connection: str, cred: StepCredential) -> None:
+        try:
+            # Recorded before first use: a credential nobody knows about never runs anything.
+            await self.store.append(
+                step,
+                step.key,
+                CredentialIssued(
+                    connection=connection,
+                    lease_id=cred.lease_id,
+                    db_user=cred.username,
+                    vault_role=cred.vault_role,
+                    ttl_seconds=cred.ttl,
+                ),
+            )
+        except LedgerError:
+            await self._revoke_quietly(cred, step)
+            raise
 
     # -- release -----------------------------------------------------------------------------
     async def end_step(self, step: StepRef) -> list[str]:
@@ -148,7 +183,7 @@ class StepRegistry:
         for ctx in victims:
             if self._contexts.get(ctx.key) is ctx:
                 del self._contexts[ctx.key]
-            if await self._release(ctx, reason):
+            if await self._release(ctx, reason) and ctx.credential is not None:
                 released.append(ctx.credential.username)
         return released
 
@@ -169,8 +204,9 @@ class StepRegistry:
         try:
             with contextlib.suppress(Exception):
                 await ctx.runner.close()
-            await self._revoke_quietly(ctx.credential, ctx.step)
-            await self._record_revoked(ctx.step, ctx.credential, reason)
+            if ctx.credential is not None:
+                await self._revoke_quietly(ctx.credential, ctx.step)
+                await self._record_revoked(ctx.step, ctx.credential, reason)
         finally:
             if locked:
                 ctx.lock.release()
@@ -227,9 +263,10 @@ class StepRegistry:
         for ctx in list(self._contexts.values()):
             idle_for = now_mono - ctx.last_used
             idle = not ctx.lock.locked() and idle_for > self.settings.step_idle_seconds
-            expiring = ctx.credential.expires_at - now < self.settings.lease_expiry_margin_seconds
+            expires_at = ctx.credential.expires_at if ctx.credential else float("inf")
+            expiring = expires_at - now < self.settings.lease_expiry_margin_seconds
             # A busy context is left alone until its lease is really gone.
-            if idle or (expiring and (not ctx.lock.locked() or ctx.credential.expires_at < now)):
+            if idle or (expiring and (not ctx.lock.locked() or expires_at < now)):
                 victims.append(ctx)
         return await self._release_all(victims, "expired")
 

@@ -3,7 +3,8 @@
 The ledger table holds each record's exact canonical bytes as ``text`` (``jsonb`` would
 reorder keys and so change the hashed bytes). Sequence numbers are assigned inside one
 transaction under a transaction-scoped advisory lock, so several gateway processes append to
-one chain without gaps or forks.
+one chain without gaps or forks. Concurrent appends of one process share a transaction (group
+commit, ``appender.py``); each still returns only once its record is committed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -23,11 +24,14 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, JsonValue
 
 from airflow_hoop.errors import ConfigError, LedgerError
-from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord, link_hash
-from airflow_hoop.ledger.records import LedgerRecord, RecordBody, StepRef
-
-#: Key of the advisory lock that serialises appends (any constant; "hoopledg" in ASCII).
-LEDGER_LOCK_KEY = 0x686F6F706C656467
+from airflow_hoop.gateway.appender import (  # noqa: F401  (re-exported)
+    LEDGER_LOCK_KEY,
+    Appended,
+    LedgerAppender,
+    append_records,
+)
+from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.records import RecordBody, StepRef
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -47,6 +51,18 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_time_idx ON ledger (time);
 CREATE INDEX IF NOT EXISTS ledger_step_idx ON ledger (dag_id, run_id, task_id);
 CREATE INDEX IF NOT EXISTS ledger_session_idx ON ledger (session_id);
+CREATE INDEX IF NOT EXISTS ledger_checkpoint_idx ON ledger (seq) WHERE kind = 'checkpoint';
+
+-- Take the append lock, then read the head: one round trip. Each statement of a volatile
+-- plpgsql function takes a new snapshot, so the head read sees the previous holder's commit.
+CREATE OR REPLACE FUNCTION ledger_lock_head(OUT seq bigint, OUT hash text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7525356031004992615);  -- appender.LEDGER_LOCK_KEY
+    SELECT l.seq, l.hash INTO seq, hash FROM ledger l ORDER BY l.seq DESC LIMIT 1;
+END
+$$;
+REVOKE ALL ON FUNCTION ledger_lock_head() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -90,8 +106,50 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_correlation_idx ON sessions (correlation_id);
 CREATE INDEX IF NOT EXISTS sessions_step_idx ON sessions (step_key, start_date);
+-- A shell command's output can be megabytes: lz4 stores it about twice as fast as pglz
+-- (measured). Kept as is where the server was built without lz4.
+DO $$ BEGIN
+    ALTER TABLE sessions ALTER COLUMN output SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN NULL;
+END $$;
 
-REVOKE ALL ON ledger, sessions FROM PUBLIC;
+-- Reviews (approvals): mutable operational state; every change is also a ledger record.
+CREATE TABLE IF NOT EXISTS reviews (
+    id                      uuid PRIMARY KEY,
+    session_id              uuid NOT NULL UNIQUE,
+    connection              text NOT NULL,
+    dag_id                  text NOT NULL,
+    task_id                 text NOT NULL,
+    run_id                  text NOT NULL,
+    map_index               int NOT NULL,
+    try_number              int,
+    requester               text NOT NULL,
+    requester_step          jsonb NOT NULL,
+    triggered_by            text,
+    status                  text NOT NULL CHECK (status IN ('PENDING', 'APPROVED', 'REJECTED',
+                                                            'REVOKED', 'PROCESSING', 'EXECUTED')),
+    command_sha256          text NOT NULL CHECK (command_sha256 ~ '^[0-9a-f]{64}$'),
+    statements              jsonb NOT NULL,
+    justification           text NOT NULL DEFAULT '',
+    context                 jsonb NOT NULL DEFAULT '{}'::jsonb,
+    rule                    text,
+    review_groups           jsonb NOT NULL,
+    decisions               jsonb NOT NULL DEFAULT '[]'::jsonb,
+    min_approvals           int NOT NULL,
+    expires_after_seconds   int NOT NULL,
+    triggerer_may_approve   boolean NOT NULL DEFAULT false,
+    rejection_reason        text,
+    used_count              int NOT NULL DEFAULT 0,
+    executed_try            int,
+    poll_token_sha256       jsonb NOT NULL DEFAULT '[]'::jsonb,
+    created_at              timestamptz NOT NULL,
+    decided_at              timestamptz,
+    expires_at              timestamptz
+);
+CREATE INDEX IF NOT EXISTS reviews_target_idx ON reviews (dag_id, run_id, task_id, map_index);
+CREATE INDEX IF NOT EXISTS reviews_status_idx ON reviews (status, created_at);
+
+REVOKE ALL ON ledger, sessions, reviews FROM PUBLIC;
 """
 
 
@@ -109,7 +167,10 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
         # Re-state the grants each time: a previous broader grant must not survive.
         conn.execute(sql.SQL("REVOKE ALL ON ledger, sessions FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON ledger TO {}").format(role))
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_head() TO {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON sessions TO {}").format(role))
+        conn.execute(sql.SQL("REVOKE ALL ON reviews FROM {}").format(role))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON reviews TO {}").format(role))
 
 
 def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:
@@ -140,13 +201,6 @@ def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:
             "so it could drop the ledger",
             "create the gateway database owned by the superuser, not by the gateway role",
         )
-
-
-class Appended(BaseModel):
-    """Where a record landed in the chain."""
-
-    seq: int
-    hash: str
 
 
 class SessionRow(BaseModel):
@@ -204,6 +258,9 @@ class GatewayStore:
             kwargs={"autocommit": True, "application_name": "airflow-hoop gateway"},
             timeout=10.0,
         )
+        # Group commit of appends (see appender.py); _append_in stays for callers that need
+        # a record inside a transaction of their own.
+        self._appender = LedgerAppender(self._conn)
 
     async def open(self) -> None:
         try:
@@ -214,8 +271,10 @@ class GatewayStore:
                 "cannot connect to the gateway database",
                 "check database_dsn in the gateway settings and that Postgres runs",
             ) from None
+        self._appender.start()
 
     async def close(self) -> None:
+        await self._appender.stop()
         await self._pool.close()
 
     @asynccontextmanager
@@ -237,14 +296,13 @@ class GatewayStore:
 
     # -- ledger ------------------------------------------------------------------------------
     async def append(self, step: StepRef | None, actor: str, body: RecordBody) -> Appended:
-        """Append one record; returns its seq and hash."""
-        async with self._conn("append a ledger record") as conn, conn.transaction():
-            return await _append_in(conn, step, actor, body)
+        """Append one record; returns its seq and hash once it is committed."""
+        return await self._appender.append(step, actor, body)
 
     async def begin_session(self, row: SessionRow, step: StepRef, body: RecordBody) -> Appended:
         """Accept an exec: its intent record and its session row, atomically."""
-        async with self._conn("write the session intent") as conn, conn.transaction():
-            appended = await _append_in(conn, step, step.key, body)
+
+        async def insert_row(conn: psycopg.AsyncConnection[Any], _: Appended) -> None:
             await conn.execute(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES "
                 "(%(id)s, %(connection)s, %(step_key)s, %(dag_id)s, %(task_id)s, %(run_id)s, "
@@ -253,7 +311,10 @@ class GatewayStore:
                 "%(correlation_id)s, %(metadata)s, %(start_date)s, %(end_date)s)",
                 _row_params(row),
             )
-            return appended
+
+        return await self._appender.append(
+            step, step.key, body, then=insert_row, what="write the session intent"
+        )
 
     async def finish_session(
         self, session_id: uuid.UUID, end: SessionEnd, step: StepRef, actor: str, body: RecordBody
@@ -262,8 +323,8 @@ class GatewayStore:
 
         The typed result stored on the row gains ``result_seq``, known only once appended.
         """
-        async with self._conn("write the session result") as conn, conn.transaction():
-            appended = await _append_in(conn, step, actor, body)
+
+        async def update_row(conn: psycopg.AsyncConnection[Any], appended: Appended) -> None:
             result = None if end.result is None else {**end.result, "result_seq": appended.seq}
             await conn.execute(
                 "UPDATE sessions SET status = 'done', exit_code = %s, output_status = %s, "
@@ -277,7 +338,10 @@ class GatewayStore:
                     session_id,
                 ),
             )
-            return appended
+
+        return await self._appender.append(
+            step, actor, body, then=update_row, what="write the session result"
+        )
 
     async def mark_session_done(self, session_id: uuid.UUID, end: SessionEnd) -> None:
         """Close a session row without a record (used only when the ledger itself failed)."""
@@ -342,40 +406,7 @@ async def _append_in(
     conn: psycopg.AsyncConnection[Any], step: StepRef | None, actor: str, body: RecordBody
 ) -> Appended:
     """Append inside the caller's transaction, under the ledger's advisory lock."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
-    cur = await conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
-    last = await cur.fetchone()
-    prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-    record = LedgerRecord(
-        seq=prev_seq + 1,
-        time=datetime.now(timezone.utc),
-        prev_hash=prev_hash,
-        step=step,
-        actor=actor,
-        body=body,
-    )
-    canonical_body = record.canonical_bytes()
-    digest = link_hash(prev_hash, canonical_body)
-    await conn.execute(
-        "INSERT INTO ledger (seq, time, kind, dag_id, task_id, run_id, try_number, map_index, "
-        "connection, session_id, body, hash) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            record.seq,
-            record.time,
-            body.kind,
-            step.dag_id if step else None,
-            step.task_id if step else None,
-            step.run_id if step else None,
-            step.try_number if step else None,
-            step.map_index if step else None,
-            body.connection,
-            getattr(body, "session_id", None),
-            canonical_body.decode("utf-8"),
-            digest,
-        ),
-    )
-    return Appended(seq=record.seq, hash=digest)
+    return (await append_records(conn, [(step, actor, body)]))[0]
 
 
 def _row_params(row: SessionRow) -> dict[str, Any]:

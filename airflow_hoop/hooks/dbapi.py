@@ -4,6 +4,12 @@
 execute, description, rowcount, fetch*, commit, rollback and close. Each ``execute`` is one
 ``POST /api/sessions`` of the step; the gateway keeps one database connection per step, so a
 transaction spans calls exactly as with a direct connection.
+
+Against a plain hoop.dev gateway (``gateway_kind`` ``hoop.dev``) the same calls work with less:
+rows are read back from psql's text output (strings, NULL and '' both ``None``, see
+``client.hoop_text``), parameters are refused (hoop cannot bind them and we never format values
+into SQL), and each ``execute`` is its own psql session that commits on its own, so ``commit``
+and ``rollback`` do nothing. docs/hoop.md lists what holds.
 """
 
 from __future__ import annotations
@@ -12,9 +18,15 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from airflow_hoop.client.hoop_text import HoopTextError, error_text, parse_psql_output
 from airflow_hoop.client.models import ExecExtension, ExecRequest, ExecResponse
 from airflow_hoop.client.values import decode_value, encode_parameters
-from airflow_hoop.errors import BadRequestError, CommandFailedError, SessionKilledError
+from airflow_hoop.errors import (
+    BadRequestError,
+    CommandFailedError,
+    PolicyRefusedError,
+    SessionKilledError,
+)
 from airflow_hoop.step_session import GovernedStep
 
 _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
@@ -48,20 +60,38 @@ class GatewayConnection:
             self.rollback()
         self.closed = True
 
+    @property
+    def hoop_dev(self) -> bool:
+        """The step talks to a plain hoop.dev gateway (text rows, no parameters)."""
+        return self.step.config.hoop_dev
+
     def _send(self, script: str, parameters: Any) -> ExecResponse:
         identity = self.step.step
+        if self.hoop_dev and parameters is not None:
+            raise BadRequestError(
+                "a hoop.dev gateway cannot bind query parameters (its exec API has no field "
+                "for them) and airflow-hoop never formats values into SQL text",
+                "run this step through the airflow-hoop gateway (gateway_kind airflow-hoop), "
+                "or send SQL without parameters",
+            )
+        metadata = {
+            "dag_id": identity.dag_id,
+            "task_id": identity.task_id,
+            "run_id": identity.run_id,
+            "try_number": str(identity.try_number),
+            "map_index": str(identity.map_index),
+        }
+        if self.hoop_dev and identity.triggered_by:
+            # No Vault identity on hoop.dev: metadata and correlation_id are all it records.
+            metadata["triggered_by"] = identity.triggered_by[:2000]
         request = ExecRequest(
             connection=self.connection,
             script=script,
-            metadata={
-                "dag_id": identity.dag_id,
-                "task_id": identity.task_id,
-                "run_id": identity.run_id,
-                "try_number": str(identity.try_number),
-                "map_index": str(identity.map_index),
-            },
+            metadata=metadata,
             correlation_id=_correlation(identity.key),
-            airflow_hoop=ExecExtension(
+            airflow_hoop=None
+            if self.hoop_dev
+            else ExecExtension(
                 parameters=encode_parameters(parameters), autocommit=self.autocommit
             ),
         )
@@ -70,10 +100,18 @@ class GatewayConnection:
             request, on_poll=lambda info: setattr(self.step, "running_session", info.id)
         )
         self.step.running_session = None
-        if _TX_CONTROL.match(script) or self.autocommit:
+        if self.hoop_dev or _TX_CONTROL.match(script) or self.autocommit:
+            # hoop.dev: every session is a psql process that commits on its own.
             self._pending = False
         elif response.output_status == "success":
             self._pending = True
+        if parameters is not None and response.airflow_hoop is None and not response.has_review:
+            raise BadRequestError(
+                f"the gateway answered session {response.session_id} without the airflow_hoop "
+                "extension, so it did not bind the parameters: it is not an airflow-hoop gateway",
+                "set gateway_kind hoop.dev on the 'hoop' connection and send SQL without "
+                "parameters, or point it at the airflow-hoop gateway",
+            )
         _raise_for(response)
         return response
 
@@ -98,10 +136,8 @@ class GatewayCursor:
         response = self.connection._send(operation, parameters)
         typed = response.airflow_hoop
         if typed is None:
-            raise BadRequestError(
-                "the gateway answered without typed rows (a plain hoop.dev gateway?)",
-                "use the airflow-hoop gateway for HoopPostgresHook, or HoopShellOperator with psql",
-            )
+            self._load_text(response, operation)
+            return self
         self.description = (
             [(c.name, c.type_code, None, None, None, None, None) for c in typed.columns]
             if typed.columns is not None
@@ -113,6 +149,29 @@ class GatewayCursor:
         self.statusmessage = typed.status_message
         self.db_user = typed.db_user
         return self
+
+    def _load_text(self, response: ExecResponse, operation: str) -> None:
+        """Rows from hoop's psql text output: strings, checked against psql's row counts."""
+        if response.truncated:
+            raise HoopTextError(
+                f"the gateway truncated the output of session {response.session_id}, so its "
+                "rows are incomplete",
+                "select fewer rows, or use the airflow-hoop gateway",
+            )
+        last = parse_psql_output(response.output, operation).last
+        self._pos = 0
+        self.db_user = None
+        if last is None:
+            self.description, self._rows, self.rowcount, self.statusmessage = None, [], -1, None
+            return
+        self.description = (
+            [(name, None, None, None, None, None, None) for name in last.columns]
+            if last.columns is not None
+            else None
+        )
+        self._rows = [tuple(row) for row in last.rows]
+        self.rowcount = last.rowcount
+        self.statusmessage = last.status_message
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Any]) -> None:
         total = 0
@@ -173,9 +232,23 @@ def _raise_for(response: ExecResponse) -> None:
         return
     if response.exit_code == -2 and "kill" in response.output.lower():
         raise SessionKilledError(f"session {response.session_id} was killed: {response.output}")
+    if response.output_status == "blocked":
+        # hoop.dev's AI session analyzer (exit code 254): nothing ran.
+        raise PolicyRefusedError(
+            f"the gateway blocked session {response.session_id}: {response.output.strip()}",
+            "ask the gateway's administrators about the rule that blocked it",
+        )
+    if response.exit_code == -2:
+        # hoop: the gateway could not obtain an exit code (agent offline, transport error).
+        raise CommandFailedError(
+            f"the gateway could not obtain an exit code for session {response.session_id} "
+            f"(exit code -2): {response.output.strip()[:2000]}",
+            "check that the gateway's agent is online, then re-run the task",
+        )
+    detail = error_text(response.output) or response.output.strip()
     raise CommandFailedError(
         f"statement failed on the target (session {response.session_id}, exit code "
-        f"{response.exit_code}): {response.output.strip()}"
+        f"{response.exit_code}): {detail}"
     )
 
 

@@ -13,6 +13,9 @@ from airflow_hoop.identity import StepIdentity
 from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig, step_for
 from airflow_hoop.vault import StepVaultConfig
 
+#: ``auth`` extra of a 'hoop' connection that holds a hoop.dev API key instead of a Vault login.
+HOOP_API_KEY_AUTH = "hoop_api_key"
+
 
 class HoopHook(BaseHook):
     """Reads a ``hoop`` connection and gives the current task its governed step.
@@ -22,6 +25,10 @@ class HoopHook(BaseHook):
     Extras: ``vault_url``, ``auth`` (``jwt``, the default, ``approle`` or ``token``),
     ``jwt_role``, ``jwt_issuer``, ``workload_key_path``, ``identity_role``,
     ``approle_role_id``, ``namespace``, ``timeout_seconds``.
+
+    Against a hoop.dev gateway: ``auth`` ``hoop_api_key`` and the ``hpk_`` key as password
+    (no Vault); ``gateway_kind`` (``airflow-hoop`` or ``hoop.dev``) overrides the guess. See
+    docs/hoop.md for what holds then.
     """
 
     conn_name_attr = "hoop_conn_id"
@@ -43,6 +50,8 @@ class HoopHook(BaseHook):
                 f"connection '{self.hoop_conn_id}' has no gateway URL in its host field",
                 "set host to the gateway URL, e.g. https://hoop-gateway:8009",
             )
+        if extra.get("auth") == HOOP_API_KEY_AUTH:
+            return self._api_key_config(gateway_url, conn.password, extra)
         vault_fields = {k: v for k, v in extra.items() if k in StepVaultConfig.model_fields}
         vault_fields["url"] = extra.get("vault_url") or vault_fields.get("url")
         if conn.password:
@@ -52,6 +61,7 @@ class HoopHook(BaseHook):
             return HoopConnectionConfig(
                 gateway_url=gateway_url,
                 vault=StepVaultConfig(**vault_fields),
+                gateway_kind=extra.get("gateway_kind"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
             )
@@ -60,6 +70,32 @@ class HoopHook(BaseHook):
             raise ConfigError(
                 f"connection '{self.hoop_conn_id}' is incomplete or invalid ({fields})",
                 "set the named extras on the 'hoop' connection (vault_url is required)",
+            ) from None
+
+    def _api_key_config(
+        self, gateway_url: str, password: str | None, extra: dict[str, Any]
+    ) -> HoopConnectionConfig:
+        """``auth: hoop_api_key``: a hoop.dev gateway, the ``hpk_`` key in the password field."""
+        if not password or not password.startswith("hpk_"):
+            raise ConfigError(
+                f"connection '{self.hoop_conn_id}' has auth hoop_api_key but its password is "
+                "not a hoop API key (hpk_...)",
+                "put the key from hoop's POST /api/api-keys in the connection's password",
+            )
+        try:
+            return HoopConnectionConfig(
+                gateway_url=gateway_url,
+                api_key=SecretStr(password),
+                gateway_kind=extra.get("gateway_kind"),
+                timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
+                poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
+            )
+        except ValidationError as exc:
+            # Only the messages: pydantic's input echo could hold the key.
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise ConfigError(
+                f"connection '{self.hoop_conn_id}' is invalid ({problems})",
+                "correct the 'hoop' connection's extras (see docs/hoop.md)",
             ) from None
 
     def get_step(self, context: Mapping[str, Any] | None = None) -> GovernedStep:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ValidationError
-
-from airflow_hoop.ledger.canonical import canonical
-from airflow_hoop.ledger.records import LedgerRecord
+from pydantic import BaseModel
 
 GENESIS_HASH = "00" * 32
 
@@ -30,6 +26,7 @@ class StoredRecord(BaseModel):
 class VerifyFailure(BaseModel):
     seq: int
     problem: str
+    kind: str | None = None
 
 
 class VerifyReport(BaseModel):
@@ -49,44 +46,32 @@ class VerifyReport(BaseModel):
 def verify_chain(
     rows: Iterable[StoredRecord], start_seq: int = 1, start_hash: str = GENESIS_HASH
 ) -> VerifyReport:
-    """Recompute the chain; report the first record that does not verify and why.
+    """Recompute the chain alone (no signatures); report the first record that does not verify.
 
-    Streams: memory does not grow with the number of records.
+    Streams: memory does not grow with the number of records. ``airflow_hoop.ledger.verify``
+    adds checkpoint signatures, the anchor and the tail.
     """
-    expected_seq, prev = start_seq, start_hash
-    count = 0
+    from airflow_hoop.ledger.verify import LedgerVerifier  # it builds on this module
+
+    verifier = LedgerVerifier(None, start_seq=start_seq, start_hash=start_hash, chain_only=True)
     for row in rows:
-        fail = _check(row, expected_seq, prev)
-        if fail:
-            return VerifyReport(
-                ok=False,
-                records=count,
-                failure=VerifyFailure(
-                    seq=row.seq if row.seq == expected_seq else expected_seq, problem=fail
-                ),
-            )
-        prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+        if verifier.feed(row.body.encode("utf-8"), row.hash, row.seq) is not None:
+            break
+    result = verifier.finish()
+    if result.failure is not None:
+        failure = result.failure
+        return VerifyReport(
+            ok=False,
+            records=result.records,
+            failure=VerifyFailure(
+                seq=failure.seq if failure.seq is not None else start_seq,
+                problem=failure.message,
+                kind=failure.kind.value,
+            ),
+        )
     return VerifyReport(
-        ok=True, records=count, head_seq=expected_seq - 1 if count else None, head_hash=prev
+        ok=True,
+        records=result.records,
+        head_seq=result.last_seq,
+        head_hash=result.head_hash if result.records else start_hash,
     )
-
-
-def _check(row: StoredRecord, expected_seq: int, prev: str) -> str | None:
-    if row.seq != expected_seq:
-        if row.seq > expected_seq:
-            return f"record missing: expected seq {expected_seq}, found {row.seq}"
-        return f"reordered or duplicated: seq {row.seq} after {expected_seq - 1}"
-    try:
-        parsed = json.loads(row.body)
-        record = LedgerRecord.model_validate(parsed)
-    except (ValueError, ValidationError) as exc:
-        return f"content unreadable: {type(exc).__name__}"
-    if canonical(parsed) != row.body.encode("utf-8"):
-        return "content changed: the record is not in canonical form"
-    if record.seq != row.seq:
-        return f"content changed: the record says seq {record.seq}"
-    if record.prev_hash != prev:
-        return "chain broken: prev_hash does not match the previous record's hash"
-    if link_hash(prev, row.body.encode("utf-8")) != row.hash:
-        return "content changed: hash does not match the record"
-    return None

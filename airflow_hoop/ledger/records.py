@@ -6,6 +6,7 @@ digest (or masked); parameters appear only as a digest and a count.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -30,8 +31,14 @@ class StepRef(BaseModel):
     @property
     def key(self) -> str:
         """Stable text key of the step (also the Vault JWT subject)."""
-        base = f"{self.dag_id}/{self.task_id}/{self.run_id}/{self.try_number}"
-        return base if self.map_index < 0 else f"{base}/{self.map_index}"
+        return self.key_of(self.__dict__)
+
+    @staticmethod
+    def key_of(step: Mapping[str, Any]) -> str:
+        """The key of a step given as a mapping (a record's ``step`` as parsed JSON)."""
+        base = f"{step['dag_id']}/{step['task_id']}/{step['run_id']}/{step.get('try_number', 1)}"
+        map_index = step.get("map_index", -1)
+        return base if map_index < 0 else f"{base}/{map_index}"
 
 
 class RecordKind(str, Enum):
@@ -42,11 +49,64 @@ class RecordKind(str, Enum):
     CREDENTIAL_REVOKED = "credential.revoked"
     REVIEW_REQUESTED = "review.requested"
     REVIEW_DECIDED = "review.decided"
+    REVIEW_EXECUTED = "review.executed"
     CHECKPOINT = "checkpoint"
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _absent_if_none(value: Any) -> bool:
+    return value is None
+
+
+class ShellIntent(_Body):
+    """What a shell command was started with. Environment values are never recorded: names only."""
+
+    argv: list[str]
+    env_names: list[str]
+    cwd: str | None = None
+    run_as: str | None = None
+    timeout_seconds: float
+    max_output_bytes: int
+    limits: dict[str, int]
+
+
+class ShellExit(_Body):
+    """How a shell command ended, beyond its exit code."""
+
+    signal: int | None = None
+    timed_out: bool = False
+    output_bytes: int
+    raw_output_sha256: str
+    masked: int = 0
+    workdir_removed: bool = True
+
+
+class MaskingRecord(BaseModel):
+    """The masking policy that applied to a command's output, and what it did (counts only).
+
+    The shape follows hoop's ``metrics.data_masking`` (``info_types``, ``total_redact_count``,
+    ``err_count``); it never holds a masked value, only rule names, column names and counts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    version: str = Field(description="SHA-256 of the policy's canonical JSON")
+    mode: Literal["strict", "best-effort"]
+    unmasked_to_task: bool = Field(
+        False, description="the task received unmasked output (allowed by the policy)"
+    )
+    info_types: dict[str, int] = Field(
+        default_factory=dict, description="redactions per rule (column rule or detector name)"
+    )
+    columns: dict[str, int] = Field(default_factory=dict, description="redactions per column")
+    total_redact_count: int = 0
+    err_count: int = 0
+    errors: list[str] = Field(default_factory=list, description="what failed (no values)")
+    hmac_key: str | None = Field(None, description="'<name> v<version>' when hashing applied")
 
 
 class SessionIntent(_Body):
@@ -61,6 +121,8 @@ class SessionIntent(_Body):
     parameter_count: int = 0
     autocommit: bool = False
     db_user: str | None = None
+    # Shell commands only; absent (not null) for SQL so SQL records keep their exact bytes.
+    shell: ShellIntent | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
@@ -78,6 +140,9 @@ class SessionResult(_Body):
     duration_ms: float
     truncated: bool = False
     error: str | None = None
+    shell: ShellExit | None = Field(default=None, exclude_if=_absent_if_none)
+    # Only when the connection has a masking policy; absent otherwise (older records' bytes).
+    masking: MaskingRecord | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class PolicyRefused(_Body):
@@ -104,8 +169,117 @@ class CredentialRevoked(_Body):
     reason: Literal["step-end", "expired", "error", "shutdown"]
 
 
+class ReviewStatement(BaseModel):
+    """One statement of a command under review (scripts are recorded, parameters by digest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    script: str
+    parameters_sha256: str | None = None
+    sha256: str
+    needs_approval: bool = Field(
+        True, description="false for statements the rule exempts (read-only, COMMIT...)"
+    )
+
+
+class ReviewTarget(BaseModel):
+    """The step an approval is for; ``try_number`` None means the task instance's next try."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int | None = None
+
+
+class ReviewRequested(_Body):
+    """A step asked for a human approval of a command of another (or its own) step."""
+
+    kind: Literal["review.requested"] = "review.requested"
+    review_id: str
+    session_id: str
+    connection: str
+    target: ReviewTarget
+    command_sha256: str
+    statements: list[ReviewStatement]
+    justification: str = ""
+    triggered_by: str | None = None
+    groups: list[str]
+    min_approvals: int
+    expires_after_seconds: int
+    rule: str | None = None
+
+
+class ReviewDecided(_Body):
+    """One approver's decision: who (the asserted user and the credential), why, how."""
+
+    kind: Literal["review.decided"] = "review.decided"
+    review_id: str
+    connection: str
+    command_sha256: str
+    decision: Literal["APPROVED", "REJECTED", "REVOKED"]
+    status: str = Field(description="the review's status after this decision")
+    group: str | None = None
+    approver: str
+    credential: str
+    channel: Literal["airflow-ui", "gateway-api"]
+    reason: str | None = None
+    expires_at: datetime | None = None
+
+
+class ReviewExecuted(_Body):
+    """An approved statement was accepted for execution: the approval is used (once)."""
+
+    kind: Literal["review.executed"] = "review.executed"
+    review_id: str
+    connection: str
+    command_sha256: str
+    statement_index: int
+    statement_sha256: str
+    try_number: int
+    remaining: int = Field(description="approved statements of the command not yet run")
+
+
+class CheckpointStatement(BaseModel):
+    """What a checkpoint signs: the chain up to ``last_seq`` had the head ``head_hash``.
+
+    ``prev_checkpoint`` is the SHA-256 of the previous statement's canonical bytes (64 zeros
+    for the first), so checkpoints form a chain of their own. The signature is plain Ed25519
+    over ``SHA-256(canonical(statement))``: see ``airflow_hoop.ledger.checkpoint``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    number: int = Field(ge=1)
+    first_seq: int = Field(ge=1, description="first record covered (previous last_seq + 1)")
+    last_seq: int = Field(ge=0)
+    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    time: datetime
+    prev_checkpoint: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Checkpoint(_Body):
+    """A signed checkpoint: written by the gateway into the ledger and to the anchor sink."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    statement: CheckpointStatement
+    key_name: str
+    key_version: int = Field(ge=1)
+    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
+
+
 RecordBody = Annotated[
-    SessionIntent | SessionResult | PolicyRefused | CredentialIssued | CredentialRevoked,
+    SessionIntent
+    | SessionResult
+    | PolicyRefused
+    | CredentialIssued
+    | CredentialRevoked
+    | ReviewRequested
+    | ReviewDecided
+    | ReviewExecuted
+    | Checkpoint,
     Field(discriminator="kind"),
 ]
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
+from airflow_hoop.approval_request import RequiresApprovalMixin
 from airflow_hoop.hooks.postgres import HoopPostgresHook
 from airflow_hoop.step_session import end_all_steps, kill_all_steps
+from airflow_hoop.triggers.review import DEFAULT_POLL_INTERVAL
 
 
-class HoopPostgresOperator(SQLExecuteQueryOperator):
+class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
     """Run SQL through the Hoop gateway as this step, with a database user of its own.
 
     A drop-in replacement for ``SQLExecuteQueryOperator``: ``sql`` (a string, a list, or a
@@ -21,11 +24,37 @@ class HoopPostgresOperator(SQLExecuteQueryOperator):
 
     When the task ends (success, failure or kill), the gateway revokes the step's database
     user and the task revokes its Vault token.
+
+    ``requires_approval=True``: before running, the task asks the gateway for a review of its
+    exact rendered SQL (bound to this task instance and try) and defers, holding no worker
+    slot, until a person decides in the Airflow UI. ``approval_justification`` (templated) is
+    shown to the reviewer; ``approval_timeout`` (seconds, default 24 h) fails the task when
+    nobody decides; a rejection fails it without retries, the reason in the log.
     """
 
-    def __init__(self, *, conn_id: str, hoop_conn_id: str | None = None, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = (
+        *SQLExecuteQueryOperator.template_fields,
+        "approval_justification",
+    )
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        hoop_conn_id: str | None = None,
+        requires_approval: bool = False,
+        approval_justification: str = "",
+        approval_timeout: float = 24 * 3600.0,
+        approval_poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(conn_id=conn_id, **kwargs)
         self.hoop_conn_id = hoop_conn_id
+        self.requires_approval = requires_approval
+        self.approval_justification = approval_justification
+        self.approval_timeout = approval_timeout
+        self.approval_poll_interval = approval_poll_interval
+        self.approval_hoop_conn_id = hoop_conn_id
 
     def get_db_hook(self) -> HoopPostgresHook:
         hook = HoopPostgresHook(
@@ -37,6 +66,15 @@ class HoopPostgresOperator(SQLExecuteQueryOperator):
         return hook
 
     def execute(self, context: Any) -> Any:
+        self.wait_for_own_approval(context, resume_method="execute_approved")
+        return self._execute_sql(context)
+
+    def execute_approved(self, context: Any, event: dict[str, Any]) -> Any:
+        """Resumed after the review was decided: run the approved SQL (or fail)."""
+        self.approval_granted(event)
+        return self._execute_sql(context)
+
+    def _execute_sql(self, context: Any) -> Any:
         try:
             return super().execute(context)
         finally:

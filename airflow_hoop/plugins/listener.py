@@ -12,6 +12,8 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_hoop.plugins.app import APPROVAL_VIEWS, LazyFastAPIApps
+
 
 class _StepListener:
     @hookimpl
@@ -34,7 +36,12 @@ def _end() -> None:
 
 
 class HoopListenerPlugin(AirflowPlugin):
-    """Registers the step listener (the UI parts arrive with the Audit tab)."""
+    """airflow-hoop's one plugin: the step listener, and the UI (Approvals tab and page).
+
+    The FastAPI app is built only when the API server reads ``fastapi_apps``.
+    """
 
     name = "airflow_hoop"
     listeners = [_StepListener()]
+    fastapi_apps = LazyFastAPIApps()  # type: ignore[assignment]
+    external_views = [*APPROVAL_VIEWS]

@@ -16,9 +16,19 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airflow_hoop.client.models import Column
 from airflow_hoop.errors import HoopError
+from airflow_hoop.gateway.masking.engine import ResultMasker
+from airflow_hoop.gateway.masking.methods import MaskingError
+from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
 from airflow_hoop.gateway.settings import PostgresConnection
 
 _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
+#: Commands whose tag psql prints after their RETURNING rows (hoop's text output).
+_RETURNING_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE")
+#: Makes the open transaction fail (so that a later COMMIT is refused).
+_ABORT_TX = (
+    "DO $$BEGIN RAISE EXCEPTION 'airflow-hoop: the output of a statement of this transaction "
+    "could not be masked'; END$$"
+)
 _ABORTED = (
     "COMMIT refused: an earlier statement of this transaction failed, so the transaction "
     "was rolled back and nothing was committed"
@@ -42,6 +52,8 @@ class ResultSet(BaseModel):
     rowcount: int = -1
     status_message: str | None = None
     truncated: bool = False
+    #: The rows before masking, kept only when the policy lets the task have them.
+    unmasked_rows: list[tuple[Any, ...]] | None = None
 
 
 class RunOutcome(BaseModel):
@@ -60,6 +72,9 @@ class RunOutcome(BaseModel):
     duration_ms: float
     truncated: bool = False
     output: str = ""
+    #: What the task gets when its masking policy allows unmasked results (else None).
+    unmasked_rows: list[tuple[Any, ...]] | None = None
+    unmasked_output: str | None = None
 
 
 class PostgresRunner:
@@ -71,6 +86,8 @@ class PostgresRunner:
         self._conn = conn
         self._max_rows = max_rows
         self._max_output = max_output
+        # Masking: source (schema, table, column) of result columns, per (table oid, attnum).
+        self._sources: SourceCache = {}
 
     @classmethod
     async def connect(
@@ -109,7 +126,12 @@ class PostgresRunner:
         return self._conn.broken or self._conn.closed
 
     async def execute(
-        self, script: str, parameters: Any = None, *, autocommit: bool = False
+        self,
+        script: str,
+        parameters: Any = None,
+        *,
+        autocommit: bool = False,
+        masker: ResultMasker | None = None,
     ) -> RunOutcome:
         """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors."""
         started = time.perf_counter()
@@ -130,14 +152,21 @@ class PostgresRunner:
                     )
                 await self._transaction_control(script, sets)
             else:
-                await self._run(script, parameters, sets)
+                await self._run(script, parameters, sets, masker)
                 if autocommit:
                     await self._conn.commit()
         except psycopg.Error as exc:
-            return await self._failed(exc, sets, started, rollback=fresh or autocommit)
+            return await self._failed(
+                exc, sets, started, rollback=fresh or autocommit, masker=masker
+            )
+        except MaskingError as exc:
+            return await self._unmaskable(exc, started, rollback=fresh or autocommit)
         last = sets[-1] if sets else ResultSet()
         output, capped = self._cap(render_output(sets))
+        unmasked = _unmasked(sets)
         return RunOutcome(
+            unmasked_rows=last.unmasked_rows,
+            unmasked_output=None if unmasked is None else self._cap(render_output(unmasked))[0],
             status="success",
             exit_code=0,
             columns=last.columns,
@@ -163,7 +192,9 @@ class PostgresRunner:
             await self._conn.rollback()
             sets.append(ResultSet(status_message="ROLLBACK"))
 
-    async def _run(self, script: str, parameters: Any, sets: list[ResultSet]) -> None:
+    async def _run(
+        self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
+    ) -> None:
         async with self._conn.cursor() as cur:
             if parameters is None:
                 # No parameters: simple query protocol, so '%' is literal and a script
@@ -172,11 +203,13 @@ class PostgresRunner:
             else:
                 await cur.execute(script, parameters)  # type: ignore[arg-type]
             while True:
-                sets.append(await self._collect(cur))
+                sets.append(await self._collect(cur, masker))
                 if not cur.nextset():
                     break
 
-    async def _collect(self, cur: psycopg.AsyncCursor[Any]) -> ResultSet:
+    async def _collect(
+        self, cur: psycopg.AsyncCursor[Any], masker: ResultMasker | None = None
+    ) -> ResultSet:
         if cur.description is None:
             return ResultSet(rowcount=cur.rowcount, status_message=cur.statusmessage)
         columns = [
@@ -185,19 +218,37 @@ class PostgresRunner:
         ]
         rows = await cur.fetchmany(self._max_rows + 1)
         truncated = len(rows) > self._max_rows
+        rows, unmasked = rows[: self._max_rows], None
+        if masker is not None:  # before anything renders, stores or returns the rows
+            with_sources = masker.engine.needs_sources
+            infos = await column_infos(self._conn, cur, self._sources, with_sources=with_sources)
+            unmasked = rows if masker.unmasked_to_task else None
+            rows = await mask_result(masker, infos, rows)
         return ResultSet(
+            unmasked_rows=unmasked,
             columns=columns,
-            rows=rows[: self._max_rows],
+            rows=rows,
             rowcount=cur.rowcount,
             status_message=cur.statusmessage,
             truncated=truncated,
         )
 
     async def _failed(
-        self, exc: psycopg.Error, sets: list[ResultSet], started: float, *, rollback: bool
+        self,
+        exc: psycopg.Error,
+        sets: list[ResultSet],
+        started: float,
+        *,
+        rollback: bool,
+        masker: ResultMasker | None = None,
     ) -> RunOutcome:
         diag = getattr(exc, "diag", None)
         primary = getattr(diag, "message_primary", None) or (str(exc).splitlines() or ["error"])[0]
+        if masker is not None:  # "invalid input syntax for type integer: \"<a value>\""
+            try:
+                primary = masker.mask_text(primary)
+            except MaskingError:
+                primary = "(the error message was withheld: it could not be masked)"
         sqlstate = getattr(diag, "sqlstate", None)
         # A failure aborts the transaction. If this exec opened it (or runs in autocommit),
         # rolling back loses nothing and keeps the step's connection usable. Otherwise earlier
@@ -217,6 +268,26 @@ class PostgresRunner:
             truncated=capped,
         )
 
+    async def _unmaskable(self, exc: MaskingError, started: float, *, rollback: bool) -> RunOutcome:
+        """A strict masking policy could not mask the result: fail, withhold it, undo it.
+
+        If this exec opened the transaction it is rolled back; otherwise the transaction is
+        made to fail, so the step's later COMMIT is refused as after any failed statement.
+        """
+        if not self.broken:
+            with contextlib.suppress(psycopg.Error):
+                if rollback:
+                    await self._conn.rollback()
+                else:
+                    await self._conn.execute(_ABORT_TX)
+        return RunOutcome(
+            status="failed",
+            exit_code=1,
+            error=exc.what,
+            duration_ms=_ms(started),
+            output=f"[gateway] {exc.what}\n",
+        )
+
     def _cap(self, text: str) -> tuple[str, bool]:
         """Cap the text output at ``max_output`` bytes (hoop's ``truncated``)."""
         data = text.encode("utf-8")
@@ -233,6 +304,16 @@ class PostgresRunner:
         await self._conn.close()
 
 
+def _unmasked(sets: list[ResultSet]) -> list[ResultSet] | None:
+    """The result sets as they were before masking, if the policy kept them for the task."""
+    if not any(rs.unmasked_rows is not None for rs in sets):
+        return None
+    return [
+        rs if rs.unmasked_rows is None else rs.model_copy(update={"rows": rs.unmasked_rows})
+        for rs in sets
+    ]
+
+
 def render_output(sets: list[ResultSet]) -> str:
     """hoop's text output, as ``psql -A -F '\\t'`` prints it."""
     parts: list[str] = []
@@ -245,6 +326,8 @@ def render_output(sets: list[ResultSet]) -> str:
         lines.extend("\t".join(_text(v) for v in row) for row in rs.rows)
         n = len(rs.rows)
         lines.append(f"({n} row{'' if n == 1 else 's'})")
+        if rs.status_message and rs.status_message.split(" ", 1)[0] in _RETURNING_TAGS:
+            lines.append(rs.status_message)  # psql prints the tag after RETURNING rows too
         parts.append("\n".join(lines) + "\n")
     return "".join(parts)
 

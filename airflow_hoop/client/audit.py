@@ -1,0 +1,187 @@
+"""The auditor's side of the gateway API: read-only ledger pages, checkpoints, the public key,
+time windows and the raw record stream. Authenticated with an auditor (or admin) API key.
+
+Nothing here can change a record: the gateway has no such endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import httpx
+from pydantic import BaseModel
+
+from airflow_hoop.client.errors import error_for
+from airflow_hoop.client.models import LedgerPage
+from airflow_hoop.errors import GatewayUnavailableError
+from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.checkpoint import PublicKeySet
+
+LEDGER = "/api/airflow-hoop/ledger"
+
+
+class CheckpointPage(BaseModel):
+    """``GET /api/airflow-hoop/ledger/checkpoints``: checkpoint records, by sequence."""
+
+    checkpoints: list[StoredRecord]
+    next_after_seq: int | None = None
+
+
+class LedgerWindow(BaseModel):
+    """``GET /api/airflow-hoop/ledger/window``: the records of ``since <= time < until``."""
+
+    since: datetime
+    until: datetime
+    first_seq: int | None = None
+    last_seq: int | None = None
+    records: int = 0
+    head_seq: int | None = None
+
+
+class StreamedRecord(NamedTuple):
+    """One line of ``GET /api/airflow-hoop/ledger/stream``: the stored bytes, as hashed."""
+
+    seq: int
+    hash: str
+    data: bytes
+
+
+_PREFIX = b'{"seq":'
+_HASH = b',"hash":"'
+_RECORD = b'","record":'
+_END = b'{"end":'
+
+
+def parse_stream_line(line: bytes) -> StreamedRecord | dict[str, Any]:
+    """A record line, or the trailer ``{"end": true, ...}`` as a dict.
+
+    Sliced, never re-encoded: the record's bytes are exactly what the gateway stored.
+    """
+    if line.startswith(_END):
+        trailer = json.loads(line)
+        if isinstance(trailer, dict) and trailer.get("end") is True:
+            return trailer
+    cut = line.find(_HASH, 0, 40)
+    start = cut + len(_HASH)
+    body = start + 64 + len(_RECORD)
+    if (
+        not line.startswith(_PREFIX)
+        or cut < 0
+        or line[start + 64 : body] != _RECORD
+        or not line.endswith(b"}")
+    ):
+        raise ValueError("not a line of the ledger stream")
+    return StreamedRecord(
+        int(line[len(_PREFIX) : cut]), line[start : start + 64].decode(), line[body:-1]
+    )
+
+
+class AuditClient:
+    """A small synchronous client for the auditor endpoints."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"Authorization": f"Bearer {api_key}", "User-Client": "airflow-hoop-audit"},
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AuditClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ledger_page(self, after_seq: int = 0, limit: int = 1000, **filters: Any) -> LedgerPage:
+        """Filters: since, until (datetimes), dag_id, task_id, run_id, connection."""
+        params = {"after_seq": after_seq, "limit": limit}
+        params.update({k: _param(v) for k, v in filters.items() if v is not None})
+        return LedgerPage.model_validate(self._get(LEDGER, params).json())
+
+    def checkpoints(
+        self,
+        after_seq: int = 0,
+        *,
+        before_seq: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> CheckpointPage:
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": limit}
+        if before_seq is not None:
+            params["before_seq"] = before_seq
+        if newest_first:
+            params["newest_first"] = "true"
+        return CheckpointPage.model_validate(self._get(f"{LEDGER}/checkpoints", params).json())
+
+    def iter_checkpoints(self, after_seq: int = 0) -> Iterator[StoredRecord]:
+        while True:
+            page = self.checkpoints(after_seq, limit=1000)
+            yield from page.checkpoints
+            if page.next_after_seq is None:
+                return
+            after_seq = page.next_after_seq
+
+    def public_key(self) -> PublicKeySet:
+        return PublicKeySet.model_validate(self._get(f"{LEDGER}/public-key").json())
+
+    def window(self, since: datetime, until: datetime) -> LedgerWindow:
+        params = {"since": _param(since), "until": _param(until)}
+        return LedgerWindow.model_validate(self._get(f"{LEDGER}/window", params).json())
+
+    def stream(
+        self, after_seq: int = 0, through_seq: int | None = None
+    ) -> Iterator[StreamedRecord]:
+        """Every record after ``after_seq`` (through ``through_seq``), as stored.
+
+        Raises GatewayUnavailableError when the stream ends without its trailer (cut short).
+        """
+        params: dict[str, Any] = {"after_seq": after_seq}
+        if through_seq is not None:
+            params["through_seq"] = through_seq
+        try:
+            with self._http.stream("GET", f"{LEDGER}/stream", params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_for(response)
+                rest = b""
+                for chunk in response.iter_bytes(1 << 20):
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        item = parse_stream_line(line)
+                        if isinstance(item, dict):
+                            return
+                        yield item
+        except httpx.TransportError as exc:
+            raise GatewayUnavailableError(
+                f"the ledger stream from {self.base_url} broke ({type(exc).__name__})",
+                "check that the gateway runs, then run the command again",
+            ) from None
+        raise GatewayUnavailableError(
+            "the ledger stream ended before its last line: the answer was cut short",
+            "run the command again; if it persists, see the gateway log",
+        )
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise GatewayUnavailableError(
+                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
+                "check the gateway URL and that the gateway runs",
+            ) from None
+        if response.status_code >= 400:
+            raise error_for(response)
+        return response
+
+
+def _param(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

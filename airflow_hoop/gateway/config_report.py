@@ -1,0 +1,57 @@
+"""What a gateway settings file configures, in words: ``airflow-hoop gateway check-config``.
+
+Never prints a secret: the database DSN, Vault token or secret_id and API key digests are
+reported as set or not, nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
+
+ENV_PREFIX = "HOOP_GATEWAY_"
+
+
+def describe(settings: GatewaySettings) -> list[str]:
+    """One line per fact the operator should check before starting the gateway."""
+    vault = settings.vault
+    lines = [
+        f"listen: {settings.host}:{settings.port}",
+        "database_dsn: set (not shown)",
+        f"vault: {vault.url}"
+        + (f" namespace {vault.namespace}" if vault.namespace else "")
+        + f", gateway logs in with {vault.auth.method}",
+        f"identity tokens: issuer {vault.identity_issuer}, audience {vault.identity_audience}",
+        f"connections ({len(settings.connections)}):",
+    ]
+    for conn in settings.connections:
+        lines.append(f"  {conn.name}: {_connection(conn)}")
+        allowed = ", ".join(conn.allowed_dags) or "nobody (deny all)"
+        lines.append(f"    allowed DAGs: {allowed}")
+        for rule in conn.approvals:
+            name = rule.name or "unnamed"
+            lines.append(
+                f"    approval {name}: {rule.required_for} of DAGs {', '.join(rule.dags)} need "
+                f"{rule.min_approvals} from {', '.join(rule.groups)}"
+            )
+    lines.append(f"api keys ({len(settings.api_keys)}):")
+    for key in settings.api_keys:
+        groups = f", groups {', '.join(key.groups)}" if key.groups else ""
+        lines.append(f"  {key.name}: {key.role}{groups}")
+    overrides = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
+    overrides = [k for k in overrides if k.upper() != f"{ENV_PREFIX}CONFIG"]
+    if overrides:
+        lines.append(f"overridden by the environment: {', '.join(overrides)}")
+    return lines
+
+
+def _connection(conn: PostgresConnection | ShellConnection) -> str:
+    if isinstance(conn, PostgresConnection):
+        return (
+            f"postgres {conn.host}:{conn.port}/{conn.database} (sslmode {conn.sslmode}), "
+            f"per-step users from Vault role {conn.vault_role}"
+        )
+    user = f" as {conn.run_as_user}" if conn.run_as_user else ""
+    database = f", PG* user from {conn.database}" if conn.database else ""
+    return f"custom command {' '.join(conn.command)}{user}{database}"

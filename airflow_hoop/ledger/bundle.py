@@ -1,0 +1,302 @@
+"""The reviewer's export bundle: what it holds, how it is written, how it is verified offline.
+
+A bundle is a directory::
+
+    manifest.json      what the bundle covers, how the key was obtained, SHA-256 of every file
+    records.jsonl      the records, one canonical record per line, exactly as hashed
+    checkpoints.jsonl  the signed checkpoints: the one before the records (it signs the hash
+                       they start from), then every one among them
+    public-key.json    the checkpoint key's public halves, and how they were obtained
+    report.html        the four questions, answered
+    report.csv         one row per statement
+    README.txt         how to verify
+
+The records run contiguously from just after a signed checkpoint to the checkpoint that covers
+the end of the window, so every record in the window is under a signature. Verifying needs
+this directory and nothing else (no gateway, no Vault, no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from airflow_hoop.errors import LedgerError
+from airflow_hoop.ledger.anchor import AnchorEntry
+from airflow_hoop.ledger.canonical import canonical
+from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
+from airflow_hoop.ledger.verify import Failure, FailureKind, LedgerVerifier, Verification
+
+FORMAT = "airflow-hoop-bundle/1"
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+CHECKPOINTS = "checkpoints.jsonl"
+PUBLIC_KEY = "public-key.json"
+README = "README.txt"
+#: Files checked before the records (a changed key or checkpoint file would otherwise show
+#: up as a misleading signature failure), and after them.
+_CHECKED_FIRST = (PUBLIC_KEY, CHECKPOINTS)
+
+_README = """\
+airflow-hoop audit bundle
+=========================
+
+Verify it (offline; needs only Python and the airflow-hoop package, or any tool that
+follows docs/reviewer-guide.md):
+
+    airflow-hoop audit verify --bundle {dir} --public-key <key you obtained yourself>
+
+Without --public-key the key in public-key.json is used: read manifest.json ("public_key")
+to see how it was obtained, and prefer a copy of the key you fetched from Vault yourself.
+"""
+
+
+class BundleError(LedgerError):
+    """The bundle cannot be read at all (missing or malformed manifest, missing file)."""
+
+
+class FileDigest(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class BundleRange(BaseModel):
+    """The contiguous records in the bundle and the signed hash they start from."""
+
+    first_seq: int
+    last_seq: int
+    records: int
+    start_hash: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="hash of record first_seq - 1 (zeros at genesis)"
+    )
+    start_checkpoint: int | None = Field(
+        None, description="number of the checkpoint that signs start_hash (None at genesis)"
+    )
+
+
+class BundleWindow(BaseModel):
+    """The time window asked for, and where it lies in the records."""
+
+    since: datetime
+    until: datetime
+    first_seq: int | None = None
+    last_seq: int | None = None
+    records: int = 0
+    dag_id: str | None = None
+    connection: str | None = None
+
+
+class BundleManifest(BaseModel):
+    format: Literal["airflow-hoop-bundle/1"] = "airflow-hoop-bundle/1"
+    created_at: datetime
+    generator: str
+    source: str = Field(description="where the records were read (the gateway URL)")
+    window: BundleWindow
+    range: BundleRange | None = None
+    public_key: KeySource
+    anchor: str | None = Field(None, description="anchor compared during the export, if any")
+    verification: Verification
+    files: dict[str, FileDigest]
+
+
+class BundleWriter:
+    """Writes a bundle; ``records.jsonl`` is hashed as it is written (one pass)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise BundleError(
+                f"the output directory {out_dir} is not empty", "name a new or empty directory"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        self._records = open(out_dir / RECORDS, "wb", buffering=1 << 20)  # noqa: SIM115
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self.checkpoints: list[bytes] = []
+
+    def write_record(self, data: bytes) -> None:
+        line = data + b"\n"
+        self._records.write(line)
+        self._digest.update(line)
+        self._size += len(line)
+
+    def add_checkpoint(self, body: dict[str, Any]) -> None:
+        self.checkpoints.append(canonical(body))
+
+    def finish(self, keys: PublicKeySet, manifest: dict[str, Any]) -> BundleManifest:
+        """Close the records, write the other files and the manifest (last)."""
+        self._records.close()
+        files = {RECORDS: FileDigest(sha256=self._digest.hexdigest(), bytes=self._size)}
+        (self.out_dir / CHECKPOINTS).write_bytes(b"".join(c + b"\n" for c in self.checkpoints))
+        (self.out_dir / PUBLIC_KEY).write_text(keys.model_dump_json(indent=2) + "\n")
+        (self.out_dir / README).write_text(_README.format(dir=self.out_dir))
+        for path in sorted(self.out_dir.iterdir()):
+            if path.name not in files and path.name != MANIFEST and path.is_file():
+                files[path.name] = file_digest(path)
+        result = BundleManifest(files=files, public_key=keys.source, **manifest)
+        (self.out_dir / MANIFEST).write_text(result.model_dump_json(indent=2) + "\n")
+        return result
+
+
+def file_digest(path: Path) -> FileDigest:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileDigest(sha256=digest.hexdigest(), bytes=size)
+
+
+def read_manifest(bundle: Path) -> BundleManifest:
+    try:
+        return BundleManifest.model_validate_json((bundle / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise BundleError(
+            f"{bundle} has no {MANIFEST}", "point --bundle at the directory audit export wrote"
+        ) from None
+    except ValidationError as exc:
+        raise BundleError(
+            f"{bundle / MANIFEST} is not a bundle manifest ({exc.error_count()} problems)",
+            "export the bundle again",
+        ) from None
+
+
+def verify_bundle(
+    bundle: Path,
+    *,
+    public_key: PublicKeySet | None = None,
+    anchor: Iterator[AnchorEntry] | None = None,
+    anchor_location: str | None = None,
+) -> Verification:
+    """Verify a bundle offline: files against the manifest, then the records' chain and the
+    signatures (with ``public_key`` when given, else the bundle's own key file)."""
+    manifest = read_manifest(bundle)
+    problem = _check_files(bundle, manifest, _CHECKED_FIRST)
+    if problem is not None:
+        return problem
+    keys = public_key or _bundle_keys(bundle)
+    checkpoints = _read_checkpoints(bundle)
+    span = manifest.range
+    start_body = None
+    if span is not None and span.start_checkpoint is not None:
+        start_body = checkpoints.get(span.start_checkpoint)
+    verifier = LedgerVerifier(
+        keys,
+        start_seq=span.first_seq if span else 1,
+        start_hash=span.start_hash if span else "00" * 32,
+        prev_checkpoint=None if start_body is None else json.loads(start_body),
+        anchor=anchor,
+        anchor_location=anchor_location,
+        complete=False,
+        on_checkpoint=lambda _seq, body: _listed(body, checkpoints),
+    )
+    if span is not None and span.start_checkpoint is not None and start_body is None:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            span.first_seq,
+            f"{CHECKPOINTS} lacks checkpoint {span.start_checkpoint}, which signs the start",
+            file=CHECKPOINTS,
+        )
+    digest, last = _feed_records(bundle, verifier, span)
+    result = verifier.finish(expect_last_seq=span.last_seq if span else None)
+    if result.failure is not None:
+        return result
+    if span is not None and last != span.last_seq:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            span.last_seq + 1,
+            f"{RECORDS} holds records after seq {span.last_seq}, the manifest's last",
+            file=RECORDS,
+        )
+        return result
+    if digest != manifest.files[RECORDS].sha256:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            None,
+            f"{RECORDS} does not match the manifest's digest",
+            file=RECORDS,
+        )
+        return result
+    rest = tuple(n for n in manifest.files if n not in (*_CHECKED_FIRST, RECORDS))
+    return _check_files(bundle, manifest, rest) or result
+
+
+def _feed_records(
+    bundle: Path, verifier: LedgerVerifier, span: BundleRange | None
+) -> tuple[str, int | None]:
+    digest, last = hashlib.sha256(), None
+    try:
+        fh = open(bundle / RECORDS, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise BundleError(f"{bundle} has no {RECORDS}", "export the bundle again") from None
+    with fh:
+        for line in fh:
+            digest.update(line)
+            if verifier.failed:
+                continue  # keep hashing: the digest is of the whole file
+            verifier.feed(line.rstrip(b"\n"))
+            if verifier.last_accepted is not None:
+                last = verifier.last_accepted
+    return digest.hexdigest(), last
+
+
+def _check_files(
+    bundle: Path, manifest: BundleManifest, names: tuple[str, ...]
+) -> Verification | None:
+    for name in names:
+        expected = manifest.files.get(name)
+        path = bundle / name
+        if expected is None or not path.is_file() or file_digest(path) != expected:
+            failure = Verification(ok=False)
+            what = "is missing" if not path.is_file() else "does not match the manifest's digest"
+            if expected is None:
+                what = "is not listed in the manifest"
+            return _failed(failure, f"{name} {what}", name)
+    return None
+
+
+def _failed(result: Verification, message: str, file: str) -> Verification:
+    result.ok = False
+    result.failure = Failure(kind=FailureKind.CONTENT_CHANGED, seq=None, message=message, file=file)
+    return result
+
+
+def _bundle_keys(bundle: Path) -> PublicKeySet:
+    try:
+        keys = PublicKeySet.model_validate_json((bundle / PUBLIC_KEY).read_bytes())
+    except (OSError, ValidationError):
+        raise BundleError(
+            f"{bundle / PUBLIC_KEY} is not a public key set",
+            "pass the key with --public-key",
+        ) from None
+    problem = keys.check()
+    if problem:
+        raise BundleError(f"{bundle / PUBLIC_KEY}: {problem}", "pass the key with --public-key")
+    return keys
+
+
+def _read_checkpoints(bundle: Path) -> dict[int, bytes]:
+    """Checkpoint number -> its canonical bytes, from checkpoints.jsonl."""
+    found: dict[int, bytes] = {}
+    with open(bundle / CHECKPOINTS, "rb") as fh:
+        for line in fh:
+            data = line.rstrip(b"\n")
+            try:
+                number = int(json.loads(data)["statement"]["number"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a malformed line matches no checkpoint: reported where it is used
+            found[number] = data
+    return found
+
+
+def _listed(body: dict[str, Any], checkpoints: dict[int, bytes]) -> str | None:
+    number = int(body["statement"]["number"])
+    if checkpoints.get(number) != canonical(body):
+        return f"checkpoint {number} differs from the copy in {CHECKPOINTS}"
+    return None

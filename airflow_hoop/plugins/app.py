@@ -1,0 +1,49 @@
+"""The plugin's FastAPI app, mounted by the Airflow API server under ``/hoop``.
+
+Built on first use only: plugin modules are imported in every task process, and those never
+serve HTTP. Feature routers (approvals; the Audit tab later) are included here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+URL_PREFIX = "/hoop"
+APPROVALS_PREFIX = URL_PREFIX + "/approvals"
+
+#: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
+APPROVAL_VIEWS = [
+    {
+        "name": "Approvals",
+        "href": APPROVALS_PREFIX + "/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
+        "destination": "task_instance",
+        "url_route": "hoop-approvals-ti",
+    },
+    {
+        "name": "Approvals",
+        "href": APPROVALS_PREFIX + "/",
+        "destination": "nav",
+        "url_route": "hoop-approvals",
+        "nav_top_level": True,
+    },
+]
+
+
+@functools.cache
+def build_app() -> Any:
+    """The FastAPI app (cached: one per process)."""
+    from fastapi import FastAPI
+
+    from airflow_hoop.plugins.approvals import router as approvals_router
+
+    app = FastAPI(title="airflow-hoop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(approvals_router)
+    return app
+
+
+class LazyFastAPIApps:
+    """``fastapi_apps`` of the plugin, built when the API server first reads the attribute."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> list[dict[str, Any]]:
+        return [{"app": build_app(), "url_prefix": URL_PREFIX, "name": "airflow-hoop"}]

@@ -1,0 +1,158 @@
+"""ReviewTrigger: waits in the triggerer until a human decides a gateway review.
+
+Shipped in the package (not in a DAG file) so that the triggerer can import it. It polls
+``GET /api/airflow-hoop/reviews/{id}/poll`` with the review's poll token: a capability that
+reads that one review's state and nothing else, so the triggerer needs no Vault login and
+holds no step credential. Airflow stores trigger kwargs encrypted (Fernet). Hundreds of
+waiting sensors share one event loop: each poll is one small HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+from pydantic import ValidationError
+
+from airflow_hoop.client.reviews import Review
+
+log = logging.getLogger(__name__)
+
+#: Default seconds between two polls (the sensor's ``poke_interval`` overrides it).
+DEFAULT_POLL_INTERVAL = 5.0
+#: Statuses a human (or the gateway) has settled: the wait is over.
+SETTLED = frozenset({"APPROVED", "REJECTED", "REVOKED", "PROCESSING", "EXECUTED"})
+
+# One client per triggerer event loop: connections are reused across all waiting triggers.
+_clients: dict[int, httpx.AsyncClient] = {}
+
+
+def _client() -> httpx.AsyncClient:
+    loop_id = id(asyncio.get_running_loop())
+    client = _clients.get(loop_id)
+    if client is None or client.is_closed:
+        client = _clients[loop_id] = httpx.AsyncClient(
+            trust_env=False,
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
+            headers={"User-Client": "airflow-hoop-trigger"},
+        )
+    return client
+
+
+class ReviewTrigger(BaseTrigger):
+    """Fires once the review is decided: ``{"status": ..., "review": <hoop Review JSON>}``.
+
+    Transient gateway failures (unreachable, 5xx) are logged and polled through: the wait
+    survives a gateway restart as it survives a triggerer restart (the trigger is re-created
+    from its kwargs). A review the gateway no longer knows, or a refused token, ends the wait
+    with ``status: "ERROR"``.
+    """
+
+    def __init__(
+        self,
+        gateway_url: str,
+        review_id: str,
+        poll_token: str,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        end_task_on_approval: bool = False,
+    ) -> None:
+        super().__init__()
+        self.gateway_url = gateway_url.rstrip("/")
+        self.review_id = review_id
+        self.poll_token = poll_token
+        self.poll_interval = max(float(poll_interval), 0.2)
+        self.end_task_on_approval = end_task_on_approval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_hoop.triggers.review.ReviewTrigger",
+            {
+                "gateway_url": self.gateway_url,
+                "review_id": self.review_id,
+                "poll_token": self.poll_token,
+                "poll_interval": self.poll_interval,
+                "end_task_on_approval": self.end_task_on_approval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        url = f"{self.gateway_url}/api/airflow-hoop/reviews/{self.review_id}/poll"
+        headers = {"Authorization": f"Bearer {self.poll_token}"}
+        self.log.info("waiting for review %s at %s", self.review_id, self.gateway_url)
+        while True:
+            event = await self._poll(url, headers)
+            if event is not None:
+                if self.end_task_on_approval and event["status"] == "APPROVED":
+                    # A sensor has nothing left to do: end it here, without a worker start
+                    # (saves seconds between the approval and the approved task).
+                    self._log_decisions(event)
+                    yield TaskSuccessEvent(xcoms={"return_value": event["review_id"]})
+                else:
+                    yield TriggerEvent(event)  # the task resumes and fails, skips or runs
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    def _log_decisions(self, event: dict[str, Any]) -> None:
+        review = Review.model_validate(event["review"])
+        for d in review.airflow_hoop.decisions if review.airflow_hoop else []:
+            self.log.info(
+                "review %s: %s by %s via %s at %s (credential %s): %s",
+                review.id,
+                d.decision,
+                d.approver,
+                d.channel,
+                d.time.isoformat(),
+                d.credential,
+                d.reason or "no reason given",
+            )
+        self.log.info("review %s approved: the sensor succeeds", review.id)
+
+    async def _poll(self, url: str, headers: dict[str, str]) -> dict[str, Any] | None:
+        try:
+            response = await _client().get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            self.log.warning(
+                "[gateway] cannot reach the gateway at %s (%s); still waiting",
+                self.gateway_url,
+                type(exc).__name__,
+            )
+            return None
+        if response.status_code >= 500:
+            self.log.warning(
+                "[gateway] review poll answered %s; still waiting", response.status_code
+            )
+            return None
+        if response.status_code != 200:
+            message = _message(response)
+            return {
+                "status": "ERROR",
+                "review_id": self.review_id,
+                "error": f"[gateway review] the gateway refused to show review {self.review_id} "
+                f"({response.status_code}: {message}). Fix: clear the sensor to request it again",
+            }
+        try:
+            review = Review.model_validate(response.json())
+        except (ValueError, ValidationError):
+            self.log.warning("[gateway] review poll answered something else than a review")
+            return None
+        expired = bool(review.airflow_hoop and review.airflow_hoop.expired)
+        if review.status in SETTLED or expired:
+            return {
+                "status": "EXPIRED" if expired else review.status,
+                "review_id": review.id,
+                "review": review.model_dump(mode="json"),
+            }
+        return None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message", body))[:300] if isinstance(body, dict) else str(body)[:300]

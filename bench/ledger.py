@@ -1,0 +1,250 @@
+"""What the ledger costs: append throughput with concurrent writers, and per-statement latency.
+
+1. Throughput: the gateway's own append path (``GatewayStore.append``: group commit under the
+   ledger's advisory lock) driven by W concurrent writers split over P processes, as P gateway
+   replicas appending to one chain; the stack's gateway process runs its checkpoint signer on
+   the same ledger meanwhile. Records per second, for several W.
+2. Latency per statement: one writer, each statement's two ledger transactions as an exec
+   makes them (``begin_session``: intent record + session row; ``finish_session``: result
+   record + session row update). Median and p95 of their sum.
+3. For context: records per second through the whole HTTP exec path (identity token, policy,
+   a real statement on the target, both records), with concurrent steps.
+
+Goals: at least 5,000 records/s with concurrent writers; at most 2 ms per statement (median).
+
+Usage: python bench/ledger.py [--records 40000] [--writers 1,4,16,64] [--processes 2]
+                              [-n 1000] [--http-steps 8] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from airflow_hoop.devstack import stack
+from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.gateway.store import GatewayStore, SessionEnd, SessionRow
+from airflow_hoop.ledger.canonical import sha256_hex
+from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"n": len(ordered), "median_ms": statistics.median(ordered), "p95_ms": p95}
+
+
+def bodies(i: int) -> tuple[SessionIntent, SessionResult]:
+    script = f"SELECT amount FROM sales WHERE id = {i}"
+    sid = str(uuid.uuid4())
+    return (
+        SessionIntent(
+            session_id=sid,
+            connection="warehouse",
+            script=script,
+            script_sha256=sha256_hex(script),
+            db_user="af_bench-ledger-writer_abcdef",
+        ),
+        SessionResult(
+            session_id=sid,
+            connection="warehouse",
+            status="success",
+            exit_code=0,
+            rowcount=1,
+            rows_returned=1,
+            output_sha256=sha256_hex(str(i)),
+            duration_ms=0.7,
+        ),
+    )
+
+
+# -- 1. throughput -----------------------------------------------------------------------------
+def _writer_process(dsn: str, writers: int, records: int, start: Any, done: Any) -> None:
+    async def main() -> None:
+        store = GatewayStore(dsn, min_size=2, max_size=4)
+        await store.open()
+        step = StepRef(dag_id="bench_ledger", task_id=f"p{os.getpid()}", run_id="bench")
+        per_writer = records // writers
+
+        async def one(w: int) -> None:
+            for i in range(per_writer // 2):
+                intent, result = bodies(i)
+                await store.append(step, step.key, intent)
+                await store.append(step, step.key, result)
+
+        start.wait()
+        await asyncio.gather(*(one(w) for w in range(writers)))
+        done.put(per_writer // 2 * 2 * writers)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def throughput(dsn: str, writers: int, processes: int, records: int) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    start, done = ctx.Event(), ctx.Queue()
+    per_process = max(writers // processes, 1)
+    procs = [
+        ctx.Process(
+            target=_writer_process, args=(dsn, per_process, records // processes, start, done)
+        )
+        for _ in range(min(processes, writers))
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(3)  # interpreters up, pools open
+    t0 = time.perf_counter()
+    start.set()
+    written = sum(done.get() for _ in procs)
+    elapsed = time.perf_counter() - t0
+    for proc in procs:
+        proc.join()
+    return {
+        "writers": per_process * len(procs),
+        "processes": len(procs),
+        "records": written,
+        "seconds": elapsed,
+        "records_per_s": written / elapsed,
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+# -- 2. latency per statement ------------------------------------------------------------------
+async def statement_latency(dsn: str, n: int) -> dict[str, Any]:
+    store = GatewayStore(dsn)
+    await store.open()
+    step = StepRef(dag_id="bench_ledger", task_id="latency", run_id="bench")
+    samples, intents, results = [], [], []
+    for i in range(n + 50):
+        intent, result = bodies(i)
+        sid = uuid.UUID(intent.session_id)
+        row = SessionRow(
+            id=sid,
+            connection="warehouse",
+            step_key=step.key,
+            dag_id=step.dag_id,
+            task_id=step.task_id,
+            run_id=step.run_id,
+            try_number=1,
+            map_index=-1,
+            status="open",
+            script=intent.script,
+            start_date=datetime.now(timezone.utc),
+        )
+        end = SessionEnd(exit_code=0, output_status="success", output="1\n", truncated=False)
+        t0 = time.perf_counter()
+        await store.begin_session(row, step, intent)
+        t1 = time.perf_counter()
+        await store.finish_session(sid, end, step, step.key, result)
+        t2 = time.perf_counter()
+        if i >= 50:  # warm-up
+            samples.append((t2 - t0) * 1000)
+            intents.append((t1 - t0) * 1000)
+            results.append((t2 - t1) * 1000)
+    await store.close()
+    return {
+        "statement (intent + result)": stats(samples),
+        "intent transaction": stats(intents),
+        "result transaction": stats(results),
+    }
+
+
+# -- 3. the whole HTTP path, for context ---------------------------------------------------------
+def http_path(info: StackInfo, steps: int, statements: int) -> dict[str, Any]:
+    from gateway_support import new_step, step_client
+
+    clients = [
+        step_client(info, new_step(dag_id="bench_ledger", task_id=f"h{i}")) for i in range(steps)
+    ]
+    opened = [c.__enter__() for c in clients]
+    for client in opened:  # credentials issued before the clock starts
+        assert client.exec("SELECT 1").status_code == 200
+    errors: list[str] = []
+
+    def run(client: Any) -> None:
+        for i in range(statements):
+            response = client.exec(f"SELECT {i}")
+            if response.status_code != 200:
+                errors.append(response.text[:200])
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in opened]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
+    for client in clients:
+        client.__exit__(None, None, None)
+    assert not errors, errors[:3]
+    records = steps * statements * 2
+    return {"steps": steps, "statements": steps * statements, "records_per_s": records / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=40_000, help="per throughput run")
+    parser.add_argument("--writers", default="1,4,16,64")
+    parser.add_argument("--processes", type=int, default=2, help="gateway replicas")
+    parser.add_argument("-n", type=int, default=1000, help="statements for the latency")
+    parser.add_argument("--http-steps", type=int, default=8)
+    parser.add_argument("--http-statements", type=int, default=50)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " + (
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB"
+    )
+    print(f"machine: {machine}, python {platform.python_version()}")
+    with stack.running_stack() as info:
+        dsn = str(yaml.safe_load(Path(info.gateway_settings_path).read_text())["database_dsn"])
+        latency = asyncio.run(statement_latency(dsn, args.n))
+        for name, s in latency.items():
+            print(f"{name:32} n={s['n']} median {s['median_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms")
+        runs = []
+        for writers in (int(w) for w in args.writers.split(",")):
+            runs.append(throughput(dsn, writers, args.processes, args.records))
+            r = runs[-1]
+            print(
+                f"{r['writers']:3} writers in {r['processes']} processes: "
+                f"{r['records_per_s']:7.0f} records/s ({r['records']} in {r['seconds']:.1f}s, "
+                f"load {r['load_average_1min']:.1f})"
+            )
+        http = http_path(info, args.http_steps, args.http_statements)
+        print(
+            f"HTTP exec path, {http['steps']} concurrent steps: {http['records_per_s']:.0f} records/s"
+        )
+    results = {
+        "machine": machine,
+        "python": platform.python_version(),
+        "statement_latency": latency,
+        "throughput": runs,
+        "http_exec_path": http,
+    }
+    best = max(r["records_per_s"] for r in runs)
+    median = latency["statement (intent + result)"]["median_ms"]
+    print(
+        f"best throughput {best:.0f} records/s (goal >= 5000); statement {median:.2f} ms (goal <= 2)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
