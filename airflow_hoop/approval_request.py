@@ -198,16 +198,7 @@ def check(review: Review, status: str | None = None) -> Review:
     status = status or settled(review) or review.status
     ext = review.airflow_hoop
     for d in ext.decisions if ext else []:
-        log.info(
-            "review %s: %s by %s via %s at %s (credential %s): %s",
-            review.id,
-            d.decision,
-            d.approver,
-            d.channel,
-            d.time.isoformat(),
-            d.credential,
-            d.reason or "no reason given",
-        )
+        log.info("%s", d.describe(review.id))
     if status == "APPROVED":
         return review
     _reject(review, status)

@@ -5,14 +5,11 @@ This module does not import Airflow: it reads the context mapping the task recei
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from airflow_hoop.errors import IdentityError
 from airflow_hoop.ledger.records import StepRef
-
-_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
 class StepIdentity(StepRef):
@@ -43,29 +40,6 @@ class StepIdentity(StepRef):
             ),
             triggered_by=triggered_by,
         )
-
-    def jwt_claims(self) -> dict[str, str]:
-        """Claims for the workload JWT (Vault claim_mappings copy them into token metadata)."""
-        claims = {
-            "sub": self.key,
-            "dag_id": self.dag_id,
-            "task_id": self.task_id,
-            "run_id": self.run_id,
-            "try_number": str(self.try_number),
-            "map_index": str(self.map_index),
-        }
-        if self.triggered_by:
-            claims["triggered_by"] = self.triggered_by
-        return claims
-
-    @property
-    def correlation_id(self) -> str:
-        """hoop's correlation_id: at most 255 printable ASCII characters."""
-        return _PRINTABLE.sub("_", self.key)[:255]
-
-    def metadata(self) -> dict[str, str]:
-        """hoop's session metadata (at most 20 keys)."""
-        return {k: v for k, v in self.jwt_claims().items() if k != "sub"}
 
 
 def _triggering_user(dag_run: Any) -> str | None:

@@ -140,7 +140,7 @@ class StepVaultSession:
             ) from None
         now = int(time.time())
         claims: dict[str, Any] = {
-            **self._step_claims(),
+            **self.step.jwt_claims(),
             "iss": self.config.jwt_issuer,
             "aud": self.config.jwt_audience,
             "iat": now,
@@ -149,20 +149,6 @@ class StepVaultSession:
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, key, algorithm=_algorithm_for(key))
-
-    def _step_claims(self) -> dict[str, str]:
-        s = self.step
-        claims = {
-            "sub": s.key,
-            "dag_id": s.dag_id,
-            "task_id": s.task_id,
-            "run_id": s.run_id,
-            "try_number": str(s.try_number),
-            "map_index": str(s.map_index),
-        }
-        if s.triggered_by:
-            claims["triggered_by"] = s.triggered_by
-        return claims
 
     # -- identity token ----------------------------------------------------------------------
     def identity_token(self) -> str:

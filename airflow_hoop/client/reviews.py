@@ -57,6 +57,14 @@ class DecisionRecord(BaseModel):
     time: datetime
     ledger_seq: int | None = None
 
+    def describe(self, review_id: str) -> str:
+        """The log line a task writes for this decision (who, how, when, why)."""
+        return (
+            f"review {review_id}: {self.decision} by {self.approver} via {self.channel} at "
+            f"{self.time.isoformat()} (credential {self.credential}): "
+            f"{self.reason or 'no reason given'}"
+        )
+
 
 class ReviewExtension(BaseModel):
     """Our fields of a review."""

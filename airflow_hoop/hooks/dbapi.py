@@ -74,21 +74,17 @@ class GatewayConnection:
                 "run this step through the airflow-hoop gateway (gateway_kind airflow-hoop), "
                 "or send SQL without parameters",
             )
-        metadata = {
-            "dag_id": identity.dag_id,
-            "task_id": identity.task_id,
-            "run_id": identity.run_id,
-            "try_number": str(identity.try_number),
-            "map_index": str(identity.map_index),
-        }
+        metadata = identity.metadata()
         if self.hoop_dev and identity.triggered_by:
             # No Vault identity on hoop.dev: metadata and correlation_id are all it records.
             metadata["triggered_by"] = identity.triggered_by[:2000]
+        else:
+            metadata.pop("triggered_by", None)
         request = ExecRequest(
             connection=self.connection,
             script=script,
             metadata=metadata,
-            correlation_id=_correlation(identity.key),
+            correlation_id=identity.correlation_id,
             airflow_hoop=None
             if self.hoop_dev
             else ExecExtension(
@@ -250,7 +246,3 @@ def _raise_for(response: ExecResponse) -> None:
         f"statement failed on the target (session {response.session_id}, exit code "
         f"{response.exit_code}): {detail}"
     )
-
-
-def _correlation(step_key: str) -> str:
-    return "".join(ch if 0x21 <= ord(ch) <= 0x7E else "_" for ch in step_key)[:255]

@@ -6,6 +6,7 @@ digest (or masked); parameters appear only as a digest and a count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -14,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_hoop.ledger.canonical import canonical
+
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
 class StepRef(BaseModel):
@@ -39,6 +42,29 @@ class StepRef(BaseModel):
         base = f"{step['dag_id']}/{step['task_id']}/{step['run_id']}/{step.get('try_number', 1)}"
         map_index = step.get("map_index", -1)
         return base if map_index < 0 else f"{base}/{map_index}"
+
+    def jwt_claims(self) -> dict[str, str]:
+        """Claims for the workload JWT (Vault claim_mappings copy them into token metadata)."""
+        claims = {
+            "sub": self.key,
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "try_number": str(self.try_number),
+            "map_index": str(self.map_index),
+        }
+        if self.triggered_by:
+            claims["triggered_by"] = self.triggered_by
+        return claims
+
+    @property
+    def correlation_id(self) -> str:
+        """hoop's correlation_id: at most 255 printable ASCII characters."""
+        return _NOT_PRINTABLE.sub("_", self.key)[:255]
+
+    def metadata(self) -> dict[str, str]:
+        """hoop's session metadata (at most 20 keys)."""
+        return {k: v for k, v in self.jwt_claims().items() if k != "sub"}
 
 
 class RecordKind(str, Enum):

@@ -100,16 +100,7 @@ class ReviewTrigger(BaseTrigger):
     def _log_decisions(self, event: dict[str, Any]) -> None:
         review = Review.model_validate(event["review"])
         for d in review.airflow_hoop.decisions if review.airflow_hoop else []:
-            self.log.info(
-                "review %s: %s by %s via %s at %s (credential %s): %s",
-                review.id,
-                d.decision,
-                d.approver,
-                d.channel,
-                d.time.isoformat(),
-                d.credential,
-                d.reason or "no reason given",
-            )
+            self.log.info("%s", d.describe(review.id))
         self.log.info("review %s approved: the sensor succeeds", review.id)
 
     async def _poll(self, url: str, headers: dict[str, str]) -> dict[str, Any] | None:
