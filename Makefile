@@ -4,12 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PGBIN  ?= /usr/lib/postgresql/15/bin
 
-.PHONY: setup system-deps demo test lint format bench dist clean
+.PHONY: setup system-deps demo ui test lint format bench bench-quick dist clean docs compat
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 setup: $(VENV)/.installed system-deps
@@ -29,6 +29,11 @@ system-deps:
 demo: setup
 	$(VENV)/bin/airflow-hoop demo $(if $(KEEP),--keep,)
 
+# The stack and a real Airflow with the example DAGs triggered; prints the URL and logins.
+# Ctrl-C stops everything it started. PORT=0 picks any free port (default 8080 when free).
+ui: setup
+	$(VENV)/bin/airflow-hoop ui $(if $(PORT),--port $(PORT),)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check airflow_hoop tests example_dags bench
 	$(VENV)/bin/ruff format --check airflow_hoop tests example_dags bench
@@ -39,14 +44,59 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format airflow_hoop tests example_dags bench
 	$(VENV)/bin/ruff check --fix airflow_hoop tests example_dags bench
 
-test: setup lint
+test: setup lint docs
 	$(VENV)/bin/pytest -q
 
+# The docs site (MkDocs, Material) into site/; --strict: a broken link or page fails the build.
+# The API and configuration pages are generated from the code (docs/_hooks/generated_pages.py).
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+# The compatibility matrix (tox.ini): the built wheel in fresh virtualenvs with the oldest and
+# the newest supported Airflow, `airflow providers list` and a smoke subset. CI runs it after
+# `make test`; `make compat ENVS=airflow32` runs another.
+ENVS ?= airflow31,airflow33
+compat: setup
+	PGBIN=$(PGBIN) $(VENV)/bin/tox -e $(ENVS)
+
+# Every benchmark writes a BenchReport to $(RESULTS)/<name>.json; bench/report.py renders
+# docs/performance.md from them. A benchmark that fails leaves no file (its old one is removed
+# first, so the page never shows stale numbers as new): it appears as "not run", and make fails
+# at the end, after the page is written. bench-quick checks the pipeline with small N (its page
+# goes to bench/results/quick/performance.md, not docs/).
+RESULTS ?= bench/results
+PAGE    ?= docs/performance.md
+define run_bench
+	@rm -f $(RESULTS)/$(1).json
+	@echo "== bench/$(1).py $(2)"
+	@if [ -f bench/$(1).py ]; then \
+		$(PY) bench/$(1).py $(2) --json $(RESULTS)/$(1).json || echo $(1) >> $(RESULTS)/failed.txt; \
+	else echo "bench/$(1).py does not exist: not run"; fi
+endef
+
 bench: setup
-	$(PY) bench/step_overhead.py
-	$(PY) bench/approval_latency.py --json bench/results/approval_latency.json
-	$(PY) bench/ledger.py --json bench/results/ledger.json
-	$(PY) bench/export_month.py --json bench/results/export_month.json
+	@mkdir -p $(RESULTS) && rm -f $(RESULTS)/failed.txt
+	$(call run_bench,step_overhead,$(STEP_ARGS))
+	$(call run_bench,shell_overhead,$(SHELL_ARGS))
+	$(call run_bench,ledger,$(LEDGER_ARGS))
+	$(call run_bench,export_month,$(EXPORT_ARGS))
+	$(call run_bench,masking,$(MASKING_ARGS))
+	$(call run_bench,approval_latency,$(APPROVAL_ARGS))
+	$(call run_bench,ui,$(UI_ARGS))
+	$(call run_bench,load,$(LOAD_ARGS))
+	$(PY) bench/report.py --results $(RESULTS) --out $(PAGE)
+	@if [ -s $(RESULTS)/failed.txt ]; then echo "failed: $$(cat $(RESULTS)/failed.txt | xargs)"; exit 1; fi
+
+bench-quick:
+	$(MAKE) bench RESULTS=bench/results/quick PAGE=bench/results/quick/performance.md \
+		STEP_ARGS="-n 5 --statements 20 --warmup 2" \
+		SHELL_ARGS="-n 5 --big-n 2 --steps 3 --warmup 2" \
+		LEDGER_ARGS="--records 2000 --writers 1,4 -n 100 --http-steps 2 --http-statements 5" \
+		EXPORT_ARGS="--records 20000 -n 1" \
+		MASKING_ARGS="--rows 20000 --runs 2 --shell-mb 4" \
+		APPROVAL_ARGS="-n 2 --sensors 10 --window 10" \
+		UI_ARGS="--records 20000 --statements 50 -n 3" \
+		LOAD_ARGS="--tasks 20 --parallelism 4"
 
 # sdist + wheel into dist/ (isolated build: hatchling from the index)
 dist: $(VENV)/.installed

@@ -34,12 +34,19 @@ def gateway() -> None:
     envvar="HOOP_GATEWAY_CONFIG",
     help="Gateway settings file (YAML); environment variables HOOP_GATEWAY_* override it.",
 )
-def gateway_serve(config: str | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port; they share only the gateway database.",
+)
+def gateway_serve(config: str | None, workers: int) -> None:
     """Serve the gateway API (uvicorn) until interrupted."""
     from airflow_hoop.gateway.__main__ import serve
     from airflow_hoop.gateway.settings import GatewaySettings
 
-    serve(GatewaySettings.load(config))
+    serve(GatewaySettings.load(config), workers=workers, config=config)
 
 
 @gateway.command("check-config")
@@ -126,6 +133,28 @@ def demo(keep: bool) -> None:
     from airflow_hoop.demo import run_demo
 
     sys.exit(run_demo(console, keep=keep))
+
+
+@main.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port of the Airflow UI (default 8080 when free, else any free port; 0: any).",
+)
+def ui(port: int | None) -> None:
+    """Start the stack and Airflow with the example DAGs triggered; print the URL and logins.
+
+    One run waits for an approval you can give in the UI. Ctrl-C stops everything started.
+    """
+    from airflow_hoop.devstack.ui_session import run_ui
+
+    try:
+        code = run_ui(console, port=port)
+    except HoopError as exc:  # everything started was stopped; say what failed and the fix
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        code = 1
+    sys.exit(code)
 
 
 # -- audit ---------------------------------------------------------------------------------

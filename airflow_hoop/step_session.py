@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from airflow_hoop.client.http import GatewayClient
+from airflow_hoop.client.models import RevokeMode
 from airflow_hoop.errors import HoopError
 from airflow_hoop.ledger.records import StepRef
 from airflow_hoop.vault import StepVaultConfig, StepVaultSession
@@ -46,6 +47,12 @@ class HoopConnectionConfig(BaseModel):
     )
     timeout_seconds: float = 75.0
     poll_interval_seconds: float = 0.5
+    revoke_at_end: RevokeMode = Field(
+        "background",
+        description="background: the step's end returns once the gateway closed the step's "
+        "connections and started revoking its database users (recorded right after); "
+        "wait: once they are revoked and recorded (one Vault round trip chain slower)",
+    )
 
     @model_validator(mode="after")
     def _one_identity(self) -> HoopConnectionConfig:
@@ -90,6 +97,11 @@ class GovernedStep:
 
         The gateway's release (database user) and the Vault token revoke do not depend on
         each other, so they run side by side: the step's end costs the slower of the two.
+
+        On return the step's Vault token is revoked and the gateway has closed the step's
+        database connections, so nothing more runs as the step. With ``revoke_at_end``
+        ``background`` (the default) the gateway revokes the database users and records
+        ``credential.revoked`` right after answering; ``wait`` returns only once that is done.
         """
         problems: list[str] = []
         token = None
@@ -103,27 +115,29 @@ class GovernedStep:
                 token = self.vault.identity_token()
             except HoopError as exc:
                 problems.append(str(exc))
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoop-step-end") as pool:
-            gateway = pool.submit(self._end_on_gateway, token) if token else None
+        # The Vault revoke in one helper thread, the gateway's end in this one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hoop-step-end") as pool:
             vault = pool.submit(self.vault.revoke)
-            for future, what in ((gateway, "gateway"), (vault, "vault")):
-                if future is None:
-                    continue
+            if token:
                 try:
-                    if future.result() and what == "vault":
-                        log.info("step %s: Vault token revoked", self.step.key)
+                    self._end_on_gateway(token)
                 except HoopError as exc:
                     # The gateway also releases idle steps and Vault expires the lease: go on.
                     problems.append(str(exc))
+            try:
+                if vault.result():
+                    log.info("step %s: Vault token revoked", self.step.key)
+            except HoopError as exc:
+                problems.append(str(exc))
         self.client.close()
         if problems:
             raise HoopError("; ".join(problems), "the leases expire on their own at their TTL")
 
-    def _end_on_gateway(self, token: str) -> bool:
-        ended = self.client.end_step(token=token)
+    def _end_on_gateway(self, token: str) -> None:
+        ended = self.client.end_step(token=token, revoke=self.config.revoke_at_end)
         if ended.revoked_db_users:
-            log.info("step %s: gateway revoked %s", self.step.key, ended.revoked_db_users)
-        return True
+            done = "revoked" if ended.revocation == "done" else "closed and is revoking"
+            log.info("step %s: gateway %s %s", self.step.key, done, ended.revoked_db_users)
 
     def kill_running(self) -> None:
         """Ask the gateway to stop the statement this step is running, if any."""

@@ -46,6 +46,21 @@ class StepVaultConfig(BaseModel):
     token: SecretStr | None = None
     identity_role: str = "airflow-step"
     timeout_seconds: float = 10.0
+    # Kubernetes executor: no key file on the worker; Vault's transit engine signs the step's
+    # JWT after the pod logs in with its service-account token (airflow_hoop/workload_signer.py).
+    workload_signer: Literal["key_file", "vault_transit"] = Field(
+        "key_file",
+        description="who signs the step's JWT (auth jwt): the key at workload_key_path, or "
+        "Vault transit after a signer login",
+    )
+    signer_auth: Literal["kubernetes", "approle"] = Field(
+        "kubernetes", description="the vault_transit signer's login: the pod's token or AppRole"
+    )
+    kubernetes_role: str | None = Field(None, description="Vault kubernetes auth role")
+    kubernetes_mount: str = "kubernetes"
+    service_account_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    transit_mount: str = "transit"
+    transit_key: str = Field("airflow-workload", description="Ed25519 key signing step JWTs")
 
 
 class IdentityToken(BaseModel):
@@ -126,6 +141,10 @@ class StepVaultSession:
 
     def _workload_jwt(self) -> str:
         """The step's JWT, signed with the workload-issuer key (claims carry the step)."""
+        if self.config.workload_signer == "vault_transit":
+            from airflow_hoop.workload_signer import transit_signed_jwt
+
+            return transit_signed_jwt(self.config, self._workload_claims())
         path = self.config.workload_key_path
         if not path:
             raise ConfigError(
@@ -138,8 +157,11 @@ class StepVaultSession:
             raise ConfigError(
                 f"cannot read the workload issuer key {path}: {exc.strerror}"
             ) from None
+        return jwt.encode(self._workload_claims(), key, algorithm=_algorithm_for(key))
+
+    def _workload_claims(self) -> dict[str, Any]:
         now = int(time.time())
-        claims: dict[str, Any] = {
+        return {
             **self.step.jwt_claims(),
             "iss": self.config.jwt_issuer,
             "aud": self.config.jwt_audience,
@@ -148,7 +170,6 @@ class StepVaultSession:
             "exp": now + self.config.jwt_ttl_seconds,
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, key, algorithm=_algorithm_for(key))
 
     # -- identity token ----------------------------------------------------------------------
     def identity_token(self) -> str:
@@ -182,17 +203,28 @@ class StepVaultSession:
             return True
 
     def _call(self, what: str, fn: Any) -> Any:
-        url = self.config.url
-        try:
-            return fn()
-        except requests.exceptions.RequestException as exc:
-            raise VaultError(
-                f"cannot reach Vault at {url} during {what} ({type(exc).__name__})",
-                "start Vault/OpenBao or correct vault_url in the 'hoop' connection",
-            ) from None
-        except hvac.exceptions.VaultError as exc:
-            reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
-            raise VaultError(
-                f"Vault refused {what} for step {self.step.key}: {reason}",
-                "check the Vault auth role, its bound claims and the workload issuer key",
-            ) from None
+        return call_vault(
+            self.config.url,
+            what,
+            fn,
+            refused=f"{what} for step {self.step.key}",
+            fix="check the Vault auth role, its bound claims and the workload issuer key",
+        )
+
+
+def call_vault(url: str, what: str, fn: Any, *, refused: str, fix: str) -> Any:
+    """``fn()``, with hvac's and requests' errors turned into a ``VaultError`` naming the link.
+
+    Only the exception's type and Vault's own error text are kept: a request's URL or body
+    (which may hold a token) never reaches the message.
+    """
+    try:
+        return fn()
+    except requests.exceptions.RequestException as exc:
+        raise VaultError(
+            f"cannot reach Vault at {url} during {what} ({type(exc).__name__})",
+            "start Vault/OpenBao or correct vault_url in the 'hoop' connection",
+        ) from None
+    except hvac.exceptions.VaultError as exc:
+        reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
+        raise VaultError(f"Vault refused {refused}: {reason}", fix) from None

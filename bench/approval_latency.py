@@ -20,19 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import psycopg
+from results_model import BenchReport, BenchRow, BenchTable, Machine, Stats, at_most, command
 
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.airflow_services import AirflowServices, running_airflow
@@ -41,18 +39,6 @@ from airflow_hoop.ledger.records import LedgerRecord, SessionIntent
 from airflow_hoop.triggers.review import DEFAULT_POLL_INTERVAL
 
 DAGS = Path(__file__).parent / "dags"
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "median_s": statistics.median(ordered),
-        "p95_s": p95,
-        "min_s": ordered[0],
-        "max_s": ordered[-1],
-    }
 
 
 def gateway(info: StackInfo) -> httpx.Client:
@@ -130,7 +116,9 @@ def latency(af: AirflowServices, info: StackInfo, n: int) -> dict[str, Any]:
         samples.append(started - clicked)
         af.wait_state(dag, run_id, "load", {"success"}, timeout=120)
         print(f"  run {len(samples):2d}: {samples[-1]:.2f} s", flush=True)
-    return {"poll_interval_s": DEFAULT_POLL_INTERVAL, **stats(samples), "samples_s": samples}
+    st = Stats.of(samples)
+    summary = {"n": st.n, "median_s": st.median, "p95_s": st.p95, "min_s": st.min, "max_s": st.max}
+    return {"poll_interval_s": DEFAULT_POLL_INTERVAL, **summary, "samples_s": samples}
 
 
 def _task_instances(api: httpx.Client, dag: str, run_id: str, task_id: str) -> list[Any]:
@@ -219,16 +207,6 @@ def triggerer_cost(
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="approval latency runs")
@@ -237,7 +215,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     os.environ["BENCH_APPROVAL_SENSORS"] = str(args.sensors)
-    result: dict[str, Any] = {"machine": machine()}
+    machine = Machine.here()
+    result: dict[str, Any] = {"machine": machine.describe()}
     info = stack.up()
     root = Path(tempfile.mkdtemp(prefix="bench-approvals-"))
     try:
@@ -259,9 +238,67 @@ def main() -> None:
     finally:
         stack.down(info)
         shutil.rmtree(root, ignore_errors=True)
+    print(f"machine: {machine.describe()}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result["machine"]))
+        bench_report(machine, result).write(args.json)
+
+
+def bench_report(machine: Machine, result: dict[str, Any]) -> BenchReport:
+    """The results as the BenchReport docs/performance.md is rendered from."""
+    tables = []
+    if "latency" in result:
+        lat = result["latency"]
+        limit = lat["poll_interval_s"] + 2
+        row = BenchRow(
+            what=f"approval -> the approved statement reaches the gateway "
+            f"({lat['poll_interval_s']:g} s poll)",
+            unit="s",
+            n=lat["n"],
+            median=lat["median_s"],
+            p95=lat["p95_s"],
+            note=f"min {lat['min_s']:.1f}, max {lat['max_s']:.1f}; p95 "
+            + ("within" if lat["p95_s"] <= limit else "over")
+            + " the goal",
+            **at_most(lat["median_s"], limit, "s = poll interval + 2 s"),
+        )
+        tables.append(BenchTable(title="Decision-to-command latency", rows=[row]))
+    if "triggerer" in result:
+        t = result["triggerer"]
+        rows = [
+            BenchRow(
+                what=f"triggerer CPU, {t['sensors']} deferred sensors",
+                unit="% of one core",
+                value=t["triggerer_cpu_percent_of_one_core"],
+                note=f"idle {t['idle_triggerer']['cpu_percent']:.0f} %",
+            ),
+            BenchRow(
+                what="triggerer RSS",
+                unit="MiB",
+                value=t["triggerer_rss_mib"],
+                note=f"idle {t['idle_triggerer']['rss_mib']:.0f} MiB, "
+                f"peak {t['triggerer_peak_rss_mib']:.0f} MiB",
+            ),
+            BenchRow(
+                what=f"gateway CPU answering {t['polls_per_second']:.0f} polls/s",
+                unit="% of one core",
+                value=t["gateway_cpu_percent_of_one_core"],
+                note=f"RSS {t['gateway_rss_mib']:.0f} MiB",
+            ),
+            BenchRow(
+                what="time until every sensor is deferred",
+                unit="s",
+                value=t["seconds_until_all_deferred"],
+            ),
+        ]
+        tables.append(BenchTable(title="The triggerer under many waiting sensors", rows=rows))
+    return BenchReport(
+        benchmark="approval_latency",
+        issue="#4 [approvals]",
+        command=command(),
+        machine=machine,
+        tables=tables,
+        notes=["real Airflow: api-server, scheduler, dag-processor, triggerer (LocalExecutor)"],
+    )
 
 
 if __name__ == "__main__":

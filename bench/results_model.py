@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
+import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -41,27 +44,37 @@ class Machine(BaseModel):
 
 
 class Stats(BaseModel):
-    """Median and p95 of N samples, in the unit of the samples."""
+    """Median and p95 of N samples, in the unit of the samples (p05 too: for a rate, the slow
+    tail is the low end)."""
 
     n: int
     median: float
     p95: float
     min: float
     max: float
+    p05: float | None = None
 
     @classmethod
     def of(cls, samples: list[float]) -> Stats:
         if not samples:
             raise ValueError("no samples")
         ordered = sorted(samples)
-        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
         return cls(
             n=len(ordered),
             median=statistics.median(ordered),
-            p95=p95,
+            p95=pct(0.95),
             min=ordered[0],
             max=ordered[-1],
+            p05=pct(0.05),
         )
+
+    def legacy(self, unit: str = "ms") -> dict[str, float]:
+        """The ``{"n", "median_<unit>", "p95_<unit>"}`` dict the scripts printed before."""
+        return {"n": self.n, f"median_{unit}": self.median, f"p95_{unit}": self.p95}
 
 
 class BenchRow(BaseModel):
@@ -76,6 +89,32 @@ class BenchRow(BaseModel):
     goal: str | None = None  # e.g. "<= 300 ms median"
     met: bool | None = None
     note: str | None = None
+
+    @classmethod
+    def of(cls, what: str, unit: str, stats: Stats, **extra: object) -> BenchRow:
+        """A row from measured samples: N, median and p95."""
+        return cls.model_validate(
+            {"what": what, "unit": unit, "median": stats.median, "p95": stats.p95, "n": stats.n}
+            | extra
+        )
+
+
+def at_most(value: float, limit: float, unit: str, of: str = "median") -> dict[str, object]:
+    """``goal``/``met`` of a row whose goal is an upper bound (``**at_most(...)``)."""
+    return {"goal": f"<= {limit:,g} {unit} ({of})", "met": value <= limit}
+
+
+def at_least(value: float, limit: float, unit: str, of: str = "median") -> dict[str, object]:
+    """``goal``/``met`` of a row whose goal is a lower bound."""
+    return {"goal": f">= {limit:,g} {unit} ({of})", "met": value >= limit}
+
+
+def command() -> str:
+    """The command line that ran this script, as a reader would type it from the repo root."""
+    script = Path(sys.argv[0]).resolve()
+    root = Path(__file__).resolve().parents[1]
+    shown = script.relative_to(root) if script.is_relative_to(root) else script
+    return shlex.join(["python", str(shown), *sys.argv[1:]])
 
 
 class BenchTable(BaseModel):
@@ -92,10 +131,17 @@ class BenchReport(BaseModel):
     machine: Machine
     tables: list[BenchTable]
     notes: list[str] = Field(default_factory=list)
+    #: The script's own detailed results (samples, breakdowns), kept for whoever digs deeper.
+    details: dict[str, Any] = Field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.model_dump_json(indent=2))
+        print(f"results written to {path}")
+
+    @classmethod
+    def read(cls, path: Path) -> BenchReport:
+        return cls.model_validate_json(path.read_text())
 
 
 def _cpu_model() -> str:

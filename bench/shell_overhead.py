@@ -16,10 +16,7 @@ Usage: python bench/shell_overhead.py [-n 200] [--big-n 100] [--steps 100] [--js
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +26,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from step_overhead import config_for, stats
+from results_model import (
+    BenchReport,
+    BenchRow,
+    BenchTable,
+    Machine,
+    Stats,
+    at_least,
+    at_most,
+    command,
+)
+from step_overhead import config_for
 
 from airflow_hoop.client.models import ExecExtension, ExecRequest
 from airflow_hoop.client.shell import run_shell
@@ -110,19 +117,6 @@ def whole_step(config: HoopConnectionConfig, i: int) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def machine() -> str:
-    model = ""
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{platform.node()}: {model}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="`true` commands of each kind")
@@ -159,39 +153,60 @@ def main() -> None:
             whole_step(config, i + 1) for i in range(args.steps)
         ]
 
-    results: dict[str, object] = {
-        "machine": machine(),
-        "load average (1, 5, 15 min) at the end": os.getloadavg(),
-        "python": platform.python_version(),
-        "timings": {k: stats(v) for k, v in samples.items()},
-    }
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    machine = Machine.here()
+    timings = {k: Stats.of(v) for k, v in samples.items()}
+    med = {k: t.median for k, t in timings.items()}
     added_true = med["true governed"] - med["true local"]
     added_big = med["10MB governed"] - med["10MB local"]
     mb = big_bytes / 1e6
     throughput = {
-        "governed, line by line (MB/s)": mb / (med["10MB governed"] / 1000),
-        "through the gateway, one exec (MB/s)": mb
-        / (med["10MB through the gateway (one exec)"] / 1000),
-        "local, line by line (MB/s)": mb / (med["10MB local"] / 1000),
+        "governed, line by line": mb / (med["10MB governed"] / 1000),
+        "through the gateway, one exec": mb / (med["10MB through the gateway (one exec)"] / 1000),
+        "local, line by line": mb / (med["10MB local"] / 1000),
     }
-    results |= {
-        "added per `true` command (median ms)": added_true,
-        "added per 10 MB command (median ms)": added_big,
-        "throughput": throughput,
-    }
-    print(f"machine: {results['machine']}, python {results['python']}")
+    print(f"machine: {machine.describe()}")
     print(f"load average at the end: {os.getloadavg()} (the machine is shared: other work counts)")
     print(f"{'what':40} {'n':>5} {'median ms':>10} {'p95 ms':>9}")
-    for name, s in results["timings"].items():  # type: ignore[attr-defined]
-        print(f"{name:40} {s['n']:>5} {s['median_ms']:>10.2f} {s['p95_ms']:>9.2f}")
+    for name, t in timings.items():
+        print(f"{name:40} {t.n:>5} {t.median:>10.2f} {t.p95:>9.2f}")
     print(f"added per `true` command (median): {added_true:.2f} ms (goal <= 30)")
     print(f"added per 10 MB command (median): {added_big:.2f} ms")
     for name, value in throughput.items():
-        print(f"throughput {name}: {value:.0f}" + (" (goal >= 50)" if "gateway" in name else ""))
+        print(
+            f"throughput {name}: {value:.0f} MB/s" + (" (goal >= 50)" if "gateway" in name else "")
+        )
     BIG_FILE.unlink()
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        rows = [BenchRow.of(name, "ms", t) for name, t in timings.items()]
+        rows.append(
+            BenchRow(
+                what="added per `true` command",
+                unit="ms",
+                value=added_true,
+                **at_most(added_true, 30, "ms"),
+            )
+        )
+        rows.append(BenchRow(what="added per 10 MB command", unit="ms", value=added_big))
+        rates = [
+            BenchRow(
+                what=name,
+                unit="MB/s",
+                value=value,
+                **(at_least(value, 50, "MB/s") if "gateway" in name else {}),
+            )
+            for name, value in throughput.items()
+        ]
+        BenchReport(
+            benchmark="shell_overhead",
+            issue="#3 [shell]",
+            command=command(),
+            machine=machine,
+            tables=[
+                BenchTable(title="Shell commands, governed vs local (BashOperator)", rows=rows),
+                BenchTable(title="10 MB of output: throughput (from the medians)", rows=rates),
+            ],
+            notes=[f"load average (1, 5, 15 min) at the end: {os.getloadavg()}"],
+        ).write(args.json)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -177,8 +178,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _healthy(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+def _healthy(port: int, tls: bool = False) -> bool:
+    conn: http.client.HTTPConnection
+    if tls:  # only "is it up": the tests that use TLS check the certificate themselves
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=1.0, context=ssl._create_unverified_context()
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
     try:
         conn.request("GET", "/api/healthz")
         return conn.getresponse().status == 200
@@ -217,11 +224,12 @@ def extra_gateway(
         )
     try:
         deadline = time.monotonic() + 30
-        while not _healthy(port):
+        tls = bool(settings.get("tls"))
+        while not _healthy(port, tls):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gateway {name} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:  # our own child, by its Popen handle
             proc.send_signal(signal.SIGTERM)

@@ -244,3 +244,30 @@ def test_ledger_api_filters_and_reads(traffic: Traffic) -> None:
         # Read-only: no method changes a record.
         for method in ("POST", "PUT", "PATCH", "DELETE"):
             assert http.request(method, "/api/airflow-hoop/ledger", headers=auth).status_code == 405
+
+
+def test_an_edited_window_of_a_real_export_fails(traffic: Traffic, tmp_path: Path) -> None:
+    """The claimed window is checked against the records' times: moved earlier, it takes in
+    the context records the export put before it; moved later, it loses its first record."""
+    bundle = tmp_path / "edited"
+    assert export(traffic, bundle, traffic.middle).exit_code == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    span, window = manifest["range"], manifest["window"]
+    assert span["first_seq"] < window["first_seq"], "no context records before the window"
+    lines = (bundle / "records.jsonl").read_bytes().splitlines()
+    first = json.loads(lines[window["first_seq"] - span["first_seq"]])
+    edits = {
+        "earlier": ((traffic.middle - timedelta(hours=1)).isoformat(), "which starts at seq"),
+        "later": (
+            (datetime.fromisoformat(first["time"]) + timedelta(microseconds=1)).isoformat(),
+            "does not hold its first record",
+        ),
+    }
+    for since, says in edits.values():
+        edited = {**manifest, "window": {**window, "since": since}}
+        (bundle / "manifest.json").write_text(json.dumps(edited, indent=2))
+        result = verify_bundle(bundle)
+        assert result.exit_code == 1, result.output
+        assert says in result.output and "window was changed" in result.output, result.output
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    assert verify_bundle(bundle).exit_code == 0

@@ -196,6 +196,7 @@ def test_command_sees_only_the_connection_and_request_environment(
         "PWD",
         "SHLVL",
         "_",
+        "GATEWAY_RUN_MARK",  # the run's mark: finds what escaped with setsid (runners/strays.py)
     }
     assert set(env) == expected, set(env) ^ expected
     assert token not in res.output and CANARY not in res.output

@@ -14,6 +14,7 @@ import base64
 import json
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,7 +95,11 @@ def tamper(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         with extra_gateway(
             stack, "tamper-writer", database_dsn=dsn, checkpoints=checkpoints
         ) as url:
-            run_steps(stack, url, steps=3, statements=6)
+            # Three rounds, each followed by a pause longer than the signer's interval: at
+            # least three checkpoints however fast the traffic runs.
+            for _ in range(3):
+                run_steps(stack, url, steps=3, statements=2)
+                time.sleep(WRITER_CHECKPOINTS["interval_seconds"] + 0.5)
         # The writer signed a last checkpoint as it stopped: every record is under a signature.
         with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
             conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")

@@ -7,44 +7,50 @@ must live only where the API server runs, never where tasks run (see docs/approv
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+import anyio
 import httpx
 
-from airflow_hoop.client.errors import error_for
+from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.client.reviews import (
     DecisionExtension,
     Review,
     ReviewDecisionRequest,
 )
-from airflow_hoop.errors import GatewayUnavailableError
 
 
 class AsyncApproverClient:
-    """Async, for the API server's event loop; one short-lived client per request."""
+    """Async, for the API server's event loop; one short-lived client per request.
+
+    Requests go through :class:`~airflow_hoop.client.http.GatewayClient` (bearer, retries of
+    reads, typed errors), each in a worker thread so the event loop never blocks.
+    """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
+        self._gateway = GatewayClient(
+            self.base_url,
+            token=lambda: api_key,
             timeout=timeout,
-            trust_env=False,
-            headers={"Authorization": f"Bearer {api_key}", "User-Client": "airflow-hoop-ui"},
+            user_client="airflow-hoop-ui",
+            unreachable_fix="start the gateway or correct [hoop] gateway_url of the API server",
         )
 
     async def __aenter__(self) -> AsyncApproverClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
+        self._gateway.close()
 
     async def list_reviews(self, **filters: Any) -> list[Review]:
         params = {k: v for k, v in filters.items() if v is not None}
-        response = await self._send("GET", "/api/reviews", params=params)
+        response = await self._send("GET", "/api/reviews", params=params, retry=True)
         return [Review.model_validate(r) for r in response.json()]
 
     async def get_review(self, review_id: str) -> Review:
-        return Review.model_validate((await self._send("GET", f"/api/reviews/{review_id}")).json())
+        return await anyio.to_thread.run_sync(self._gateway.get_review, review_id)
 
     async def decide(
         self,
@@ -62,19 +68,11 @@ class AsyncApproverClient:
                 reason=reason, reviewed_by=user, command_sha256=command_sha256
             ),
         )
+        # Not retried: a decision is recorded once; a second PUT would be a second decision.
         response = await self._send(
             "PUT", f"/api/reviews/{review_id}", json=body.model_dump(mode="json", exclude_none=True)
         )
         return Review.model_validate(response.json())
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise GatewayUnavailableError(
-                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
-                "start the gateway or correct [hoop] gateway_url of the API server",
-            ) from None
-        if response.status_code >= 400:
-            raise error_for(response)
-        return response
+        return await anyio.to_thread.run_sync(partial(self._gateway.send, method, path, **kwargs))

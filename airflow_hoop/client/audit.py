@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import httpx
 from pydantic import BaseModel
 
-from airflow_hoop.client.errors import error_for
+from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.client.models import LedgerPage
 from airflow_hoop.errors import GatewayUnavailableError
 from airflow_hoop.ledger.chain import StoredRecord
@@ -80,19 +80,24 @@ def parse_stream_line(line: bytes) -> StreamedRecord | dict[str, Any]:
 
 
 class AuditClient:
-    """A small synchronous client for the auditor endpoints."""
+    """A small synchronous client for the auditor endpoints.
+
+    Requests go through :class:`~airflow_hoop.client.http.GatewayClient` (the API key as
+    bearer, retries of these idempotent reads, typed errors from ``client/errors.py``).
+    """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            headers={"Authorization": f"Bearer {api_key}", "User-Client": "airflow-hoop-audit"},
-            trust_env=False,
+        self._gateway = GatewayClient(
+            self.base_url,
+            token=lambda: api_key,
+            timeout=timeout,
+            user_client="airflow-hoop-audit",
+            unreachable_fix="check the gateway URL and that the gateway runs",
         )
 
     def close(self) -> None:
-        self._http.close()
+        self._gateway.close()
 
     def __enter__(self) -> AuditClient:
         return self
@@ -104,7 +109,7 @@ class AuditClient:
         """Filters: since, until (datetimes), dag_id, task_id, run_id, connection."""
         params = {"after_seq": after_seq, "limit": limit}
         params.update({k: _param(v) for k, v in filters.items() if v is not None})
-        return LedgerPage.model_validate(self._get(LEDGER, params).json())
+        return LedgerPage.model_validate_json(self._get(LEDGER, params).content)
 
     def checkpoints(
         self,
@@ -119,7 +124,9 @@ class AuditClient:
             params["before_seq"] = before_seq
         if newest_first:
             params["newest_first"] = "true"
-        return CheckpointPage.model_validate(self._get(f"{LEDGER}/checkpoints", params).json())
+        return CheckpointPage.model_validate_json(
+            self._get(f"{LEDGER}/checkpoints", params).content
+        )
 
     def iter_checkpoints(self, after_seq: int = 0) -> Iterator[StoredRecord]:
         while True:
@@ -130,11 +137,11 @@ class AuditClient:
             after_seq = page.next_after_seq
 
     def public_key(self) -> PublicKeySet:
-        return PublicKeySet.model_validate(self._get(f"{LEDGER}/public-key").json())
+        return PublicKeySet.model_validate_json(self._get(f"{LEDGER}/public-key").content)
 
     def window(self, since: datetime, until: datetime) -> LedgerWindow:
         params = {"since": _param(since), "until": _param(until)}
-        return LedgerWindow.model_validate(self._get(f"{LEDGER}/window", params).json())
+        return LedgerWindow.model_validate_json(self._get(f"{LEDGER}/window", params).content)
 
     def stream(
         self, after_seq: int = 0, through_seq: int | None = None
@@ -146,41 +153,23 @@ class AuditClient:
         params: dict[str, Any] = {"after_seq": after_seq}
         if through_seq is not None:
             params["through_seq"] = through_seq
-        try:
-            with self._http.stream("GET", f"{LEDGER}/stream", params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_for(response)
-                rest = b""
-                for chunk in response.iter_bytes(1 << 20):
-                    lines = (rest + chunk).split(b"\n")
-                    rest = lines.pop()
-                    for line in lines:
-                        item = parse_stream_line(line)
-                        if isinstance(item, dict):
-                            return
-                        yield item
-        except httpx.TransportError as exc:
-            raise GatewayUnavailableError(
-                f"the ledger stream from {self.base_url} broke ({type(exc).__name__})",
-                "check that the gateway runs, then run the command again",
-            ) from None
+        with self._gateway.stream("GET", f"{LEDGER}/stream", params=params) as response:
+            rest = b""
+            for chunk in response.iter_bytes(1 << 20):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    item = parse_stream_line(line)
+                    if isinstance(item, dict):
+                        return
+                    yield item
         raise GatewayUnavailableError(
             "the ledger stream ended before its last line: the answer was cut short",
             "run the command again; if it persists, see the gateway log",
         )
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        try:
-            response = self._http.get(path, params=params)
-        except httpx.TransportError as exc:
-            raise GatewayUnavailableError(
-                f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
-                "check the gateway URL and that the gateway runs",
-            ) from None
-        if response.status_code >= 400:
-            raise error_for(response)
-        return response
+        return self._gateway.send("GET", path, params=params, retry=True)
 
 
 def _param(value: Any) -> Any:

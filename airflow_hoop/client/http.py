@@ -8,6 +8,9 @@ retried only when the connection could not be opened (nothing was sent).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -21,6 +24,7 @@ from airflow_hoop.client.models import (
     ExecResponse,
     LedgerPage,
     OutputChunk,
+    RevokeMode,
     SessionInfo,
     SessionList,
     StepEndResponse,
@@ -50,16 +54,19 @@ class GatewayClient:
         poll_interval: float = 0.5,
         max_poll_interval: float = 5.0,
         user_client: str = "airflow-hoop",
+        unreachable_fix: str = "start the gateway or correct the 'hoop' connection's host",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        # What to do when the gateway cannot be reached: the caller knows where its URL is set.
+        self._unreachable_fix = unreachable_fix
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         # retries= on the transport only retries failed connects: safe even for POST.
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            transport=httpx.HTTPTransport(retries=2),
+            transport=httpx.HTTPTransport(retries=2, verify=_default_tls_context()),
             headers={"User-Client": user_client},
             trust_env=False,
         )
@@ -206,12 +213,20 @@ class GatewayClient:
         return self._send("GET", "/api/healthz", retry=True).status_code == 200
 
     # -- airflow-hoop extensions ---------------------------------------------------------------
-    def end_step(self, token: str | None = None) -> StepEndResponse:
+    def end_step(self, token: str | None = None, *, revoke: RevokeMode = "wait") -> StepEndResponse:
         """Tell the gateway the step is over: it closes the step's connections and revokes its users.
 
         ``token`` overrides the token provider (the step may be revoking its Vault login).
+        ``revoke="background"``: answered once the connections are closed; the gateway
+        finishes the revocations (and their records) right after.
         """
-        response = self._send("POST", "/api/airflow-hoop/steps/end", retry=True, token=token)
+        response = self._send(
+            "POST",
+            "/api/airflow-hoop/steps/end",
+            retry=True,
+            token=token,
+            params={"revoke": revoke} if revoke != "wait" else None,
+        )
         return StepEndResponse.model_validate(response.json())
 
     def ledger_page(self, after_seq: int = 0, limit: int = 1000) -> LedgerPage:
@@ -229,6 +244,32 @@ class GatewayClient:
             after_seq = page.next_after_seq
 
     # -- plumbing ------------------------------------------------------------------------------
+    def send(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> httpx.Response:
+        """One request with this client's bearer, retries and typed errors (other clients' path).
+
+        ``retry`` only for idempotent calls; a non-2xx answer raises ``error_for``'s error.
+        """
+        return self._send(method, path, retry=retry, **kwargs)
+
+    @contextlib.contextmanager
+    def stream(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None
+    ) -> Iterator[httpx.Response]:
+        """A streamed answer (not read ahead), opened with this client's bearer and errors."""
+        try:
+            with self._http.stream(
+                method, path, params=params, headers={"Authorization": f"Bearer {self._token()}"}
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_for(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise GatewayUnavailableError(
+                f"the answer of {method} {path} from {self.base_url} broke ({type(exc).__name__})",
+                self._unreachable_fix,
+            ) from None
+
     def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
         return model.model_validate_json(self._send("GET", path, params=params, retry=True).content)
 
@@ -254,7 +295,7 @@ class GatewayClient:
                     continue
                 raise GatewayUnavailableError(
                     f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
-                    "start the gateway or correct the 'hoop' connection's host",
+                    self._unreachable_fix,
                 ) from None
             if response.status_code >= 500 and retry and attempt + 1 < attempts:
                 time.sleep(0.2 * (attempt + 1))
@@ -263,6 +304,16 @@ class GatewayClient:
                 raise error_for(response)
             return response
         raise AssertionError("unreachable")
+
+
+@functools.cache
+def _default_tls_context() -> ssl.SSLContext:
+    """httpx's default verifying TLS context (certifi's CAs), built once per process.
+
+    Building it loads the whole CA bundle (~40 ms of CPU); httpx does that for every client,
+    and a task builds a client for each step. A context is safe to share between clients.
+    """
+    return httpx.create_ssl_context()
 
 
 def _as_exec_response(info: SessionInfo) -> ExecResponse:

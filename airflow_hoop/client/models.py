@@ -171,11 +171,22 @@ class SessionList(BaseModel):
     has_next_page: bool = False
 
 
+#: ``POST /api/airflow-hoop/steps/end?revoke=``: answer after the Vault revocations
+#: (``wait``) or once the step's connections are closed and they have started (``background``).
+RevokeMode = Literal["wait", "background"]
+
+
 class StepEndResponse(BaseModel):
-    """``POST /api/airflow-hoop/steps/end``: what the gateway released for the step."""
+    """``POST /api/airflow-hoop/steps/end``: what the gateway released for the step.
+
+    ``revocation`` ``in-progress``: the users in ``revoked_db_users`` can no longer be used
+    through the gateway (their connections are closed) and are being revoked in Vault; each
+    gets its ``credential.revoked`` record once revoked.
+    """
 
     step: str
     revoked_db_users: list[str] = Field(default_factory=list)
+    revocation: Literal["done", "in-progress"] = "done"
 
 
 class LedgerPage(BaseModel):

@@ -14,7 +14,12 @@ from pathlib import Path
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
 
-EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
+#: The repository's example DAGs. An installed wheel has no repository around it (the tox
+#: compatibility matrix runs the suite that way): ``AIRFLOW_HOOP_EXAMPLE_DAGS`` names them.
+EXAMPLE_DAGS = Path(
+    os.environ.get("AIRFLOW_HOOP_EXAMPLE_DAGS")
+    or Path(__file__).resolve().parents[2] / "example_dags"
+)
 
 
 def airflow_env(

@@ -44,10 +44,18 @@ def _free_port() -> int:
 class AirflowServices:
     """A running Airflow (LocalExecutor, parallelism 4) wired to an embedded stack."""
 
-    def __init__(self, home: Path, stack: StackInfo, dags_folder: Path, **overrides: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        stack: StackInfo,
+        dags_folder: Path,
+        *,
+        port: int | None = None,
+        **overrides: str,
+    ) -> None:
         self.home = home
         self.stack = stack
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.passwords = {user: secrets.token_urlsafe(12) for user in USERS}
         fernet = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -67,7 +75,8 @@ class AirflowServices:
                 f"?host={stack.pg_socket_dir}&port={stack.pg_port}"
             ),
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__PARALLELISM="4",
+            # Defaults an override may replace (bench/load.py runs with parallelism 16).
+            **{"AIRFLOW__CORE__PARALLELISM": "4", **overrides},
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
             AIRFLOW__CORE__FERNET_KEY=fernet,
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in USERS.items()),
@@ -80,13 +89,14 @@ class AirflowServices:
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
-            **overrides,
         )
-        # Only the API server serves the UI plugin, so only it holds the approver key.
+        # Only the API server serves the UI plugin, so only it holds the approver and auditor keys.
         self.api_env = {
             **self.env,
             "AIRFLOW__HOOP__GATEWAY_URL": stack.gateway_url,
             "AIRFLOW__HOOP__APPROVER_API_KEY": stack.approver_api_key or "",
+            # The Audit pages read the ledger with the auditor key (read-only).
+            "AIRFLOW__HOOP__AUDITOR_API_KEY": stack.auditor_api_key,
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = home / "services"
@@ -232,9 +242,9 @@ class AirflowServices:
 
 @contextlib.contextmanager
 def running_airflow(
-    home: Path, stack: StackInfo, dags_folder: Path, **overrides: str
+    home: Path, stack: StackInfo, dags_folder: Path, *, port: int | None = None, **overrides: str
 ) -> Iterator[AirflowServices]:
-    services = AirflowServices(home, stack, dags_folder, **overrides)
+    services = AirflowServices(home, stack, dags_folder, port=port, **overrides)
     try:
         services.start()
         yield services

@@ -51,7 +51,7 @@ APPROVAL_RULES = [
     {
         "name": "sensitive-writes",
         "required_for": "writes",
-        "dags": ["test_approval*", "payroll_*", "bench_approval*"],
+        "dags": ["test_approval*", "payroll_*", "bench_approval*", "governed_approval*"],
         "groups": [APPROVER_GROUP],
         "min_approvals": 1,
         "expires_after_seconds": 3600,
@@ -322,8 +322,18 @@ def write_gateway_settings(
     return path
 
 
-def _start_gateway(info: StackInfo) -> int:
+def start_gateway(info: StackInfo, *, workers: int = 1) -> None:
+    """Start the gateway of a stack brought up with ``gateway=False`` (e.g. after editing its
+    settings, or with several worker processes); record its PID and wait until it is healthy."""
+    info.gateway_pid = _start_gateway(info, workers=workers)
+    _save(info)
+    _wait_gateway_healthy(info)
+
+
+def _start_gateway(info: StackInfo, *, workers: int = 1) -> int:
     cmd = [sys.executable, "-m", GATEWAY_MODULE, "--config", info.gateway_settings_path]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     with openbao.private_log(Path(info.gateway_log)) as log:
         proc = subprocess.Popen(
             cmd,

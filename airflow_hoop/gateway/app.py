@@ -22,14 +22,18 @@ from airflow_hoop.errors import (
     VaultError,
 )
 from airflow_hoop.gateway.api import Services, router
+from airflow_hoop.gateway.audit_api import router as audit_router
 from airflow_hoop.gateway.auth import Authenticator
 from airflow_hoop.gateway.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.input_guard import NulGuard
 from airflow_hoop.gateway.ledger_api import router as ledger_router
+from airflow_hoop.gateway.recovery import GatewayRecovery
 from airflow_hoop.gateway.reviews_api import router as reviews_router
 from airflow_hoop.gateway.runners.postgres import TargetUnavailableError
 from airflow_hoop.gateway.secrets import GatewayVaultClient
 from airflow_hoop.gateway.sessions import SessionService
 from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.step_end_bus import StepEndBus
 from airflow_hoop.gateway.steps import StepRegistry
 from airflow_hoop.gateway.store import GatewayStore
 from airflow_hoop.gateway.stream_api import router as stream_router
@@ -66,16 +70,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             registry = StepRegistry(settings, store, vault)
             sessions = SessionService(settings, store, registry)
             auth = Authenticator(settings, http)
-            app.state.services = Services(settings, store, auth, registry, sessions, http)
+            step_ends = StepEndBus(settings.database_dsn.get_secret_value(), registry)
+            await step_ends.start()
+            app.state.services = Services(
+                settings, store, auth, registry, sessions, http, step_ends=step_ends
+            )
             app.state.checkpoints = CheckpointSigner(settings.checkpoints, store, vault)
             registry.start_reaper()
             app.state.checkpoints.start()
+            # Heartbeat, and the sweep of sessions and leases a dead gateway left open.
+            recovery = GatewayRecovery(
+                settings.recovery, store, vault, is_running=sessions.is_running
+            )
+            await recovery.start()
             try:
                 yield
             finally:
+                await recovery.stop()
+                await step_ends.stop()
                 await registry.stop_reaper()
                 await sessions.shutdown()
                 await registry.release_all("shutdown")
+                await recovery.mark_stopped()
                 # Last: sign what the shutdown itself recorded.
                 await app.state.checkpoints.stop()
         finally:
@@ -92,9 +108,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(ledger_router)
+    app.include_router(audit_router)
     app.include_router(reviews_router)
     app.include_router(stream_router)
     _install_error_handlers(app)
+    app.add_middleware(NulGuard)  # NUL in a URL is bad input, not a database failure
     return app
 
 

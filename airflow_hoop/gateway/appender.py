@@ -45,6 +45,11 @@ _COPY = f"COPY ledger ({_COLUMNS}) FROM STDIN"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 #: Batches of at least this size go by COPY (one more round trip, less work per row).
 COPY_MIN = 8
+#: SQLSTATE of ``ledger_lock_expect()`` when another writer appended since our last commit.
+HEAD_MOVED = "AH001"
+#: After the head moved under us, this many batches read the head first (two round trips):
+#: several busy writers would otherwise keep missing and pay a wasted round trip each time.
+SKIP_AFTER_MISS = 32
 _TIME = TypeAdapter(datetime)
 
 
@@ -162,6 +167,10 @@ def _copy_line(row: tuple[Any, ...]) -> str:
     return "\t".join(fields) + "\n"
 
 
+class _HeadMoved(Exception):
+    """Another writer appended since our last commit: read the head, then seal."""
+
+
 class _Job:
     __slots__ = ("future", "record", "then", "what")
 
@@ -185,6 +194,11 @@ class LedgerAppender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # The head our last commit left (seq, hash): while nobody else appends, the next
+        # batch is sealed on it and sent in one round trip (``_commit_on_head``).
+        self._head: tuple[int, str] | None = None
+        self._skip_known_head = 0
+        self._expect_available = True
 
     def start(self) -> None:
         self._stopping = False
@@ -261,7 +275,18 @@ class LedgerAppender:
                 async with conn.transaction():
                     appended = await append_records(conn, records, copy=True)
                     await self._thens(conn, batch, appended)
+                self._head = (appended[-1].seq, appended[-1].hash)
                 return appended
+            if self._skip_known_head:
+                self._skip_known_head -= 1
+            elif self._head is not None and self._expect_available:
+                try:
+                    appended = await self._commit_on_head(conn, batch, records, self._head)
+                except _HeadMoved:
+                    self._skip_known_head = SKIP_AFTER_MISS
+                else:
+                    self._head = (appended[-1].seq, appended[-1].hash)
+                    return appended
             # Small batch, two round trips: BEGIN with lock and head (a simple query may hold
             # several statements), then INSERT, the callers' statements and COMMIT pipelined.
             # The lock is held for about one round trip.
@@ -276,7 +301,47 @@ class LedgerAppender:
             except BaseException:
                 await _rollback(conn)
                 raise
+            self._head = (appended[-1].seq, appended[-1].hash)
             return appended
+
+    async def _commit_on_head(
+        self, conn: Conn, batch: list[_Job], records: list[PreparedRecord], head: tuple[int, str]
+    ) -> list[Appended]:
+        """One round trip: BEGIN, lock and check the head, INSERT, the callers' statements,
+        COMMIT, all pipelined. Sealed on the head our last commit left; if another writer
+        appended since, ``ledger_lock_expect`` raises before anything is written and the
+        transaction is rolled back (``_HeadMoved``: the caller takes the two-trip path).
+        """
+        appended, rows = _seal(records, head)
+        # No server-side prepared statements in this pipeline: when a statement fails, psycopg
+        # does not see the results of those queued after it, and its cache of prepared names
+        # would go out of step with the server ("prepared statement _pg3_0 does not exist").
+        threshold, conn.prepare_threshold = conn.prepare_threshold, None
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT ledger_lock_expect(%s, %s)", head)
+                await _insert(conn, rows, copy=False)
+                await self._thens(conn, batch, appended)
+                await conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            await _rollback(conn)
+            if exc.sqlstate == HEAD_MOVED:
+                raise _HeadMoved from None
+            if "ledger_lock_expect" in str(exc) and isinstance(
+                exc, (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege)
+            ):
+                # A database migrated by an older version: append as before (two round trips).
+                log.warning("ledger_lock_expect() is unavailable; run the gateway migration")
+                self._expect_available = False
+                raise _HeadMoved from None
+            raise
+        except BaseException:
+            await _rollback(conn)
+            raise
+        finally:
+            conn.prepare_threshold = threshold
+        return appended
 
     @staticmethod
     async def _thens(conn: Conn, batch: list[_Job], appended: list[Appended]) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from airflow_hoop.errors import GatewayAuthError, VaultError
 from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
+from airflow_hoop.gateway.verified_tokens import VerifiedTokens
 from airflow_hoop.ledger.records import StepRef
 
 #: Asymmetric algorithms only: never 'none' nor an HMAC that a public key could forge.
@@ -147,6 +148,8 @@ class Authenticator:
         self._api_keys = settings.api_keys
         jwks_url = f"{vault.url.rstrip('/')}/v1/identity/oidc/.well-known/keys"
         self._jwks = _Jwks(jwks_url, vault.jwks_cache_seconds, http)
+        # A step's token is verified in full once; later requests only check its expiry.
+        self._verified = VerifiedTokens(max_age_seconds=vault.jwks_cache_seconds)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)
@@ -169,6 +172,13 @@ class Authenticator:
         )
 
     async def verify_identity_token(self, token: str) -> StepRef:
+        cached = self._verified.lookup(token)
+        if cached is not None:
+            step, expires_at = cached
+            if expires_at <= time.time() - self.leeway:  # PyJWT's own test of exp
+                self._verified.forget(token)
+                raise _expired()
+            return step
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -199,10 +209,7 @@ class Authenticator:
                 options={"require": ["exp", "iat", "iss", "aud"], "verify_signature": True},
             )
         except jwt.ExpiredSignatureError:
-            raise GatewayAuthError(
-                "identity token expired",
-                "fetch a fresh identity token from Vault (the task's broker refreshes it)",
-            ) from None
+            raise _expired() from None
         except jwt.InvalidAudienceError:
             raise GatewayAuthError(
                 f"identity token has the wrong audience (expected {self.audience!r})",
@@ -220,14 +227,29 @@ class Authenticator:
             ) from None
         except jwt.ImmatureSignatureError:
             raise GatewayAuthError(
-                "identity token is not valid yet", "check the clocks of Vault and the gateway"
+                "identity token is not valid yet: Vault's clock is ahead of the gateway's by "
+                f"more than the allowed skew ({self.leeway}s)",
+                "synchronise the clocks of Vault and the gateway (NTP), or raise "
+                "token_leeway_seconds (docs/faults.md)",
             ) from None
         except jwt.InvalidTokenError as exc:
             raise GatewayAuthError(
                 f"identity token rejected ({type(exc).__name__})",
                 "send an unmodified Vault identity token",
             ) from None
-        return _step_from(claims)
+        step = _step_from(claims)
+        self._verified.remember(token, step, float(claims["exp"]))
+        return step
+
+
+def _expired() -> GatewayAuthError:
+    return GatewayAuthError(
+        "identity token expired (or the gateway's clock is ahead of Vault's by more than "
+        "token_leeway_seconds)",
+        "fetch a fresh identity token from Vault (the task's broker refreshes it); if fresh "
+        "tokens fail too, synchronise the clocks (NTP) or raise token_leeway_seconds "
+        "(docs/faults.md)",
+    )
 
 
 def _step_from(claims: dict[str, Any]) -> StepRef:

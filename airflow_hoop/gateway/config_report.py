@@ -17,7 +17,7 @@ def describe(settings: GatewaySettings) -> list[str]:
     """One line per fact the operator should check before starting the gateway."""
     vault = settings.vault
     lines = [
-        f"listen: {settings.host}:{settings.port}",
+        f"listen: {settings.host}:{settings.port}, " + _tls(settings),
         "database_dsn: set (not shown)",
         f"vault: {vault.url}"
         + (f" namespace {vault.namespace}" if vault.namespace else "")
@@ -39,6 +39,10 @@ def describe(settings: GatewaySettings) -> list[str]:
     for key in settings.api_keys:
         groups = f", groups {', '.join(key.groups)}" if key.groups else ""
         lines.append(f"  {key.name}: {key.role}{groups}")
+    if vault.auth.method == "token":
+        lines.append(
+            "warning: vault.auth.method 'token' is for development; use approle or kubernetes"
+        )
     overrides = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
     overrides = [k for k in overrides if k.upper() != f"{ENV_PREFIX}CONFIG"]
     if overrides:
@@ -55,3 +59,13 @@ def _connection(conn: PostgresConnection | ShellConnection) -> str:
     user = f" as {conn.run_as_user}" if conn.run_as_user else ""
     database = f", PG* user from {conn.database}" if conn.database else ""
     return f"custom command {' '.join(conn.command)}{user}{database}"
+
+
+def _tls(settings: GatewaySettings) -> str:
+    tls = settings.tls
+    if tls is None:
+        return "plain HTTP (put TLS in front of it or set tls.cert_file/tls.key_file)"
+    client = ""
+    if tls.client_ca_file:
+        client = ", client certificates " + ("required" if tls.require_client_cert else "optional")
+    return f"HTTPS with {tls.cert_file}{client}"

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import re
 import time
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -80,6 +81,9 @@ class GatewayVaultClient:
             assert auth.token is not None  # settings validation guarantees it
             self._client.token = auth.token.get_secret_value()
             return
+        if auth.method == "kubernetes":
+            self._kubernetes_login()
+            return
         assert auth.role_id is not None and auth.secret_id is not None
         resp = self._client.auth.approle.login(
             role_id=auth.role_id,
@@ -89,6 +93,25 @@ class GatewayVaultClient:
         )
         if not resp or "auth" not in resp:
             raise VaultError("the AppRole login returned no token")
+
+    def _kubernetes_login(self) -> None:
+        """Kubernetes auth: the pod's service-account token, read afresh (kubelet rotates it)."""
+        auth = self.settings.auth
+        assert auth.kubernetes_role is not None  # settings validation guarantees it
+        try:
+            jwt = Path(auth.service_account_token_path).read_text().strip()
+        except OSError as exc:
+            raise VaultError(
+                f"cannot read the service-account token {auth.service_account_token_path}: "
+                f"{exc.strerror}",
+                "mount the pod's service-account token or set "
+                "vault.auth.service_account_token_path",
+            ) from None
+        resp = self._client.auth.kubernetes.login(
+            role=auth.kubernetes_role, jwt=jwt, mount_point=auth.kubernetes_mount, use_token=True
+        )
+        if not resp or "auth" not in resp:
+            raise VaultError("the Kubernetes login returned no token")
 
     def close(self) -> None:
         self._session.close()
@@ -150,6 +173,15 @@ class GatewayVaultClient:
             # (asynchronously), so the user does not survive either way.
             child = self._new_client(cred.child_token.get_secret_value())
             _quietly(child.auth.token.revoke_self)
+
+    async def revoke_lease(self, lease_id: str) -> None:
+        """Revoke a lease by id with the gateway's own token (the recovery sweep: the step's
+        child token died with the process that held it). Revoking an expired lease succeeds."""
+        await self._call(
+            "revoking a database credential left by a dead gateway",
+            None,
+            lambda: self._client.sys.revoke_lease(lease_id=lease_id),
+        )
 
     # -- checkpoint signing (transit) ---------------------------------------------------------
     async def sign_digest(self, digest: bytes) -> tuple[int, str]:

@@ -28,9 +28,11 @@ from airflow_hoop.gateway.runners.output import OutputCapture
 from airflow_hoop.gateway.runners.postgres import RunOutcome
 from airflow_hoop.gateway.runners.shell import ShellInvocation, ShellOutcome, ShellRunner
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
+from airflow_hoop.gateway.shell_exec import approval_parameters
 from airflow_hoop.gateway.steps import StepContext, StepRegistry
 from airflow_hoop.gateway.store import GatewayStore, SessionEnd, SessionRow
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
+from airflow_hoop.ledger.commands import parameters_sha256
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ class SessionService:
         masker = await self.masking.masker(target.masking)
         session_id = uuid.uuid4()
         params_digest = None if wire_parameters is None else sha256_hex(canonical(wire_parameters))
+        if shell is not None:  # a shell command's "parameters": client_args, cwd, environment
+            params_digest = parameters_sha256(approval_parameters(request, shell))
         autocommit = bool(request.airflow_hoop and request.airflow_hoop.autocommit)
         intent = SessionIntent(
             session_id=str(session_id),
@@ -275,8 +279,9 @@ class SessionService:
             typed.result_seq = appended.seq
         except LedgerError as exc:
             log.error("session %s ran but its result was not recorded: %s", running.session_id, exc)
-            with contextlib.suppress(LedgerError):
-                await self.store.mark_session_done(running.session_id, end)
+            # The row stays open: once the database is back, this process's recovery sweep
+            # closes it with an ``interrupted`` result record, so the intent keeps its pair
+            # (marking the row done here would leave the intent unpaired for good).
             ledger_error = str(
                 LedgerError(
                     f"session {running.session_id} ran, but its result could not be recorded "
@@ -332,6 +337,9 @@ def _not_run(running: RunningSession, ctx: StepContext) -> RunOutcome:
 def _final_status(running: RunningSession, outcome: RunOutcome) -> tuple[Any, int, str]:
     """(ledger status, exit code, output): a kill only counts if it stopped the statement."""
     cancelled = isinstance(outcome, ShellOutcome) and outcome.cancelled
+    # A SQL statement cancelled because its step ended (task killed, e.g. execution_timeout,
+    # while the exec was still in its sync window) is a kill too, as for shell commands.
+    cancelled = cancelled or (outcome.sqlstate == _QUERY_CANCELED and running.ctx.released)
     stopped = not running.started or outcome.sqlstate == _QUERY_CANCELED or cancelled
     if running.killed and stopped:
         return "killed", _NO_EXIT_CODE, f"{outcome.output}[gateway] session killed\n"

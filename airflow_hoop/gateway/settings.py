@@ -31,13 +31,24 @@ from airflow_hoop.gateway.masking.rules import MaskingPolicy
 
 
 class VaultAuth(BaseModel):
-    """How the gateway itself logs in to Vault (a token in dev; AppRole in production)."""
+    """How the gateway itself logs in to Vault.
 
-    method: Literal["token", "approle"] = "token"
+    ``token`` is for development; production uses ``approle`` (``role_id`` + ``secret_id``,
+    ``mount``) or, in Kubernetes, ``kubernetes`` (the pod's service-account token read from
+    ``service_account_token_path``, Vault role ``kubernetes_role`` at ``kubernetes_mount``).
+    """
+
+    method: Literal["token", "approle", "kubernetes"] = "token"
     token: SecretStr | None = None
     role_id: str | None = None
     secret_id: SecretStr | None = None
     mount: str = "approle"
+    kubernetes_role: str | None = Field(None, description="Vault kubernetes auth role")
+    kubernetes_mount: str = "kubernetes"
+    service_account_token_path: str = Field(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        description="the pod's (projected) service-account token, read at each login",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> VaultAuth:
@@ -45,6 +56,38 @@ class VaultAuth(BaseModel):
             raise ValueError("vault.auth.token is required when vault.auth.method is 'token'")
         if self.method == "approle" and not (self.role_id and self.secret_id):
             raise ValueError("vault.auth.role_id and vault.auth.secret_id are required for approle")
+        if self.method == "kubernetes" and not self.kubernetes_role:
+            raise ValueError("vault.auth.kubernetes_role is required for kubernetes")
+        return self
+
+
+class TlsSettings(BaseModel):
+    """HTTPS for the gateway's listener (uvicorn): PEM certificate chain and private key.
+
+    With ``client_ca_file`` the gateway also asks callers for a client certificate signed by
+    that CA (mutual TLS, e.g. from the load balancer); ``require_client_cert`` refuses callers
+    without one. Files are checked when the settings load, so ``check-config`` catches a typo.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert_file: str = Field(description="PEM certificate (chain) the gateway presents")
+    key_file: str = Field(description="PEM private key of the certificate")
+    key_password: SecretStr | None = Field(None, description="password of an encrypted key")
+    client_ca_file: str | None = Field(None, description="CA bundle for client certificates")
+    require_client_cert: bool = False
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"file {value} does not exist or is not readable by the gateway")
+        return value
+
+    @model_validator(mode="after")
+    def _client_ca_for_required(self) -> TlsSettings:
+        if self.require_client_cert and not self.client_ca_file:
+            raise ValueError("require_client_cert needs client_ca_file")
         return self
 
 
@@ -207,6 +250,31 @@ Connection = Annotated[
 ]
 
 
+class RecoverySettings(BaseModel):
+    """How a gateway process proves it is alive, and when another may close its sessions.
+
+    Each process heartbeats its row in ``gateway_instances`` every ``heartbeat_seconds``; a
+    process whose heartbeat is older than ``stale_after_seconds`` (by the database's clock) is
+    declared dead, fenced, and its open sessions and unrevoked leases are closed by the sweep
+    (``gateway/recovery.py``, docs/faults.md). A process on the same host whose PID is gone is
+    declared dead at once.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    stale_after_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> RecoverySettings:
+        if self.stale_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "recovery.stale_after_seconds must be at least twice heartbeat_seconds, "
+                "or a live gateway could be declared dead between two heartbeats"
+            )
+        return self
+
+
 class CheckpointSettings(BaseModel):
     """When the gateway signs a ledger checkpoint, and where it anchors a copy.
 
@@ -257,6 +325,7 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8009
+    tls: TlsSettings | None = Field(None, description="HTTPS listener; none: plain HTTP")
     database_dsn: SecretStr = Field(description="libpq DSN of the gateway's own database")
     vault: GatewayVault
     connections: list[Connection] = Field(default_factory=list)
@@ -267,7 +336,12 @@ class GatewaySettings(BaseSettings):
     step_idle_seconds: int = Field(
         600, description="release a step's credential after this idle time"
     )
-    token_leeway_seconds: int = Field(30, description="allowed clock skew on identity tokens")
+    token_leeway_seconds: int = Field(
+        30,
+        ge=0,
+        description="allowed clock skew between Vault and the gateway on identity tokens' "
+        "exp/iat/nbf (docs/faults.md)",
+    )
     max_result_rows: int = 100_000
     # Added for the gateway runtime; all have defaults so existing settings files stay valid.
     pool_min_size: int = Field(2, description="gateway database pool: connections kept open")
@@ -288,6 +362,10 @@ class GatewaySettings(BaseSettings):
     checkpoints: CheckpointSettings = Field(
         default_factory=CheckpointSettings,
         description="signed ledger checkpoints and their anchor (see docs/reviewer-guide.md)",
+    )
+    recovery: RecoverySettings = Field(
+        default_factory=RecoverySettings,
+        description="heartbeat and sweep of sessions left by a dead gateway (docs/faults.md)",
     )
 
     @classmethod

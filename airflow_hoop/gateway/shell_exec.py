@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import codecs
 import os
+from typing import Any
 
 from airflow_hoop.client.env import decode_env_vars
 from airflow_hoop.client.models import ExecRequest
 from airflow_hoop.errors import BadRequestError, PolicyRefusedError
 from airflow_hoop.gateway.runners.shell import ShellInvocation
 from airflow_hoop.gateway.settings import ShellConnection
+from airflow_hoop.ledger.commands import shell_context
 
 _MAX_CLIENT_ARGS = 256
 
@@ -45,6 +47,16 @@ def shell_invocation(req: ExecRequest, connection: ShellConnection) -> ShellInvo
         cwd=resolve_cwd(connection, ext.cwd if ext else None),
         output_encoding=_encoding(ext.output_encoding if ext else None),
     )
+
+
+def approval_parameters(req: ExecRequest, inv: ShellInvocation) -> dict[str, Any] | None:
+    """The shell exec's "parameters" for approvals: its arguments, cwd and environment.
+
+    An approval binds the script *and* these (``ledger.commands.shell_context``): the same
+    script with another environment is another command. ``cwd`` as the request names it.
+    """
+    cwd = req.airflow_hoop.cwd if req.airflow_hoop else None
+    return shell_context(inv.client_args, cwd, [(e.name, e.kind, e.value) for e in inv.env])
 
 
 def resolve_cwd(connection: ShellConnection, cwd: str | None) -> str | None:

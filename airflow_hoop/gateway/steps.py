@@ -75,6 +75,11 @@ class StepRegistry:
         # Per-key creation locks: two first statements of a step must not mint two users.
         self._creating: dict[ContextKey, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        # Revocations still running after their step's end was answered (``end_step(wait=False)``).
+        self._revocations: set[asyncio.Task[None]] = set()
+        # Revocations Vault did not confirm: retried by the reaper (revoking is idempotent)
+        # and recorded once confirmed; the lease's TTL bounds them if every retry fails.
+        self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
 
     # -- acquire -----------------------------------------------------------------------------
     async def acquire(self, step: StepRef, connection: Target) -> StepContext:
@@ -109,7 +114,9 @@ class StepRegistry:
         if isinstance(connection, ShellConnection):
             return await self._create_shell(step, connection)
         cred = await self.vault.issue_step_credential(step, connection)
-        await self._record_issued(step, connection.name, cred)
+        # The record and the login side by side: logging in runs nothing, and no statement
+        # runs before both are done (the record durable, the connection open).
+        recorded = asyncio.ensure_future(self._record_issued(step, connection.name, cred))
         try:
             runner = await PostgresRunner.connect(
                 connection,
@@ -120,8 +127,19 @@ class StepRegistry:
                 connect_timeout=self.settings.target_connect_timeout_seconds,
             )
         except HoopError:
-            await self._revoke_quietly(cred, step)
-            await self._record_revoked(step, cred, "error")
+            try:
+                await recorded
+            except LedgerError:
+                # The root cause (the login may have failed only because the unrecorded
+                # credential was being revoked): report the ledger, not the target.
+                raise
+            await self._revoke_and_record(step, cred, "error")
+            raise
+        try:
+            await recorded
+        except LedgerError:  # not recorded, already revoked: the connection must not be used
+            with contextlib.suppress(Exception):
+                await runner.close()
             raise
         return StepContext(step, connection, cred, runner)
 
@@ -144,8 +162,7 @@ class StepRegistry:
             )
         except HoopError:
             if cred is not None:
-                await self._revoke_quietly(cred, step)
-                await self._record_revoked(step, cred, "error")
+                await self._revoke_and_record(step, cred, "error")
             raise
         return StepContext(step, connection, cred, runner)
 
@@ -168,26 +185,45 @@ class StepRegistry:
             raise
 
     # -- release -----------------------------------------------------------------------------
-    async def end_step(self, step: StepRef) -> list[str]:
-        """Release every context of ``step``; returns the revoked database users."""
+    async def end_step(self, step: StepRef, *, wait: bool = True) -> list[str]:
+        """Release every context of ``step``; returns the revoked database users.
+
+        On return the step's target connections are closed. With ``wait`` its users are also
+        revoked in Vault and recorded; without, that happens right after in the background
+        (``revocations_pending``), saving the caller the Vault round trips. A gateway that dies
+        in between leaves the lease to its TTL and to the recovery sweep.
+        """
         victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
-        return await self._release_all(victims, "step-end")
+        return await self._release_all(victims, "step-end", revoke_later=not wait)
 
     async def release_all(self, reason: ReleaseReason = "shutdown") -> list[str]:
-        return await self._release_all(list(self._contexts.values()), reason)
+        released = await self._release_all(list(self._contexts.values()), reason)
+        await self.revocations_finished()
+        return released
+
+    def revocations_pending(self) -> int:
+        """Revocations started by ``end_step(wait=False)`` that have not finished yet."""
+        return len(self._revocations)
+
+    async def revocations_finished(self) -> None:
+        """Wait for every background revocation (each records its own outcome)."""
+        while self._revocations:
+            await asyncio.wait(set(self._revocations))
 
     async def _release_all(
-        self, victims: Iterable[StepContext], reason: ReleaseReason
+        self, victims: Iterable[StepContext], reason: ReleaseReason, *, revoke_later: bool = False
     ) -> list[str]:
         released: list[str] = []
         for ctx in victims:
             if self._contexts.get(ctx.key) is ctx:
                 del self._contexts[ctx.key]
-            if await self._release(ctx, reason) and ctx.credential is not None:
+            if await self._release(ctx, reason, revoke_later) and ctx.credential is not None:
                 released.append(ctx.credential.username)
         return released
 
-    async def _release(self, ctx: StepContext, reason: ReleaseReason) -> bool:
+    async def _release(
+        self, ctx: StepContext, reason: ReleaseReason, revoke_later: bool = False
+    ) -> bool:
         """Stop using the context, revoke its user and record it. False if already done."""
         if ctx.released:
             return False
@@ -204,20 +240,63 @@ class StepRegistry:
         try:
             with contextlib.suppress(Exception):
                 await ctx.runner.close()
-            if ctx.credential is not None:
-                await self._revoke_quietly(ctx.credential, ctx.step)
-                await self._record_revoked(ctx.step, ctx.credential, reason)
+            if ctx.credential is not None and revoke_later:
+                task = asyncio.create_task(
+                    self._revoke_and_record(ctx.step, ctx.credential, reason),
+                    name=f"revoke-{ctx.credential.username}",
+                )
+                self._revocations.add(task)
+                task.add_done_callback(self._revocation_done)
+            elif ctx.credential is not None:
+                await self._revoke_and_record(ctx.step, ctx.credential, reason)
         finally:
             if locked:
                 ctx.lock.release()
         return True
 
-    async def _revoke_quietly(self, cred: StepCredential, step: StepRef) -> None:
+    async def _revoke_and_record(
+        self, step: StepRef, cred: StepCredential, reason: ReleaseReason
+    ) -> None:
+        # Only a revocation Vault confirmed is recorded: a failed one leaves the lease open in
+        # the ledger (issued, never revoked) until its TTL, which is what really happens.
+        if await self._revoke_quietly(cred, step):
+            await self._record_revoked(step, cred, reason)
+        else:
+            self._unconfirmed[cred.lease_id] = (step, cred, reason)
+
+    async def retry_unconfirmed(self) -> list[str]:
+        """Revoke again what Vault did not confirm; record each confirmed one. Returns users."""
+        confirmed = []
+        for lease_id, (step, cred, reason) in list(self._unconfirmed.items()):
+            try:
+                await self.vault.revoke_lease(lease_id)
+            except HoopError as exc:
+                log.warning("revoking %s again failed (next reaper round): %s", cred.username, exc)
+                continue
+            del self._unconfirmed[lease_id]
+            await self._record_revoked(step, cred, reason)
+            confirmed.append(cred.username)
+        return confirmed
+
+    def _revocation_done(self, task: asyncio.Task[None]) -> None:
+        self._revocations.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background revocation failed", exc_info=task.exception())
+
+    async def _revoke_quietly(self, cred: StepCredential, step: StepRef) -> bool:
         try:
             await self.vault.revoke(cred, step)
         except HoopError as exc:
             # The lease still expires on its own; say so loudly, the caller cannot fix it.
-            log.error("could not revoke %s (lease %s): %s", cred.username, cred.lease_id, exc)
+            log.error(
+                "could not revoke %s (lease %s; it expires after its TTL of %ss): %s",
+                cred.username,
+                cred.lease_id,
+                cred.ttl,
+                exc,
+            )
+            return False
+        return True
 
     async def _record_revoked(
         self, step: StepRef, cred: StepCredential, reason: ReleaseReason
@@ -268,7 +347,10 @@ class StepRegistry:
             # A busy context is left alone until its lease is really gone.
             if idle or (expiring and (not ctx.lock.locked() or expires_at < now)):
                 victims.append(ctx)
-        return await self._release_all(victims, "expired")
+        released = await self._release_all(victims, "expired")
+        if self._unconfirmed:
+            await self.retry_unconfirmed()
+        return released
 
     def contexts(self) -> list[StepContext]:
         return list(self._contexts.values())

@@ -9,6 +9,8 @@ commit, ``appender.py``); each still returns only once its record is committed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +32,8 @@ from airflow_hoop.gateway.appender import (  # noqa: F401  (re-exported)
     LedgerAppender,
     append_records,
 )
+from airflow_hoop.gateway.recovery_schema import RECOVERY_SCHEMA, grant_recovery, lease_then
+from airflow_hoop.gateway.runners.strays import instance_id
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import RecordBody, StepRef
 
@@ -52,6 +56,24 @@ CREATE INDEX IF NOT EXISTS ledger_time_idx ON ledger (time);
 CREATE INDEX IF NOT EXISTS ledger_step_idx ON ledger (dag_id, run_id, task_id);
 CREATE INDEX IF NOT EXISTS ledger_session_idx ON ledger (session_id);
 CREATE INDEX IF NOT EXISTS ledger_checkpoint_idx ON ledger (seq) WHERE kind = 'checkpoint';
+-- The Airflow UI's audit search (gateway/audit_reads.py): newest commands first for each
+-- filter, so every index ends with seq. Partial: appends of other kinds pay nothing, and the
+-- JSON expressions (identical to audit_reads.py's) are parsed for commands only.
+CREATE INDEX IF NOT EXISTS ledger_cmd_dag_idx ON ledger (dag_id, seq)
+    WHERE kind IN ('session.intent', 'session.result');
+CREATE INDEX IF NOT EXISTS ledger_cmd_task_idx ON ledger (task_id, seq)
+    WHERE kind IN ('session.intent', 'session.result');
+CREATE INDEX IF NOT EXISTS ledger_cmd_connection_idx ON ledger (connection, seq)
+    WHERE kind IN ('session.intent', 'session.result');
+CREATE INDEX IF NOT EXISTS ledger_cmd_user_idx ON ledger
+    ((coalesce((body::jsonb)->'body'->>'db_user', (body::jsonb)->'body'->'shell'->>'run_as')), seq)
+    WHERE kind = 'session.intent';
+CREATE INDEX IF NOT EXISTS ledger_cmd_triggered_by_idx ON ledger
+    (((body::jsonb)->'step'->>'triggered_by'), seq) WHERE kind = 'session.intent';
+-- A time window as a seq range, read from the index alone.
+CREATE INDEX IF NOT EXISTS ledger_time_seq_idx ON ledger (time, seq);
+CREATE INDEX IF NOT EXISTS ledger_cmd_status_idx ON ledger (((body::jsonb)->'body'->>'status'), seq)
+    WHERE kind = 'session.result';
 
 -- Take the append lock, then read the head: one round trip. Each statement of a volatile
 -- plpgsql function takes a new snapshot, so the head read sees the previous holder's commit.
@@ -63,6 +85,24 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION ledger_lock_head() FROM PUBLIC;
+
+-- Take the append lock and check that the head is still the one the caller expects (the head
+-- its previous append left); raise AH001 otherwise. Lets a gateway send lock, insert and commit
+-- in one round trip when nobody else appended meanwhile (appender.py).
+CREATE OR REPLACE FUNCTION ledger_lock_expect(expected_seq bigint, expected_hash text)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    head_seq bigint;
+    head_hash text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(7525356031004992615);  -- appender.LEDGER_LOCK_KEY
+    SELECT l.seq, l.hash INTO head_seq, head_hash FROM ledger l ORDER BY l.seq DESC LIMIT 1;
+    IF head_seq IS DISTINCT FROM expected_seq OR head_hash IS DISTINCT FROM expected_hash THEN
+        RAISE EXCEPTION 'the ledger head moved' USING ERRCODE = 'AH001';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION ledger_lock_expect(bigint, text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -106,6 +146,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_correlation_idx ON sessions (correlation_id);
 CREATE INDEX IF NOT EXISTS sessions_step_idx ON sessions (step_key, start_date);
+-- Commands still running, for the audit search's status "open" (gateway/audit_reads.py).
+CREATE INDEX IF NOT EXISTS sessions_open_idx ON sessions (id) WHERE status = 'open';
 -- A shell command's output can be megabytes: lz4 stores it about twice as fast as pglz
 -- (measured). Kept as is where the server was built without lz4.
 DO $$ BEGIN
@@ -164,13 +206,18 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
     role = sql.Identifier(gateway_role)
     with conn.transaction():
         conn.execute(SCHEMA)
+        conn.execute(RECOVERY_SCHEMA)  # instances, leases, close-once (gateway/recovery.py)
         # Re-state the grants each time: a previous broader grant must not survive.
         conn.execute(sql.SQL("REVOKE ALL ON ledger, sessions FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON ledger TO {}").format(role))
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_head() TO {}").format(role))
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_expect(bigint, text) TO {}").format(role)
+        )
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON sessions TO {}").format(role))
         conn.execute(sql.SQL("REVOKE ALL ON reviews FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON reviews TO {}").format(role))
+        grant_recovery(conn, role)
 
 
 def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:
@@ -261,6 +308,9 @@ class GatewayStore:
         # Group commit of appends (see appender.py); _append_in stays for callers that need
         # a record inside a transaction of their own.
         self._appender = LedgerAppender(self._conn)
+        self._pool_check: asyncio.Task[None] | None = None
+        #: This process's id in ``gateway_instances``: tags its sessions and leases (recovery).
+        self.instance_id = instance_id()
 
     async def open(self) -> None:
         try:
@@ -288,28 +338,58 @@ class GatewayStore:
                 f"the gateway database is unreachable while trying to {what}",
                 "check that the gateway database runs and accepts the gateway role",
             ) from None
+        except psycopg.OperationalError as exc:
+            # The server went away or restarted: the other pooled connections are as stale as
+            # this one; have them checked now rather than failing one request each.
+            self._renew_pool()
+            raise LedgerError(
+                f"the gateway database is unreachable or was restarted while trying to {what} "
+                f"({_db_reason(exc)})",
+                "check that the gateway database runs; the gateway reconnects by itself",
+            ) from None
         except psycopg.Error as exc:
             raise LedgerError(
                 f"the gateway database refused to {what} ({_db_reason(exc)})",
                 "restore the gateway role's grants (SELECT, INSERT on ledger) and the database",
             ) from None
 
+    def _renew_pool(self) -> None:
+        """Check every idle pooled connection in the background (discarding the broken)."""
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.create_task(self._check_pool(), name="pool-check")
+
+    async def _check_pool(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._pool.check()
+
+    def connection(self, what: str) -> Any:
+        """A pooled connection (async context manager); failures become LedgerError."""
+        return self._conn(what)
+
     # -- ledger ------------------------------------------------------------------------------
     async def append(self, step: StepRef | None, actor: str, body: RecordBody) -> Appended:
-        """Append one record; returns its seq and hash once it is committed."""
-        return await self._appender.append(step, actor, body)
+        """Append one record; returns its seq and hash once it is committed.
+
+        A credential record also updates ``gateway_leases`` in the same transaction, so the
+        recovery sweep knows which leases a dead gateway left unrevoked.
+        """
+        then = lease_then(step, body, self.instance_id)
+        if then is None:
+            return await self._appender.append(step, actor, body)
+        return await self._appender.append(step, actor, body, then=then)
 
     async def begin_session(self, row: SessionRow, step: StepRef, body: RecordBody) -> Appended:
         """Accept an exec: its intent record and its session row, atomically."""
 
         async def insert_row(conn: psycopg.AsyncConnection[Any], _: Appended) -> None:
             await conn.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES "
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}, instance_id) VALUES "
                 "(%(id)s, %(connection)s, %(step_key)s, %(dag_id)s, %(task_id)s, %(run_id)s, "
                 "%(try_number)s, %(map_index)s, %(user)s, %(status)s, %(exit_code)s, "
                 "%(output_status)s, %(output)s, %(truncated)s, %(result)s, %(script)s, "
-                "%(correlation_id)s, %(metadata)s, %(start_date)s, %(end_date)s)",
-                _row_params(row),
+                "%(correlation_id)s, %(metadata)s, %(start_date)s, %(end_date)s, "
+                "%(instance_id)s)",
+                {**_row_params(row), "instance_id": self.instance_id},
             )
 
         return await self._appender.append(

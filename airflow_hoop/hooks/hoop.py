@@ -24,7 +24,10 @@ class HoopHook(BaseHook):
     holds the AppRole secret_id or the Vault token when ``auth`` is ``approle``/``token``.
     Extras: ``vault_url``, ``auth`` (``jwt``, the default, ``approle`` or ``token``),
     ``jwt_role``, ``jwt_issuer``, ``workload_key_path``, ``identity_role``,
-    ``approle_role_id``, ``namespace``, ``timeout_seconds``.
+    ``approle_role_id``, ``namespace``, ``timeout_seconds``. Kubernetes executor without a
+    key file: ``workload_signer`` ``vault_transit`` with ``kubernetes_role`` (the pod logs in
+    with its service-account token and Vault signs the step's JWT). Every extra, with its
+    default: the configuration reference (docs/configuration.md, generated).
 
     Against a hoop.dev gateway: ``auth`` ``hoop_api_key`` and the ``hpk_`` key as password
     (no Vault); ``gateway_kind`` (``airflow-hoop`` or ``hoop.dev``) overrides the guess. See
@@ -55,7 +58,9 @@ class HoopHook(BaseHook):
         vault_fields = {k: v for k, v in extra.items() if k in StepVaultConfig.model_fields}
         vault_fields["url"] = extra.get("vault_url") or vault_fields.get("url")
         if conn.password:
-            secret_field = "approle_secret_id" if extra.get("auth") == "approle" else "token"
+            # AppRole's secret_id: the step's login, or the transit signer's (Kubernetes recipe).
+            approle = extra.get("auth") == "approle" or extra.get("signer_auth") == "approle"
+            secret_field = "approle_secret_id" if approle else "token"
             vault_fields[secret_field] = SecretStr(conn.password)
         try:
             return HoopConnectionConfig(
@@ -64,6 +69,7 @@ class HoopHook(BaseHook):
                 gateway_kind=extra.get("gateway_kind"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
+                revoke_at_end=extra.get("revoke_at_end", "background"),
             )
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
@@ -106,6 +112,7 @@ class HoopHook(BaseHook):
         return step_for(self.hoop_conn_id, self.get_config(), identity)
 
     def test_connection(self) -> tuple[bool, str]:
+        """The UI's "Test" button: is the gateway at the connection's URL up (``/api/healthz``)."""
         from airflow_hoop.client.http import GatewayClient
 
         config = self.get_config()

@@ -25,10 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.ledger.anchor import AnchorEntry
+from airflow_hoop.ledger.bundle_window import WindowCheck
 from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
 from airflow_hoop.ledger.verify import Failure, FailureKind, LedgerVerifier, Verification
@@ -62,12 +63,19 @@ class BundleError(LedgerError):
 
 
 class FileDigest(BaseModel):
+    # Verify relies on these fields: a misspelt one must not fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
     sha256: str
     bytes: int
 
 
 class BundleRange(BaseModel):
     """The contiguous records in the bundle and the signed hash they start from."""
+
+    # Verify relies on these fields: a misspelt ``start_checkpoint`` would otherwise read as
+    # "starts at genesis" and skip the start signature (found by tests/test_fuzz_bundle.py).
+    model_config = ConfigDict(extra="forbid")
 
     first_seq: int
     last_seq: int
@@ -160,6 +168,10 @@ def read_manifest(bundle: Path) -> BundleManifest:
         raise BundleError(
             f"{bundle} has no {MANIFEST}", "point --bundle at the directory audit export wrote"
         ) from None
+    except OSError as exc:  # a directory in its place, unreadable (found by the bundle fuzz)
+        raise BundleError(
+            f"{bundle / MANIFEST} cannot be read ({type(exc).__name__})", "export the bundle again"
+        ) from None
     except ValidationError as exc:
         raise BundleError(
             f"{bundle / MANIFEST} is not a bundle manifest ({exc.error_count()} problems)",
@@ -177,7 +189,7 @@ def verify_bundle(
     """Verify a bundle offline: files against the manifest, then the records' chain and the
     signatures (with ``public_key`` when given, else the bundle's own key file)."""
     manifest = read_manifest(bundle)
-    problem = _check_files(bundle, manifest, _CHECKED_FIRST)
+    problem = _unlisted(bundle, manifest) or _check_files(bundle, manifest, _CHECKED_FIRST)
     if problem is not None:
         return problem
     keys = public_key or _bundle_keys(bundle)
@@ -203,7 +215,15 @@ def verify_bundle(
             f"{CHECKPOINTS} lacks checkpoint {span.start_checkpoint}, which signs the start",
             file=CHECKPOINTS,
         )
-    digest, last = _feed_records(bundle, verifier, span)
+    if span is not None and span.first_seq > 1 and span.start_checkpoint is None:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            span.first_seq,
+            f"the manifest names no checkpoint signing the hash seq {span.first_seq} starts from",
+            file=MANIFEST,
+        )
+    window = WindowCheck(manifest.window, span)
+    digest, size, last = _feed_records(bundle, verifier, window)
     result = verifier.finish(expect_last_seq=span.last_seq if span else None)
     if result.failure is not None:
         return result
@@ -215,7 +235,16 @@ def verify_bundle(
             file=RECORDS,
         )
         return result
-    if digest != manifest.files[RECORDS].sha256:
+    if span is not None and result.records != span.records:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            None,
+            f"the manifest counts {span.records} records; {RECORDS} holds {result.records}",
+            file=MANIFEST,
+        )
+        return result
+    listed = manifest.files.get(RECORDS)
+    if listed is None or listed != FileDigest(sha256=digest, bytes=size):
         verifier.fail(
             FailureKind.CONTENT_CHANGED,
             None,
@@ -223,27 +252,62 @@ def verify_bundle(
             file=RECORDS,
         )
         return result
+    # The records verified, so their times are the signed ones: the claimed window must fit.
+    misfit = window.structure() or window.problem()
+    if misfit is not None:
+        verifier.fail(
+            FailureKind.CONTENT_CHANGED,
+            None,
+            f"{misfit}: the manifest's window was changed after the export; export it again",
+            file=MANIFEST,
+        )
+        return result
+    if window.warning is not None:
+        result.warnings.append(window.warning)
     rest = tuple(n for n in manifest.files if n not in (*_CHECKED_FIRST, RECORDS))
     return _check_files(bundle, manifest, rest) or result
 
 
 def _feed_records(
-    bundle: Path, verifier: LedgerVerifier, span: BundleRange | None
-) -> tuple[str, int | None]:
-    digest, last = hashlib.sha256(), None
+    bundle: Path, verifier: LedgerVerifier, window: WindowCheck
+) -> tuple[str, int, int | None]:
+    digest, size, last = hashlib.sha256(), 0, None
     try:
         fh = open(bundle / RECORDS, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise BundleError(f"{bundle} has no {RECORDS}", "export the bundle again") from None
+    except OSError as exc:  # a directory in its place, unreadable (found by the bundle fuzz)
+        raise BundleError(
+            f"{bundle / RECORDS} cannot be read ({type(exc).__name__})", "export the bundle again"
+        ) from None
     with fh:
         for line in fh:
             digest.update(line)
+            size += len(line)
             if verifier.failed:
                 continue  # keep hashing: the digest is of the whole file
             verifier.feed(line.rstrip(b"\n"))
             if verifier.last_accepted is not None:
                 last = verifier.last_accepted
-    return digest.hexdigest(), last
+                window.add(last, verifier.last_time)
+    return digest.hexdigest(), size, last
+
+
+def _unlisted(bundle: Path, manifest: BundleManifest) -> Verification | None:
+    """Every byte of the bundle is covered: a file the manifest does not list (or a manifest
+    that does not list the records) is refused rather than ignored, so nothing unverified
+    can pass for part of the evidence."""
+    if RECORDS not in manifest.files:
+        return _failed(Verification(ok=False), f"{RECORDS} is not listed in the manifest", RECORDS)
+    for path in sorted(bundle.iterdir()):
+        if path.name != MANIFEST and path.name not in manifest.files:
+            return _failed(
+                Verification(ok=False),
+                f"{path.name} is not part of the bundle (not listed in the manifest): "
+                "remove it, or export the bundle again",
+                path.name,
+            )
+    return None
 
 
 def _check_files(

@@ -192,7 +192,8 @@ class CredentialRevoked(_Body):
     connection: str
     lease_id: str
     db_user: str
-    reason: Literal["step-end", "expired", "error", "shutdown"]
+    # "interrupted": revoked by the recovery sweep after the gateway that held it died.
+    reason: Literal["step-end", "expired", "error", "shutdown", "interrupted"]
 
 
 class ReviewStatement(BaseModel):

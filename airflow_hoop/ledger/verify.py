@@ -14,29 +14,36 @@ The first failure stops the pass; it names a sequence number and one of these ki
 - ``tail truncated``: the anchor (or a bundle's manifest) proves records that are absent.
 - ``anchor mismatch``: the anchor's copy of a checkpoint differs from the ledger's.
 - ``unreadable``: a line is not a ledger record at all.
+
+The pass is split by concern: this module walks the chain; ``verify_checkpoints`` checks the
+checkpoint records, ``verify_anchor`` compares them with the anchor, ``verify_signatures``
+checks signatures in background threads. ``verification`` holds the result model (re-exported
+here: ``Failure``, ``FailureKind``, ``Verification``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
 from airflow_hoop.ledger.anchor import AnchorEntry
-from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.chain import GENESIS_HASH
-from airflow_hoop.ledger.checkpoint import (
-    GENESIS_CHECKPOINT,
-    PublicKeySet,
-    checkpoint_hash,
-    signature_valid,
-)
-from airflow_hoop.ledger.records import Checkpoint
+from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
+from airflow_hoop.ledger.verify_checkpoints import CheckpointChecks
+from airflow_hoop.ledger.verify_signatures import SignatureChecks
+
+__all__ = [
+    "MAX_PENDING_HASHES",
+    "Failure",
+    "FailureKind",
+    "LedgerVerifier",
+    "Verification",
+    "verify_lines",
+]
 
 #: Hashes kept for checkpoints that sign a head this far behind their own record (at most).
 MAX_PENDING_HASHES = 500_000
@@ -52,6 +59,9 @@ class _Head(msgspec.Struct):
     seq: int
     prev_hash: str
     body: _Kind
+    # Compared with a bundle's claimed window (bundle_window.py). Any JSON: a record whose
+    # time is not a string is judged by its hash (content changed), not as unreadable.
+    time: Any = None
 
 
 _HEAD = msgspec.json.Decoder(_Head)
@@ -69,7 +79,7 @@ class _Pending:
         self.hash = hash_
 
 
-class LedgerVerifier:
+class LedgerVerifier(CheckpointChecks):
     """Push the records in storage order with ``feed``; ``finish`` gives the result.
 
     ``start_seq``/``start_hash`` say where the records begin (a bundle starts after a signed
@@ -105,6 +115,8 @@ class LedgerVerifier:
         #: Seq and body kind of the record the last ``feed`` accepted (None when it did not).
         self.last_accepted: int | None = None
         self.last_kind: str | None = None
+        #: The time the last accepted record states (ISO 8601 as written; any JSON value).
+        self.last_time: Any = None
         self.complete = complete
         self.chain_only = chain_only
         self.on_checkpoint = on_checkpoint
@@ -117,42 +129,10 @@ class LedgerVerifier:
         self._anchor_max = max(self._anchor, default=0) if self._anchor else 0
         self._last_statement: dict[str, Any] | None = None
         self._start_body: bytes | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._signatures: deque[tuple[int, str, Future[bool]]] = deque()
+        self._signatures = SignatureChecks()
         self._last_number = 0
         if prev_checkpoint is not None:
             self._start_checkpoint(prev_checkpoint)
-
-    def _start_checkpoint(self, body: dict[str, Any]) -> None:
-        """The checkpoint that signs the hash the records start from (a bundle's window)."""
-        seq = self.start_seq
-        try:
-            statement = Checkpoint.model_validate(body).statement
-        except ValueError:
-            self.fail(FailureKind.UNREADABLE, seq, "the window's start checkpoint is malformed")
-            return
-        if self.keys is None or not signature_valid(body, self.keys):
-            self.fail(
-                FailureKind.SIGNATURE_INVALID,
-                seq,
-                f"the signature of checkpoint {statement.number}, which signs the hash the "
-                "records start from, does not verify",
-            )
-            return
-        if statement.last_seq != seq - 1 or statement.head_hash != self.start_hash:
-            self.fail(
-                FailureKind.CONTENT_CHANGED,
-                seq,
-                f"the records do not start where checkpoint {statement.number} ends",
-            )
-            return
-        in_anchor = self._anchor is not None and statement.number in self._anchor
-        if in_anchor and not self._anchor_matches(seq, statement.number, body):
-            return
-        self._last_statement = body["statement"]
-        self._last_number = statement.number
-        self._start_body = canonical(body)
-        self.result.last_signed_seq = statement.last_seq
 
     # -- feeding -----------------------------------------------------------------------------
     @property
@@ -188,7 +168,7 @@ class LedgerVerifier:
         self, data: bytes, stored_hash: str | None = None, storage_seq: int | None = None
     ) -> Failure | None:
         """Check one record (its exact bytes); returns the failure once there is one."""
-        self._data = self._record = self.last_accepted = self.last_kind = None
+        self._data = self._record = self.last_accepted = self.last_kind = self.last_time = None
         if self.result.failure is not None:
             return self.result.failure
         try:
@@ -243,6 +223,7 @@ class LedgerVerifier:
                 FailureKind.CONTENT_CHANGED, seq, "content changed: hash does not match the record"
             )
         self._accept(seq, raw, digest, data, head.body.kind)
+        self.last_time = head.time
         return self.result.failure
 
     def _resolve(self, seq: int, prev_hash: str) -> bool:
@@ -286,159 +267,34 @@ class LedgerVerifier:
             self._hashes[seq] = digest
         # With a link pending, the next record decides the failure; skip the checkpoint.
         if kind == "checkpoint" and self._pending is None and not self.chain_only:
-            record = self.record
+            try:
+                record = self.record
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                # The head decode skips unknown fields unchecked: invalid UTF-8 there shows
+                # only now (found by tests/test_fuzz_bundle.py).
+                self.fail(FailureKind.UNREADABLE, seq, "the checkpoint record is not valid JSON")
+                return
             assert record is not None
-            self._checkpoint(seq, record["body"])
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def _checkpoint(self, seq: int, body: dict[str, Any]) -> None:
-        if self.keys is None:
-            self.fail(FailureKind.SIGNATURE_INVALID, seq, "no public key to verify checkpoints")
-            return
-        try:
-            checkpoint = Checkpoint.model_validate(body)
-        except ValueError:
-            self.fail(FailureKind.UNREADABLE, seq, "the checkpoint record is malformed")
-            return
-        statement = body["statement"]
-        st = checkpoint.statement
-        # Ed25519 releases the GIL: signatures are checked in threads while the chain goes on;
-        # a bad one is reported at its own seq (see _settle_signatures).
-        message = (
-            f"checkpoint {st.number}: the signature does not verify against "
-            f"{self.keys.key_name} v{checkpoint.key_version}"
-        )
-        self._signatures.append(
-            (seq, message, self._pool().submit(signature_valid, body, self.keys))
-        )
-        if len(self._signatures) > 64:
-            self._settle_signatures(upto=None, only_done=True)
-        if self._start_body is not None and st.number == self._last_number:
-            # The start checkpoint's own record (it lies after the hash it signs).
-            if canonical(body) != self._start_body:
-                self.fail(FailureKind.REORDERED, seq, f"checkpoint {st.number} appears twice")
-            return
-        if not self._follows(seq, st.number, st.first_seq, st.prev_checkpoint):
-            return
-        if not st.first_seq - 1 <= st.last_seq < seq:
-            self.fail(FailureKind.REORDERED, seq, f"checkpoint {st.number} covers an odd range")
-            return
-        signed = self._hash_at(st.last_seq)
-        if signed is None:
-            self.result.warnings.append(
-                f"checkpoint {st.number} signs seq {st.last_seq}, outside the records read"
-            )
-        elif signed != st.head_hash:
-            self.fail(
-                FailureKind.SIGNATURE_INVALID,
-                st.first_seq,
-                f"checkpoint {st.number} (seq {seq}) signed head {st.head_hash[:16]}… for seq "
-                f"{st.last_seq}; records {st.first_seq}..{st.last_seq} now hash to "
-                f"{signed[:16]}…: one of them was changed and the chain recomputed",
-            )
-            return
-        if self._anchor is not None and not self._anchor_matches(seq, st.number, body):
-            return
-        problem = None if self.on_checkpoint is None else self.on_checkpoint(seq, body)
-        if problem is not None:
-            self.fail(FailureKind.CONTENT_CHANGED, seq, problem)
-            return
-        self._last_statement, self._last_number = statement, st.number
-        self.result.checkpoints += 1
-        self.result.last_checkpoint = st.number
-        self.result.last_signed_seq = st.last_seq
-        for old in [s for s in self._hashes if s <= st.last_seq]:
-            del self._hashes[old]
-
-    def _follows(self, seq: int, number: int, first_seq: int, prev: str) -> bool:
-        """Checkpoints form a chain: number + 1, prev hash, adjoining ranges."""
-        if self._last_statement is None:
-            if self.start_seq == 1 and (
-                number != 1 or prev != GENESIS_CHECKPOINT or first_seq != 1
-            ):
-                self.fail(
-                    FailureKind.RECORD_MISSING,
-                    seq,
-                    f"checkpoint {number} is the first in the ledger; checkpoints before it are "
-                    "missing",
-                )
-                return False
-            return True
-        last = self._last_statement
-        if (
-            number != self._last_number + 1
-            or prev != checkpoint_hash(last)
-            or first_seq != int(last["last_seq"]) + 1
-        ):
-            self.fail(
-                FailureKind.REORDERED,
-                seq,
-                f"checkpoint {number} does not follow checkpoint {self._last_number}: "
-                "checkpoints were replayed, reordered or removed",
-            )
-            return False
-        return True
-
-    def _hash_at(self, seq: int) -> str | None:
-        if seq == self.start_seq - 1:
-            return self.start_hash
-        return self._hashes.get(seq)
-
-    def _anchor_matches(self, seq: int, number: int, body: dict[str, Any]) -> bool:
-        assert self._anchor is not None
-        entry = self._anchor.get(number)
-        if entry is None:
-            if number <= self._anchor_max:
-                self.fail(
-                    FailureKind.ANCHOR_MISMATCH,
-                    seq,
-                    f"the anchor lacks checkpoint {number} (it holds later ones)",
-                )
-                return False
-            return True  # the anchor lags; reported in finish()
-        ours = Checkpoint.model_validate(body)
-        theirs = entry.checkpoint()
-        if theirs is None or theirs != ours:
-            self.fail(
-                FailureKind.ANCHOR_MISMATCH,
-                seq,
-                f"checkpoint {number} differs from the anchor's copy ({entry.name})",
-                file=entry.name,
-            )
-            return False
-        self.result.anchor_matched += 1
-        return True
+            self._checkpoint(seq, record["body"])  # an object: the head decode checked it
 
     # -- the end -----------------------------------------------------------------------------
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ed25519")
-        return self._executor
-
     def _settle_signatures(self, *, upto: int | None, only_done: bool) -> None:
         """Collect background signature checks in seq order (those with seq <= ``upto``);
         the first invalid one becomes the failure."""
-        while self._signatures:
-            seq, message, future = self._signatures[0]
-            if (upto is not None and seq > upto) or (only_done and not future.done()):
-                return
-            self._signatures.popleft()
-            if not future.result() and self.result.failure is None:
-                self._sync()
-                self.result.ok = False
-                self.result.failure = Failure(
-                    kind=FailureKind.SIGNATURE_INVALID, seq=seq, message=message
-                )
-                self._signatures.clear()
+        invalid = self._signatures.first_invalid(upto=upto, only_done=only_done)
+        if invalid is not None and self.result.failure is None:
+            self._sync()
+            self.result.ok = False
+            self.result.failure = Failure(
+                kind=FailureKind.SIGNATURE_INVALID, seq=invalid[0], message=invalid[1]
+            )
 
     def finish(self, *, expect_last_seq: int | None = None) -> Verification:
         """Settle what needs no next record; check the anchor's tail and the expected end."""
         result = self.result
         if result.failure is None:
             self._settle_signatures(upto=None, only_done=False)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._signatures.close()
         if self._pending is not None and result.failure is None:
             pending, self._pending = self._pending, None
             if pending.kind == "gap":
@@ -470,41 +326,6 @@ class LedgerVerifier:
             result.unsigned_tail = last - signed if signed is not None else result.records
             result.head_hash = self.prev_hex
         return result
-
-    def _anchor_tail(self, last: int) -> None:
-        assert self._anchor is not None
-        beyond = sorted(n for n in self._anchor if n > self._last_number)
-        if not beyond:
-            if self._last_number > self._anchor_max:
-                self.result.warnings.append(
-                    f"the anchor lags: it lacks checkpoints {self._anchor_max + 1}.."
-                    f"{self._last_number} (the gateway writes them after the ledger; check its log)"
-                )
-            return
-        if not self.complete:
-            return  # a window: later checkpoints belong to records after it
-        for number in beyond:
-            entry = self._anchor[number]
-            checkpoint = entry.checkpoint()
-            body = None if checkpoint is None else checkpoint.model_dump(mode="json")
-            if body is None or self.keys is None or not signature_valid(body, self.keys):
-                self.fail(
-                    FailureKind.ANCHOR_MISMATCH,
-                    None,
-                    f"the anchor's {entry.name} is not a validly signed checkpoint",
-                    file=entry.name,
-                )
-                return
-        newest = self._anchor[beyond[-1]].checkpoint()
-        assert newest is not None
-        st = newest.statement
-        self.fail(
-            FailureKind.TAIL_TRUNCATED,
-            last + 1,
-            f"the ledger ends at seq {last}, but the anchor holds checkpoint {st.number} "
-            f"signed at {st.time.isoformat()} covering up to seq {st.last_seq}: records from "
-            f"seq {last + 1} on were removed",
-        )
 
 
 def verify_lines(

@@ -1,7 +1,7 @@
 """The plugin's FastAPI app, mounted by the Airflow API server under ``/hoop``.
 
 Built on first use only: plugin modules are imported in every task process, and those never
-serve HTTP. Feature routers (approvals; the Audit tab later) are included here.
+serve HTTP. Feature routers (approvals, audit) are included here.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 URL_PREFIX = "/hoop"
 APPROVALS_PREFIX = URL_PREFIX + "/approvals"
+AUDIT_PREFIX = URL_PREFIX + "/audit"
 
 #: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
 APPROVAL_VIEWS = [
@@ -29,6 +30,35 @@ APPROVAL_VIEWS = [
     },
 ]
 
+#: The "Audit" tab of task instances, DAG runs and DAGs, and the top-level "Audit" page.
+AUDIT_VIEWS = [
+    {
+        "name": "Audit",
+        "href": AUDIT_PREFIX + "/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
+        "destination": "task_instance",
+        "url_route": "hoop-audit-ti",
+    },
+    {
+        "name": "Audit",
+        "href": AUDIT_PREFIX + "/run/{DAG_ID}/{RUN_ID}",
+        "destination": "dag_run",
+        "url_route": "hoop-audit-run",
+    },
+    {
+        "name": "Audit",
+        "href": AUDIT_PREFIX + "/dag/{DAG_ID}",
+        "destination": "dag",
+        "url_route": "hoop-audit-dag",
+    },
+    {
+        "name": "Audit",
+        "href": AUDIT_PREFIX + "/",
+        "destination": "nav",
+        "url_route": "hoop-audit",
+        "nav_top_level": True,
+    },
+]
+
 
 @functools.cache
 def build_app() -> Any:
@@ -36,9 +66,13 @@ def build_app() -> Any:
     from fastapi import FastAPI
 
     from airflow_hoop.plugins.approvals import router as approvals_router
+    from airflow_hoop.plugins.audit import router as audit_router
+    from airflow_hoop.plugins.audit_download import router as download_router
 
     app = FastAPI(title="airflow-hoop", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(approvals_router)
+    app.include_router(audit_router)
+    app.include_router(download_router)
     return app
 
 

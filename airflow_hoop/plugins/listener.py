@@ -12,7 +12,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_hoop.plugins.app import APPROVAL_VIEWS, LazyFastAPIApps
+from airflow_hoop.plugins.app import APPROVAL_VIEWS, AUDIT_VIEWS, LazyFastAPIApps
 
 
 class _StepListener:
@@ -36,7 +36,7 @@ def _end() -> None:
 
 
 class HoopListenerPlugin(AirflowPlugin):
-    """airflow-hoop's one plugin: the step listener, and the UI (Approvals tab and page).
+    """airflow-hoop's one plugin: the step listener, and the UI (Approvals and Audit tabs, pages).
 
     The FastAPI app is built only when the API server reads ``fastapi_apps``.
     """
@@ -44,4 +44,4 @@ class HoopListenerPlugin(AirflowPlugin):
     name = "airflow_hoop"
     listeners = [_StepListener()]
     fastapi_apps = LazyFastAPIApps()  # type: ignore[assignment]
-    external_views = [*APPROVAL_VIEWS]
+    external_views = [*APPROVAL_VIEWS, *AUDIT_VIEWS]

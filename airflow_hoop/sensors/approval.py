@@ -25,7 +25,7 @@ from airflow_hoop.triggers.review import DEFAULT_POLL_INTERVAL
 class HoopApprovalSensor(BaseSensorOperator):
     """Wait until a person approves what ``target_task_id`` will run, without holding a worker.
 
-    Place it upstream of the sensitive task::
+    Place it upstream of the sensitive task:
 
         approve = HoopApprovalSensor(
             task_id="approve_load",

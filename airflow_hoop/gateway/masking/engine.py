@@ -169,11 +169,18 @@ class ResultMasker:
     def _scan_column(self, column: str, values: Sequence[Any]) -> list[Any] | None:
         if not self.engine.scanner.detectors:
             return None
+        try:  # the usual text column: joining it is the test that every value is text
+            blob = "\x00".join(values)
+        except TypeError:
+            pass
+        else:
+            return self._scan_texts(column, values, range(len(values)), blob)
         types = set(map(type, values))
+        nulls = type(None) in types
         types.discard(type(None))
         out: list[Any] | None = None
         if str in types:
-            if types == {str} and None not in values:
+            if types == {str} and not nulls:
                 texts: Sequence[int] = range(len(values))
             else:
                 texts = [i for i, v in enumerate(values) if type(v) is str]
@@ -181,7 +188,7 @@ class ResultMasker:
             types.discard(str)
         if not types or all(issubclass(t, _SKIPPED) for t in types):
             return out
-        for i in self._candidates(values, types):
+        for i in self._candidates(values, types, nulls):
             v = values[i]
             masked = self._guard(column, v, lambda x: self._scan_other(x, column))
             if masked is not v:
@@ -190,11 +197,11 @@ class ResultMasker:
         return out
 
     @staticmethod
-    def _candidates(values: Sequence[Any], types: set[type]) -> list[int]:
+    def _candidates(values: Sequence[Any], types: set[type], nulls: bool) -> list[int]:
         """Cells that may hold something: long numbers, bytes, JSON, unknown types."""
         if types <= {int, Decimal}:  # the common numeric column: one pass, no calls
             big = _MIN_NUMBER
-            present = [v for v in values if v is not None]
+            present = [v for v in values if v is not None] if nulls else values
             if not present or (max(present) < big and min(present) > -big):
                 return []
             return [
@@ -209,21 +216,27 @@ class ResultMasker:
         ]
 
     def _scan_texts(
-        self, column: str, values: Sequence[Any], texts: Sequence[int]
+        self, column: str, values: Sequence[Any], texts: Sequence[int], blob: str | None = None
     ) -> list[Any] | None:
+        """Scan the text cells ``texts`` of ``values`` (``blob``: them joined, if known)."""
         limit = self.engine.policy.max_cell_bytes
-        cells: list[str] = list(values) if isinstance(texts, range) else [values[i] for i in texts]
+        cells: Sequence[str] = values if isinstance(texts, range) else [values[i] for i in texts]
+        if blob is None:
+            blob = "\x00".join(cells)
         too_big: list[int] = []
-        if max(map(len, cells)) * 4 > limit:  # cheap test first: a character is <= 4 bytes
+        # Cheap test first: a character is <= 4 bytes, so only a cell of more than limit/4
+        # characters can be too big.
+        if _may_hold_run(blob, len(cells), limit // 4):
             too_big = [k for k, c in enumerate(cells) if _utf8_len(c) > limit]
         out: list[Any] | None = None
         if too_big:
             out = list(values)
+            cells = list(cells)
             for k in too_big:
                 out[texts[k]] = self._error(column, f"a value larger than {limit} bytes")
                 cells[k] = ""
-        try:
             blob = "\x00".join(cells)
+        try:
             if blob.count("\x00") != len(cells) - 1:
                 raise ValueError("a value holds NUL")  # not from Postgres: cell by cell below
             data = blob.encode("utf-8")
@@ -239,17 +252,33 @@ class ResultMasker:
             return out
         if not hits:
             return out
-        # The whole column at once: the masked buffer, split at the NULs again.
-        masked = self._rebuild(data, _within_cells(data, hits), column).decode("utf-8")
-        new = masked.split("\x00")
-        if out is None and isinstance(texts, range):
-            return new
+        # Only the cells with a hit are rebuilt; the others stay the very same objects.
         out = out if out is not None else list(values)
-        skip = set(too_big)
-        for k, i in enumerate(texts):
-            if k not in skip:
-                out[i] = new[k]
+        for k, text in self._masked_cells(data, _within_cells(data, hits), column):
+            out[texts[k]] = text  # never a too big cell: those were scanned empty
         return out
+
+    def _masked_cells(
+        self, data: bytes, spans: list[tuple[int, int, int]], column: str
+    ) -> Iterator[tuple[int, str]]:
+        """(cell number, masked text) of each cell of ``data`` that ``spans`` fall in.
+
+        Spans are in order and never cover a NUL; a cell's number is the count of NULs before
+        it, counted once from one cell with a hit to the next (a linear pass in C).
+        """
+        cell, counted, i, n = 0, 0, 0, len(spans)
+        while i < n:
+            start = spans[i][0]
+            cell += data.count(b"\x00", counted, start)
+            counted = start
+            lo = data.rfind(b"\x00", 0, start) + 1
+            hi = data.find(b"\x00", start)
+            hi = len(data) if hi < 0 else hi
+            j = i + 1
+            while j < n and spans[j][0] < hi:
+                j += 1
+            yield cell, self._rebuild(data, spans[i:j], column, lo, hi).decode("utf-8")
+            i = j
 
     def _scan_other(self, value: Any, column: str | None) -> Any:
         """Bytes, numbers, JSON and unknown types (the per-value path)."""
@@ -297,8 +326,16 @@ class ResultMasker:
         rebuilt = self._rebuild(data, [(h.start, h.end, h.detector) for h in hits], column)
         return rebuilt.decode("utf-8", "surrogatepass")
 
-    def _rebuild(self, data: bytes, spans: list[tuple[int, int, int]], column: str | None) -> bytes:
-        pieces, pos = [], 0
+    def _rebuild(
+        self,
+        data: bytes,
+        spans: list[tuple[int, int, int]],
+        column: str | None,
+        lo: int = 0,
+        hi: int | None = None,
+    ) -> bytes:
+        """``data[lo:hi]`` with each span replaced (spans lie within it), and counted."""
+        pieces, pos = [], lo
         replace, names, methods = self.engine._replace, self.engine.names, self.engine.methods
         for start, end, index in spans:
             pieces.append(data[pos:start])
@@ -309,7 +346,7 @@ class ResultMasker:
                 self._used_hash = True
         if column is not None:
             self.columns[column] += len(spans)
-        pieces.append(data[pos:])
+        pieces.append(data[pos:hi])
         return b"".join(pieces)
 
     # -- errors and the record ---------------------------------------------------------------
@@ -376,6 +413,19 @@ class _TooBig(Exception):
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _may_hold_run(blob: str, cells: int, chars: int) -> bool:
+    """May ``blob`` hold more than ``chars`` characters in a row without a NUL (a cell that
+    long)? False only when it cannot: such a run covers a whole aligned window of
+    ``chars // 2`` characters, so a NUL in every window rules it out. That is a few ``find``
+    calls for a column of a million cells, instead of measuring each cell."""
+    if len(blob) <= chars:
+        return False
+    width = max(1, chars // 2)
+    if len(blob) // width > cells:  # more windows than cells: measuring the cells is cheaper
+        return True
+    return any(blob.find("\x00", a, a + width) < 0 for a in range(0, len(blob), width))
 
 
 def _within_cells(data: bytes, hits: list[Hit]) -> list[tuple[int, int, int]]:

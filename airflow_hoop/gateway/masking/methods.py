@@ -7,11 +7,19 @@ guess. Tokens are ``hmac:`` and 32 hex digits (128 bits).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from airflow_hoop.errors import HoopError
+
+try:
+    import _hashlib  # OpenSSL's hashes, when the interpreter has them
+except ImportError:  # pragma: no cover - an interpreter without OpenSSL
+    _hashlib = None  # type: ignore[assignment]
 
 REDACTED = "***"
 HMAC_PREFIX = "hmac:"
@@ -72,6 +80,25 @@ def partial(text: str, keep_last: int = 4) -> str:
     return masked + text[cut:]
 
 
+def _sha256_constructor() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before), else OpenSSL's.
+
+    Same function, same digests; the built-in one copies a context with a ``memcpy`` where
+    OpenSSL 3 goes through its provider layer, which makes a short value's HMAC 15% cheaper.
+    OpenSSL's is kept when it runs in FIPS mode (a validated module may be required there)
+    and when the interpreter was built without the built-in hashes.
+    """
+    fips = getattr(_hashlib, "get_fips_mode", lambda: 0)() if _hashlib is not None else 0
+    if not fips:
+        for module in ("_sha2", "_sha256"):
+            with contextlib.suppress(ImportError):
+                return importlib.import_module(module).sha256  # type: ignore[no-any-return]
+    return hashlib.sha256
+
+
+_SHA256 = _sha256_constructor()
+
+
 class Hasher:
     """Keyed, stable tokens. The key never leaves this object (not in repr, not in errors).
 
@@ -87,8 +114,8 @@ class Hasher:
         if len(key) > 64:
             key = hashlib.sha256(key).digest()
         block = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._inner = _SHA256(bytes(b ^ 0x36 for b in block))
+        self._outer = _SHA256(bytes(b ^ 0x5C for b in block))
         self.key_ref = key_ref
 
     def __call__(self, data: bytes) -> str:
@@ -100,13 +127,16 @@ class Hasher:
 
     def texts(self, values: list[str]) -> list[str]:
         """``self(v.encode())`` for each value: one loop, no call per value (a column)."""
-        inner0, outer0, out = self._inner, self._outer, []
+        # Bound once: this loop body runs once per row of a hashed column.
+        inner_copy, outer_copy = self._inner.copy, self._outer.copy
+        out: list[str] = []
+        append = out.append
         for value in values:
-            inner = inner0.copy()
+            inner = inner_copy()
             inner.update(value.encode("utf-8", "surrogatepass"))
-            outer = outer0.copy()
+            outer = outer_copy()
             outer.update(inner.digest())
-            out.append(HMAC_PREFIX + outer.hexdigest()[:_HEX_CHARS])
+            append(HMAC_PREFIX + outer.hexdigest()[:_HEX_CHARS])
         return out
 
     def __repr__(self) -> str:
@@ -157,6 +187,18 @@ def column_method(
 
 def _partial_column(values: list[str], keep: int) -> list[str]:
     """``partial`` of each value, with the letters and digits starred in one C call."""
+    joined = "".join(values)
+    if joined.isascii() and joined.isalnum():
+        # Every value is ASCII letters and digits only (NUL and '*' are neither), the shape
+        # of card numbers and account ids: ``partial`` is then stars for all but the last
+        # ``keep`` characters; the lengths decide, not the characters.
+        lengths = set(map(len, values))
+        if min(lengths) >= 2 * keep:
+            if len(lengths) == 1:  # one length (cards of one scheme): no Python per value
+                stars = "*" * (lengths.pop() - keep)
+                return list(map(stars.__add__, map(itemgetter(slice(-keep, None)), values)))
+            prefix = {n: "*" * (n - keep) for n in lengths}
+            return [prefix[len(v)] + v[-keep:] for v in values]
     blob = "\x00".join(values)
     masked = blob.translate(_STARS).split("\x00")
     if len(masked) != len(values):  # a value held NUL itself: the slow way
@@ -166,8 +208,10 @@ def _partial_column(values: list[str], keep: int) -> list[str]:
         tail = value[-keep:]
         cut = len(value) - keep
         # The usual shape (ends in letters or digits, enough of them before): reuse the stars.
+        # Only for ASCII values: the translation stars ASCII letters and digits only, and
+        # ``partial`` stars every letter and digit (an "ü" before the tail must not stay).
         if (
-            tail.isascii()
+            value.isascii()
             and tail.isalnum()
             and stars.count("*", 0, cut) - value.count("*", 0, cut) >= keep
         ):

@@ -63,6 +63,8 @@ class _Program:
 _UNANCHORED = _core.RE2.Anchor.UNANCHORED
 _ANCHOR_START = _core.RE2.Anchor.ANCHOR_START
 _NO_MATCH = (-1, -1)
+#: ``Hit(...)`` without the Python-level ``__new__`` of a named tuple (once per match).
+_new_hit = tuple.__new__
 
 
 class Hit(NamedTuple):
@@ -99,36 +101,45 @@ class Scanner:
             self._set.Add(d.pattern.encode("utf-8"))
         if detectors:
             self._set.Compile()
+        # The binding's core call (bytes in, list of indices out), without the wrapper's
+        # frame: it runs once per match.
+        self._set_match = self._set._set.Match  # type: ignore[attr-defined]
+        self._checks = [d.check for d in detectors]
+        self._multi_cell = [d.multi_cell for d in detectors]
 
     def scan(self, buf: bytes) -> list[Hit]:
         """Every span to mask in ``buf``, in order, not overlapping."""
         hits: list[Hit] = []
         if self._fast is None:
             return hits
-        search, which, detectors = self._fast.search, self._which, self.detectors
+        # This loop runs once per match (10^5 times in a large column): the calls it makes
+        # are bound once here, and it calls the binding's core directly (no wrapper frames).
+        match, set_match = self._fast._re.Match, self._set_match
+        checks, multi_cell, append = self._checks, self._multi_cell, hits.append
         size, pos = len(buf), 0
         while pos < size:
-            start, end = search(buf, pos)[0]
+            start, end = match(_UNANCHORED, buf, pos, size)[0]
             if start < 0:
                 break
-            index = which(buf, start, end)
-            detector = detectors[index]
-            if not detector.multi_cell and buf.find(b"\x00", start, end) >= 0:
+            found_by = set_match(buf[start:end])  # _which, inlined
+            index = min(found_by) if found_by else self._which(buf, start, end)
+            if not multi_cell[index] and buf.find(b"\x00", start, end) >= 0:
                 # NUL separates the cells of a column: match again within this cell.
                 end = self._singles[index].match(buf, start, buf.index(b"\x00", start))[0][1]
+            check = checks[index]
             if end <= start:
                 found: list[Span] = []
-            elif detector.check is None:
+            elif check is None:
                 found = [(start, end)]
             else:
-                found = detector.check(buf, start, end)
+                found = check(buf, start, end)
             if not found:
                 found, index = self._others_at(buf, start, index)
             if not found:
                 pos = start + 1  # rejected: a real match may still start inside it
                 continue
             for s, e in found:
-                hits.append(Hit(s, e, index))
+                append(_new_hit(Hit, (s, e, index)))
             last = found[-1][1]
             pos = last if last > start else start + 1
         return hits
@@ -140,7 +151,7 @@ class Scanner:
         buffer's (a ``\\b`` at the end), so the answer can be wrong in rare cases. That costs
         no recall: a wrong detector's check rejects the match and the others are tried.
         """
-        found: Any = self._set.Match(buf[start:end])  # indices (the stubs say bool)
+        found: Any = self._set_match(buf[start:end])  # indices
         if found:
             return min(found)
         assert self._grouped is not None

@@ -1,7 +1,9 @@
 """Run SQL on a target Postgres as the step's dynamic user, one connection per step.
 
 The connection is not in autocommit mode, so a transaction spans several execs of a step
-exactly as with a direct DB-API connection; ``COMMIT``/``ROLLBACK`` scripts end it.
+exactly as with a direct DB-API connection; ``COMMIT``/``ROLLBACK`` scripts end it. An
+autocommit exec with no transaction open runs in autocommit mode for that exec only (one round
+trip instead of BEGIN, statement, COMMIT).
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ class PostgresRunner:
                         output=f"ERROR:  {_ABORTED}\n",
                     )
                 await self._transaction_control(script, sets)
+            elif autocommit and fresh and _may_skip_transaction(masker):
+                await self._run_autocommit(script, parameters, sets, masker)
             else:
                 await self._run(script, parameters, sets, masker)
                 if autocommit:
@@ -191,6 +195,25 @@ class PostgresRunner:
         else:
             await self._conn.rollback()
             sets.append(ResultSet(status_message="ROLLBACK"))
+
+    async def _run_autocommit(
+        self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
+    ) -> None:
+        """An autocommit exec with no transaction open: one round trip instead of three.
+
+        The connection is switched to autocommit (a client-side flag, no round trip) so the
+        server commits the script's implicit transaction itself: no BEGIN before it, no COMMIT
+        after it. A multi-statement script is still one atomic implicit transaction, and
+        statements that refuse transaction blocks (VACUUM, CREATE INDEX CONCURRENTLY) work as
+        with a psycopg connection in autocommit mode.
+        """
+        await self._conn.set_autocommit(True)
+        try:
+            await self._run(script, parameters, sets, masker)
+        finally:
+            # Fails only on a broken connection, which is replaced before its next use anyway.
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.set_autocommit(False)
 
     async def _run(
         self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
@@ -302,6 +325,15 @@ class PostgresRunner:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+def _may_skip_transaction(masker: ResultMasker | None) -> bool:
+    """May an autocommit exec run without an explicit transaction around it?
+
+    Not under a strict masking policy: output it cannot mask must be undone (rolled back),
+    which needs the transaction that autocommit mode would have committed already.
+    """
+    return masker is None or masker.engine.policy.mode != "strict"
 
 
 def _unmasked(sets: list[ResultSet]) -> list[ResultSet] | None:

@@ -6,6 +6,8 @@ connection's settings, the step's credential and the request: nothing of the gat
 environment (its Vault token, ``HOOP_GATEWAY_*``) is passed on. The process leads a process
 group of its own; on timeout, kill or step end the whole group gets SIGTERM, then SIGKILL after
 the connection's grace period, and whatever of the group outlives the command is killed too.
+Processes that left the group (``setsid``) are found by the run's mark in their environment and
+killed as well (``runners/strays.py``).
 
 Resource limits are applied with ``setrlimit(2)`` in the child before the command runs:
 RLIMIT_AS, RLIMIT_CPU, RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_NPROC as the connection sets them,
@@ -39,6 +41,7 @@ from airflow_hoop.client.env import EnvEntry
 from airflow_hoop.client.models import ShellRunInfo
 from airflow_hoop.gateway.runners.output import OutputCapture
 from airflow_hoop.gateway.runners.postgres import RunOutcome, TargetUnavailableError
+from airflow_hoop.gateway.runners.strays import MARK_VARIABLE, kill_marked, new_mark
 from airflow_hoop.gateway.secrets import StepCredential
 from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection, ShellLimits
 from airflow_hoop.ledger.records import ShellExit, ShellIntent
@@ -191,8 +194,9 @@ class ShellRunner:
         self._cancelled = False
         started = time.perf_counter()
         workdir = self._make_workdir()
+        mark = new_mark()
         try:
-            proc = await self._spawn(inv, workdir)
+            proc = await self._spawn(inv, workdir, mark)
         except (OSError, ValueError, KeyError) as exc:
             removed = _remove_tree(workdir)
             capture.finish()
@@ -207,13 +211,15 @@ class ShellRunner:
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(proc.wait(), self.connection.timeout_seconds)
+                await asyncio.wait_for(_exited(proc), self.connection.timeout_seconds)
             except asyncio.TimeoutError:
                 timed_out = not self._cancelled
                 await self._stop_group(proc)
             # The command is over: nothing it started may outlive it (a background job
             # would also hold the output pipe open).
             _killpg(proc.pid, signal.SIGKILL)
+            # ...nor what left the group with setsid (before draining: it may hold the pipe).
+            await asyncio.to_thread(kill_marked, mark, self._uid(), proc.pid)
             await _drain(reader)
         finally:
             feeder.cancel()
@@ -222,7 +228,7 @@ class ShellRunner:
                 await asyncio.gather(self._stopper, return_exceptions=True)
                 self._stopper = None
             removed = _remove_tree(workdir)
-        code = proc.returncode if proc.returncode is not None else NO_EXIT_CODE
+        code = await _returncode(proc)
         sig = -code if code < 0 else None
         error = None
         if timed_out:
@@ -257,11 +263,15 @@ class ShellRunner:
     async def _stop_group(self, proc: asyncio.subprocess.Process) -> None:
         _killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.wait(), self.connection.kill_grace_seconds)
+            await asyncio.wait_for(_exited(proc), self.connection.kill_grace_seconds)
         _killpg(proc.pid, signal.SIGKILL)
 
-    async def _spawn(self, inv: ShellInvocation, workdir: str) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, inv: ShellInvocation, workdir: str, mark: str
+    ) -> asyncio.subprocess.Process:
         cwd = inv.cwd or workdir
+        env = self.environment(inv, workdir)
+        env[MARK_VARIABLE] = mark  # last: a request variable cannot replace it
         return await asyncio.create_subprocess_exec(
             *self._launcher(inv.cwd),
             *self.argv(inv),
@@ -271,7 +281,7 @@ class ShellRunner:
             # A requested cwd is entered after the user switch (by env --chdir), so the
             # command never gets a directory its user could not enter itself.
             cwd=workdir if self._user is not None else cwd,
-            env=self.environment(inv, workdir),
+            env=env,
             start_new_session=True,  # its own process group: killed as a whole
             close_fds=True,
             limit=_READ_SIZE,  # lets the pipe transport buffer that much before pausing
@@ -295,6 +305,10 @@ class ShellRunner:
         if self._user is not None:
             os.chown(workdir, self._user.pw_uid, self._gid())
         return workdir
+
+    def _uid(self) -> int:
+        """The user the command's processes run as."""
+        return self._user.pw_uid if self._user is not None else os.geteuid()
 
     def _gid(self) -> int:
         assert self._user is not None
@@ -413,6 +427,46 @@ async def _drain(reader: asyncio.Task[None]) -> None:
     if not done:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until the command's process has exited.
+
+    Not ``proc.wait()``: asyncio answers that only once the output pipe is closed too, and a
+    process the command left behind (``cmd &``, ``setsid -f``) holds it open, so the command
+    would "run" until its timeout. A pidfd is readable as soon as the process exits.
+    """
+    if proc.returncode is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # already reaped by asyncio's child watcher
+        await _returncode(proc)
+        return
+    except (AttributeError, OSError):  # no pidfd (not Linux, or Linux < 5.3)
+        await proc.wait()
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _returncode(proc: asyncio.subprocess.Process, wait: float = 2.0) -> int:
+    """The exit status once asyncio's child watcher has reaped the process (just after exit)."""
+    deadline = time.monotonic() + wait
+    while proc.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return proc.returncode if proc.returncode is not None else NO_EXIT_CODE
 
 
 def _killpg(pgid: int, sig: int) -> None:

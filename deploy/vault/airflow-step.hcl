@@ -1,0 +1,1 @@
+path "identity/oidc/token/airflow-step" { capabilities = ["read"] }

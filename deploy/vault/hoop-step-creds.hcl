@@ -1,0 +1,1 @@
+path "database/creds/warehouse-*" { capabilities = ["read"] }
