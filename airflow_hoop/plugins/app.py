@@ -13,6 +13,16 @@ URL_PREFIX = "/hoop"
 APPROVALS_PREFIX = URL_PREFIX + "/approvals"
 AUDIT_PREFIX = URL_PREFIX + "/audit"
 
+
+def map_index_param(raw: str | None) -> int:
+    """A task-instance view's ``map_index`` query value as an int (-1 when not mapped).
+
+    Airflow leaves ``{MAP_INDEX}`` literal on unmapped task instance pages (airflow-3.md §2.5).
+    """
+    text = (raw or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else -1
+
+
 #: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
 APPROVAL_VIEWS = [
     {

@@ -32,7 +32,7 @@ from airflow_hoop.errors import (
     HoopError,
     PolicyRefusedError,
 )
-from airflow_hoop.plugins.app import APPROVALS_PREFIX
+from airflow_hoop.plugins.app import APPROVALS_PREFIX, map_index_param
 
 router = APIRouter(prefix="/approvals")
 
@@ -93,12 +93,6 @@ def _error_page(exc: HoopError) -> HTMLResponse:
     return _render("approvals_error.html", status_code=status, message=str(exc))
 
 
-def _map_index(raw: str | None) -> int:
-    # {MAP_INDEX} stays literal on unmapped task instance pages (see airflow-3.md §2.5).
-    text = (raw or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else -1
-
-
 @router.get("/", response_class=HTMLResponse)
 async def pending_page(user: GetUserDep) -> Response:
     """Every pending review the user may decide, newest first, with links to its DAG run."""
@@ -120,7 +114,7 @@ async def task_instance_tab(
     dag_id: str, run_id: str, task_id: str, user: GetUserDep, map_index: str | None = None
 ) -> Response:
     """The reviews of a task instance: those it asked for and those bound to it."""
-    index = _map_index(map_index)
+    index = map_index_param(map_index)
     try:
         async with _client() as gateway:
             reviews = await gateway.list_reviews(dag_id=dag_id, run_id=run_id, task_id=task_id)

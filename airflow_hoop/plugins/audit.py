@@ -33,8 +33,7 @@ from airflow_hoop.errors import (
     HoopError,
     PolicyRefusedError,
 )
-from airflow_hoop.plugins.app import AUDIT_PREFIX
-from airflow_hoop.plugins.approvals import _map_index  # {MAP_INDEX} as the Approvals tab reads it
+from airflow_hoop.plugins.app import AUDIT_PREFIX, map_index_param
 from airflow_hoop.plugins.audit_form import SearchFormDep
 from airflow_hoop.plugins.audit_model import build_steps, select_try
 from airflow_hoop.plugins.audit_render import templates
@@ -153,7 +152,7 @@ def task_instance_tab(
     started = time.perf_counter()
     if not _may_read(user, dag_id):
         return _forbidden(dag_id, started)
-    index = _map_index(map_index)
+    index = map_index_param(map_index)
     try:
         with _client() as gateway:
             data = gateway.run_records(dag_id, run_id, task_id)
