@@ -66,6 +66,8 @@ compat: setup
 # goes to bench/results/quick/performance.md, not docs/).
 RESULTS ?= bench/results
 PAGE    ?= docs/performance.md
+# Four rounds: each DAG runs first twice (docs/load.md).
+LOAD_ARGS ?= --rounds 4
 define run_bench
 	@rm -f $(RESULTS)/$(1).json
 	@echo "== bench/$(1).py $(2)"

@@ -27,3 +27,22 @@ def test_gateway_runs_without_airflow_importable():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_parsing_a_governed_dag_imports_none_of_the_runtime():
+    """The dag-processor parses DAG files again and again (and once more for every callback,
+    e.g. each approval sensor the trigger ends): the operators' modules must not pull in Vault,
+    the gateway client or the approval machinery, which only a running task needs."""
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'example_dags')\n"
+        "import governed_etl, governed_shell, governed_approval\n"
+        "runtime = ['hvac', 'jwt', 'requests', 'airflow_hoop.vault', 'airflow_hoop.step_session',\n"
+        "           'airflow_hoop.client.http', 'airflow_hoop.client.reviews',\n"
+        "           'airflow_hoop.approval_request', 'airflow_hoop.triggers.review',\n"
+        "           'airflow_hoop.hooks.hoop', 'airflow_hoop.hooks.dbapi']\n"
+        "print(sorted(m for m in runtime if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

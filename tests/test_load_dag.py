@@ -135,6 +135,12 @@ def test_tiny_governed_load_run_passes_every_check() -> None:
     from load import run_load
 
     outcome = run_load(8, parallelism=16, workers=2, order=("governed",))
-    assert outcome.ok, [c for c in outcome.checks if not c.ok]
-    assert outcome.governed.approvals == 1
-    assert outcome.governed.gateway_processes and outcome.governed.gateway_processes >= 3
+    (only,) = outcome.rounds
+    assert outcome.ok, [c for c in only.checks if not c.ok]
+    assert only.governed.approvals == 1
+    assert only.governed.gateway_processes and only.governed.gateway_processes >= 3
+    # The CPU split saw the parts that did the work.
+    assert only.governed.cpu is not None
+    assert only.governed.cpu.parts["gateway"] > 0
+    assert only.governed.cpu.parts["Airflow executor workers + tasks"] > 0
+    assert only.governed.cpu.parts["PostgreSQL"] > 0

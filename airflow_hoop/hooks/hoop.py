@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from pydantic import SecretStr, ValidationError
 
+from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import ConfigError, IdentityError
 from airflow_hoop.identity import StepIdentity
 from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig, step_for
@@ -35,7 +36,7 @@ class HoopHook(BaseHook):
     """
 
     conn_name_attr = "hoop_conn_id"
-    default_conn_name = "hoop_default"
+    default_conn_name = DEFAULT_HOOP_CONN_ID
     conn_type = "hoop"
     hook_name = "Hoop gateway"
 

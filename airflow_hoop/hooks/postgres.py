@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 
+from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.hooks.dbapi import GatewayConnection
-from airflow_hoop.hooks.hoop import HoopHook
+
+if TYPE_CHECKING:
+    from airflow_hoop.hooks.dbapi import GatewayConnection
+    from airflow_hoop.hooks.hoop import HoopHook
+
+# The DB-API over the gateway and the step session are imported when a connection is opened:
+# a DAG file that imports this hook stays cheap to parse (airflow_hoop/defaults.py).
 
 
 class HoopPostgresHook(DbApiHook):
@@ -51,8 +57,10 @@ class HoopPostgresHook(DbApiHook):
         return name
 
     def _hoop(self) -> HoopHook:
+        from airflow_hoop.hooks.hoop import HoopHook
+
         conn_id = self.hoop_conn_id or self.connection.extra_dejson.get("hoop_conn_id")
-        return HoopHook(conn_id or HoopHook.default_conn_name)
+        return HoopHook(conn_id or DEFAULT_HOOP_CONN_ID)
 
     def get_conn(self) -> GatewayConnection:
         """A DB-API connection that runs statements on the gateway as the current step."""
@@ -62,6 +70,8 @@ class HoopPostgresHook(DbApiHook):
                 f"not {self.conn_type}: it would bypass the gateway",
                 f"use a '{self.conn_type}' connection",
             )
+        from airflow_hoop.hooks.dbapi import GatewayConnection
+
         return GatewayConnection(self._hoop().get_step(), self._target())
 
     @property

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
-from airflow_hoop.approval_request import RequiresApprovalMixin
-from airflow_hoop.hooks.postgres import HoopPostgresHook
-from airflow_hoop.step_session import end_all_steps, kill_all_steps
-from airflow_hoop.triggers.review import DEFAULT_POLL_INTERVAL
+from airflow_hoop.approval_mixin import RequiresApprovalMixin
+from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
+
+if TYPE_CHECKING:
+    from airflow_hoop.hooks.postgres import HoopPostgresHook
+
+# The hook, the step session and the approval machinery are imported where a task uses them,
+# not at module level: the dag-processor parses a DAG file over and over (and once more per
+# task callback), and none of it needs Vault or the gateway client (airflow_hoop/defaults.py).
 
 
 class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
@@ -57,6 +62,8 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         self.approval_hoop_conn_id = hoop_conn_id
 
     def get_db_hook(self) -> HoopPostgresHook:
+        from airflow_hoop.hooks.postgres import HoopPostgresHook
+
         hook = HoopPostgresHook(
             hoop_postgres_conn_id=self.conn_id,
             hoop_conn_id=self.hoop_conn_id,
@@ -75,11 +82,15 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         return self._execute_sql(context)
 
     def _execute_sql(self, context: Any) -> Any:
+        from airflow_hoop.step_session import end_all_steps
+
         try:
             return super().execute(context)
         finally:
             end_all_steps()
 
     def on_kill(self) -> None:
+        from airflow_hoop.step_session import end_all_steps, kill_all_steps
+
         kill_all_steps()
         end_all_steps()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Container, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -14,13 +14,14 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.sdk import BaseOperator
 
-from airflow_hoop.client.env import encode_env_vars
-from airflow_hoop.client.models import ExecExtension, ExecRequest
-from airflow_hoop.client.shell import run_shell
+from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import BadRequestError
-from airflow_hoop.hooks.hoop import HoopHook
-from airflow_hoop.identity import StepIdentity
-from airflow_hoop.step_session import GovernedStep, end_all_steps, kill_all_steps
+
+if TYPE_CHECKING:
+    from airflow_hoop.step_session import GovernedStep
+
+# The gateway client, the hook and the step session are imported when the task runs, not when
+# its DAG file is parsed (airflow_hoop/defaults.py says why).
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class HoopShellOperator(BaseOperator):
         skip_on_exit_code: int | Container[int] | None = 99,
         cwd: str | None = None,
         output_processor: Callable[[str], Any] = lambda result: result,
-        hoop_conn_id: str = HoopHook.default_conn_name,
+        hoop_conn_id: str = DEFAULT_HOOP_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +97,13 @@ class HoopShellOperator(BaseOperator):
         return env
 
     def execute(self, context: Any) -> Any:
+        from airflow_hoop.client.env import encode_env_vars
+        from airflow_hoop.client.models import ExecExtension, ExecRequest
+        from airflow_hoop.client.shell import run_shell
+        from airflow_hoop.hooks.hoop import HoopHook
+        from airflow_hoop.identity import StepIdentity
+        from airflow_hoop.step_session import end_all_steps
+
         step = HoopHook(self.hoop_conn_id).get_step(context)
         identity = StepIdentity.from_context(context)
         request = ExecRequest(
@@ -165,5 +173,7 @@ def _kill_quietly(step: GovernedStep) -> None:
 
 
 def _kill_and_end() -> None:
+    from airflow_hoop.step_session import end_all_steps, kill_all_steps
+
     kill_all_steps()
     end_all_steps()

@@ -7,19 +7,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException, AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import BaseSensorOperator
 
-from airflow_hoop.approval_request import (
-    ApprovalRejected,
-    check,
-    command_for,
-    outcome,
-    request_approval,
-    settled,
-    trigger_for,
-)
-from airflow_hoop.triggers.review import DEFAULT_POLL_INTERVAL
+from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
+
+# The approval machinery (wire models, trigger, gateway client) is imported when the sensor
+# runs, not when its DAG file is parsed (airflow_hoop/defaults.py says why).
 
 
 class HoopApprovalSensor(BaseSensorOperator):
@@ -76,6 +70,8 @@ class HoopApprovalSensor(BaseSensorOperator):
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        from airflow_hoop.approval_request import settled, trigger_for
+
         started = time.monotonic()
         created, gateway_url = self._request(context)
         if settled(created.review) is not None:
@@ -94,6 +90,8 @@ class HoopApprovalSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         """Non-deferrable mode: ask (idempotent) and look at the review's state."""
+        from airflow_hoop.approval_request import settled
+
         created, _ = self._request(context)
         status = settled(created.review)
         if status is None:
@@ -107,6 +105,8 @@ class HoopApprovalSensor(BaseSensorOperator):
 
     # -- helpers --------------------------------------------------------------------------------
     def _request(self, context: Any) -> Any:
+        from airflow_hoop.approval_request import command_for, request_approval
+
         dag = context["dag"]
         if self.target_task_id not in dag.task_dict:
             raise AirflowFailException(
@@ -128,6 +128,8 @@ class HoopApprovalSensor(BaseSensorOperator):
         )
 
     def _finish(self, review: Any, status: str | None, event: dict[str, Any] | None = None) -> str:
+        from airflow_hoop.approval_request import ApprovalRejected, check, outcome
+
         try:
             if event is not None:
                 approved = outcome(event)

@@ -19,11 +19,10 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from pydantic import ValidationError
 
 from airflow_hoop.client.reviews import Review
+from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
 
 log = logging.getLogger(__name__)
 
-#: Default seconds between two polls (the sensor's ``poke_interval`` overrides it).
-DEFAULT_POLL_INTERVAL = 5.0
 #: Statuses a human (or the gateway) has settled: the wait is over.
 SETTLED = frozenset({"APPROVED", "REJECTED", "REVOKED", "PROCESSING", "EXECUTED"})
 

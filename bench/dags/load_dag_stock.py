@@ -2,9 +2,11 @@
 
 A separate file so that each task process parses only its own DAG. SQLExecuteQueryOperator on
 a plain postgres connection with a static user, BashOperator with that user in PG* variables
-(bench/load.py puts them in Airflow's environment), and the gated writes without approval: an
-EmptyOperator in the sensor's place (the stock world has no equivalent wait, so the governed
-run pays for the approval round trip and the trigger's polling on top).
+(bench/load.py puts them in Airflow's environment), and the gated writes behind Airflow's own
+human-approval gate: ``ApprovalOperator`` (human-in-the-loop, Airflow 3.1+; on 3.3 the task
+waits in ``awaiting_input`` and a worker resumes it once answered), which bench/load.py
+answers as ``alice`` through Airflow's HITL API as soon as it waits, as it approves the
+governed DAG's reviews through the plugin.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG
 from load_plan import STOCK_DAG, plan
 
@@ -42,7 +44,9 @@ with DAG(
                 append_env=True,  # PGHOST/PGUSER/PGPASSWORD... of the static user (load.py)
             )
         else:
-            stock[task.task_id] = EmptyOperator(task_id=task.task_id)
+            stock[task.task_id] = ApprovalOperator(
+                task_id=task.task_id, subject="load benchmark: approve the write?"
+            )
     for task in PLAN:
         if task.gated_by:
             stock[task.gated_by] >> stock[task.task_id]  # type: ignore[operator]
