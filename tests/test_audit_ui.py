@@ -324,7 +324,9 @@ def test_browser_audit_tab_shows_the_command_and_scripts_as_text(
     frame.wait_for_selector("#search-form", timeout=30_000)
     frame.fill("input[name=dag_id]", FLOW)
     frame.select_option("select[name=status]", "success")
-    frame.click("#search-form button[type=submit]")
+    # The page may already list results: wait for the submitted search's page, not any table.
+    with frame.expect_navigation(timeout=30_000):
+        frame.click("#search-form button[type=submit]")
     frame.wait_for_selector("table.results", timeout=30_000)
     assert governed["table"] in frame.locator("table.results").inner_text()
     assert frame.evaluate("window.__xss") is None
