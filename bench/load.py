@@ -154,14 +154,13 @@ def airflow_overrides(info: StackInfo, tasks: int, parallelism: int) -> dict[str
 
 # -- measuring ----------------------------------------------------------------------------------
 class ProcessSampler(threading.Thread):
-    """CPU seconds and peak RSS of a process tree (the gateway and its workers), sampled."""
+    """Peak RSS (sum over its processes) of a process tree (the gateway and its workers),
+    sampled; its CPU comes from the run's CPU split (bench/cpu_parts.py)."""
 
     def __init__(self, pid: int, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
         self.peak_rss = 0
         self.pids: set[int] = set()
         self._done = threading.Event()
@@ -169,21 +168,15 @@ class ProcessSampler(threading.Thread):
 
     def sample(self) -> None:
         rss = 0
-        # The server and its workers: the workers' own children (shell commands) come and go,
-        # and what they used is in the workers' children_* times once reaped.
         try:
             procs = [self.root, *self.root.children(recursive=False)]
         except psutil.NoSuchProcess:
             procs = [self.root]
         for proc in procs:
             try:
-                times = proc.cpu_times()
-                cpu = times.user + times.system + times.children_user + times.children_system
                 rss += proc.memory_info().rss
             except psutil.NoSuchProcess:
                 continue
-            self.first.setdefault(proc.pid, cpu)
-            self.last[proc.pid] = cpu
             self.pids.add(proc.pid)
         self.peak_rss = max(self.peak_rss, rss)
 
@@ -191,12 +184,11 @@ class ProcessSampler(threading.Thread):
         while not self._done.wait(self.interval):
             self.sample()
 
-    def finish(self) -> tuple[float, float, int]:
+    def finish(self) -> tuple[float, int]:
         self._done.set()
         self.join()
         self.sample()
-        cpu = sum(self.last[p] - self.first[p] for p in self.last)
-        return cpu, self.peak_rss / 2**20, len(self.pids)
+        return self.peak_rss / 2**20, len(self.pids)
 
 
 class Approver(threading.Thread):
@@ -335,14 +327,14 @@ def run_governed(af: AirflowServices, info: StackInfo, timeout: float) -> RunRes
     try:
         run_id, wall, approvals, cpu_parts = run_approved(af, info, GOVERNED_DAG, timeout)
     finally:
-        cpu, peak, procs = sampler.finish()
+        peak, procs = sampler.finish()
     after = len(ledger_records(info))
     return RunResult(
         dag_id=GOVERNED_DAG,
         run_id=run_id,
         wall_s=wall,
         states=task_states(af, GOVERNED_DAG, run_id),
-        gateway_cpu_s=cpu,
+        gateway_cpu_s=cpu_parts.parts["gateway"],
         gateway_peak_rss_mib=peak,
         gateway_processes=procs,
         ledger_records=after - before,

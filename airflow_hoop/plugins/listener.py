@@ -7,6 +7,7 @@ Kept light: Airflow imports plugin modules in every task process.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -30,9 +31,12 @@ class _StepListener:
 
 
 def _end() -> None:
-    from airflow_hoop.step_session import end_all_steps
-
-    end_all_steps()
+    # Every task process ends here, governed or not. A step exists only once step_session has
+    # been imported (by the task's first governed call): without it there is nothing to end,
+    # and importing it (Vault client, gateway client) would only cost the task its time.
+    step_session = sys.modules.get("airflow_hoop.step_session")
+    if step_session is not None:
+        step_session.end_all_steps()
 
 
 class HoopListenerPlugin(AirflowPlugin):
