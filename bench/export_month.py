@@ -40,10 +40,10 @@ from results_model import BenchReport, BenchRow, BenchTable, Machine, Stats, com
 
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.appender import LEDGER_LOCK_KEY
-from airflow_hoop.gateway.checkpoints import CHECKPOINT_LOCK_KEY
-from airflow_hoop.gateway.secrets import GatewayVaultClient
+from airflow_hoop.gateway.ledger_io.appender import LEDGER_LOCK_KEY
+from airflow_hoop.gateway.ledger_io.checkpoints import CHECKPOINT_LOCK_KEY
 from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
+from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import DirectoryAnchor
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import GENESIS_HASH, link_hash
@@ -62,7 +62,7 @@ from airflow_hoop.ledger.records import (
 
 DAYS = 30
 BURSTS = DAYS * 24
-CLI = [sys.executable, "-m", "airflow_hoop.cli"]
+CLI = [sys.executable, "-m", "airflow_hoop.cli.main"]
 SCRIPTS = [
     "SELECT region, sum(amount) FROM sales WHERE day = %(day)s GROUP BY region",
     "INSERT INTO sales_daily SELECT day, region, sum(amount) FROM sales GROUP BY 1, 2",

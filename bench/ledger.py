@@ -34,7 +34,7 @@ import yaml
 
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.store import GatewayStore, SessionEnd, SessionRow
+from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
 from airflow_hoop.ledger.canonical import sha256_hex
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
 

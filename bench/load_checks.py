@@ -19,7 +19,7 @@ import requests
 from load_plan import GOVERNED_DAG, PLANNED_FAILURES, TaskPlan
 from pydantic import BaseModel
 
-from airflow_hoop.demo import read_ledger
+from airflow_hoop.cli.demo import read_ledger
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, LedgerRecord
 from airflow_hoop.ledger.steps import StepView, steps_from_records
@@ -149,7 +149,7 @@ def credentials_revoked(info: StackInfo, run_id: str, wait_s: float) -> tuple[Ch
 
 def audit_verify(info: StackInfo) -> Check:
     proc = subprocess.run(
-        [sys.executable, "-m", "airflow_hoop.cli", "audit", "verify", "--stack", info.run_dir],
+        [sys.executable, "-m", "airflow_hoop.cli.main", "audit", "verify", "--stack", info.run_dir],
         capture_output=True,
         text=True,
         timeout=600,

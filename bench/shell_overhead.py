@@ -38,12 +38,12 @@ from results_model import (
 )
 from step_overhead import config_for
 
-from airflow_hoop.client.models import ExecExtension, ExecRequest
 from airflow_hoop.client.shell import run_shell
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.stack import SHELL_CONNECTION
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.wire.sessions import ExecExtension, ExecRequest
 
 #: 10.3 MB of base64 lines (76 characters): random, so incompressible (the worst case for
 #: storing it); a file both sides print, so that their last lines can be compared.

@@ -26,13 +26,13 @@ from typing import Any
 import psycopg
 from results_model import BenchReport, BenchRow, BenchTable, Machine, at_most, command
 
-from airflow_hoop.client.models import RevokeMode
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.hooks.dbapi import GatewayConnection
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig
-from airflow_hoop.vault import StepVaultConfig
+from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.task.vault import StepVaultConfig
+from airflow_hoop.wire.sessions import RevokeMode
 
 STATIC_PASSWORD = "bench-static-password"
 SQL = "SELECT count(*) FROM pg_class"

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 from gateway_support import _free_port, _healthy
 
-from airflow_hoop.audit_cli import audit_verify
+from airflow_hoop.cli.audit import audit_verify
 from airflow_hoop.devstack import stack as devstack
 from airflow_hoop.devstack.models import StackInfo
 

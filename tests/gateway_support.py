@@ -24,7 +24,7 @@ import yaml
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import LedgerRecord, StepRef
-from airflow_hoop.vault import StepVaultConfig, StepVaultSession
+from airflow_hoop.task.vault import StepVaultConfig, StepVaultSession
 
 CONNECTION = "warehouse"
 

@@ -16,7 +16,7 @@ from psycopg import sql
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.database_setup import GATEWAY_ROLE
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.store import migrate
+from airflow_hoop.gateway.db.store import migrate
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import requests
 
-from airflow_hoop.demo import read_ledger
+from airflow_hoop.cli.demo import read_ledger
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.chain import verify_chain
 from airflow_hoop.ledger.records import CredentialRevoked, LedgerRecord, PolicyRefused

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from gateway_support import ledger_records
 
-from airflow_hoop.client.reviews import Review
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.records import (
@@ -26,6 +25,7 @@ from airflow_hoop.ledger.records import (
     SessionIntent,
     SessionResult,
 )
+from airflow_hoop.wire.reviews import Review
 
 pytestmark = pytest.mark.airflow
 

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from test_approvals_airflow import _pending_review
 
-from airflow_hoop.client.reviews import Review
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.wire.reviews import Review
 
 pytestmark = pytest.mark.airflow
 

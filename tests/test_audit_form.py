@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from airflow_hoop.client.audit_search import MAX_DAG_IDS
-from airflow_hoop.plugins.audit_form import SearchForm
-from airflow_hoop.plugins.audit_render import text_block, when
+from airflow_hoop.plugins.audit.form import SearchForm
+from airflow_hoop.plugins.audit.render import text_block, when
+from airflow_hoop.wire.audit import MAX_DAG_IDS
 
 
 def test_form_times_are_read_in_the_browsers_zone():
@@ -64,9 +64,9 @@ def test_an_unreachable_gateway_page_names_the_url_it_tried():
     import socket
     import time
 
-    from airflow_hoop.client.audit_search import AuditViewsClient
+    from airflow_hoop.client.audit_views import AuditViewsClient
     from airflow_hoop.errors import GatewayUnavailableError
-    from airflow_hoop.plugins.audit import _gateway_error
+    from airflow_hoop.plugins.audit.routes import _gateway_error
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -103,9 +103,9 @@ def test_every_field_of_every_record_kind_renders_as_text():
     """Records as the gateway writes them (shapes only): each text field carries markup."""
     from urllib.parse import quote
 
-    from airflow_hoop.client.audit_search import RunRecords, StoredOutput
-    from airflow_hoop.plugins.audit_model import build_steps, select_try
-    from airflow_hoop.plugins.audit_render import templates
+    from airflow_hoop.plugins.audit.model import build_steps, select_try
+    from airflow_hoop.plugins.audit.render import templates
+    from airflow_hoop.wire.audit import RunRecords, StoredOutput
 
     step = {"dag_id": "d", "task_id": "t", "run_id": "r", "try_number": 1, "map_index": -1}
     sensor = {**step, "task_id": "sensor"}

@@ -18,11 +18,12 @@ from gateway_support import extra_gateway, new_step, step_client
 from ledger_db import drop_db, fresh_gateway_db, unlocked
 from test_tamper import WRITER_CHECKPOINTS
 
-from airflow_hoop.client.audit_search import AuditQuery, AuditViewsClient
+from airflow_hoop.client.audit_views import AuditViewsClient
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import BadRequestError
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.plugins.audit_verify import verify_span
+from airflow_hoop.plugins.audit.verify import verify_span
+from airflow_hoop.wire.audit import AuditQuery
 
 XSS_SQL = "/* <script>window.__xss = 1</script> */ SELECT 'x' AS x"
 LONG_SQL = "SELECT " + ", ".join(f"{i} AS c{i}" for i in range(80))

@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from test_approvals_airflow import _decide_in_ui, _pending_review
 from test_approvals_ui import browser  # noqa: F401  (the shared browser fixture)
 
-from airflow_hoop.audit_cli import audit_verify
+from airflow_hoop.cli.audit import audit_verify
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
 

@@ -24,10 +24,10 @@ from ledger_db import drop_db, fresh_gateway_db
 
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.checkpoints import CheckpointSigner
-from airflow_hoop.gateway.secrets import GatewayVaultClient
+from airflow_hoop.gateway.db.store import GatewayStore
+from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
-from airflow_hoop.gateway.store import GatewayStore
+from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import DirectoryAnchor
 from airflow_hoop.ledger.records import PolicyRefused
 from airflow_hoop.ledger.verify import verify_lines

@@ -154,7 +154,7 @@ def test_vault_policy_files_are_the_ones_the_suite_runs_with() -> None:
 
 
 def test_vault_setup_configures_the_kubernetes_executor_signer() -> None:
-    from airflow_hoop.vault import StepVaultConfig
+    from airflow_hoop.task.vault import StepVaultConfig
 
     script = (DEPLOY / "vault" / "setup.sh").read_text()
     key = StepVaultConfig.model_fields["transit_key"].default

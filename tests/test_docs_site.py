@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from airflow_hoop.gateway.settings import GatewaySettings, TlsSettings, VaultAuth
-from airflow_hoop.vault import StepVaultConfig
+from airflow_hoop.task.vault import StepVaultConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 from gateway_support import CONNECTION, extra_gateway, new_step, step_client
 from ledger_db import drop_db, fresh_gateway_db, vault_key_file
 
-from airflow_hoop.audit_cli import audit_export, audit_verify
+from airflow_hoop.cli.audit import audit_export, audit_verify
 from airflow_hoop.client.audit import AuditClient
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.commands import command_sha256, statement_sha256

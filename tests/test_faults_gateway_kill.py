@@ -34,10 +34,10 @@ from gateway_support import StepClient, ledger_records, new_step, step_client
 from shell_support import alive
 
 from airflow_hoop.client.http import GatewayClient
-from airflow_hoop.client.models import ExecRequest
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import GatewayUnavailableError
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, SessionResult
+from airflow_hoop.wire.sessions import ExecRequest
 
 pytestmark = pytest.mark.faults
 

@@ -17,8 +17,6 @@ import pytest
 from gateway_support import StepClient, ledger_records, step_client, wait_done
 from shell_support import alive, wait_gone
 
-from airflow_hoop.client.env import encode_env_vars
-from airflow_hoop.client.reviews import ReviewCreated
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.commands import (
     command_sha256,
@@ -27,6 +25,8 @@ from airflow_hoop.ledger.commands import (
     statement_sha256,
 )
 from airflow_hoop.ledger.records import ReviewRequested, SessionIntent, StepRef
+from airflow_hoop.wire.env import encode_env_vars
+from airflow_hoop.wire.reviews import ReviewCreated
 
 SHELL = "ops_shell"
 # Leaves the group, then its parent exits: the classic daemon escape.

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 
-from airflow_hoop.audit_cli import audit_verify
+from airflow_hoop.cli.audit import audit_verify
 from airflow_hoop.devstack.models import StackInfo
 
 #: Per operation and generation mode. Operations whose parameters are all strings have no

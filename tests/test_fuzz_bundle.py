@@ -49,7 +49,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_factory import Ledger, Signer
 
-from airflow_hoop.audit_cli import audit_verify
+from airflow_hoop.cli.audit import audit_verify
 from airflow_hoop.ledger.bundle import (
     CHECKPOINTS,
     MANIFEST,

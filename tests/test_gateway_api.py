@@ -1,6 +1,6 @@
 """The gateway's session API against the real stack: Postgres, OpenBao and gateway processes.
 
-No mocks. Step identity tokens come from Vault through the task-side broker (airflow_hoop.vault).
+No mocks. Step identity tokens come from Vault through the task-side broker (airflow_hoop.task.vault).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from gateway_support import (
     wait_done,
 )
 
-from airflow_hoop.client.models import ExecResponse, SessionInfo, SessionList, StepEndResponse
-from airflow_hoop.client.values import decode_value, encode_parameters
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.records import (
@@ -44,6 +42,8 @@ from airflow_hoop.ledger.records import (
     SessionIntent,
     SessionResult,
 )
+from airflow_hoop.wire.sessions import ExecResponse, SessionInfo, SessionList, StepEndResponse
+from airflow_hoop.wire.values import decode_value, encode_parameters
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from airflow_hoop.cli import main
+from airflow_hoop.cli.main import main
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.gateway.settings import ApiKey
 

@@ -23,7 +23,7 @@ from gateway_support import (
 
 from airflow_hoop.devstack.database_setup import GATEWAY_ROLE
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.store import migrate
+from airflow_hoop.gateway.db.store import migrate
 from airflow_hoop.ledger.chain import verify_chain
 
 

@@ -28,8 +28,6 @@ from pydantic import SecretStr, ValidationError
 
 from airflow_hoop.client.hoop_text import HoopTextError, error_text, parse_psql_output
 from airflow_hoop.client.http import GatewayClient
-from airflow_hoop.client.models import ExecExtension, ExecRequest
-from airflow_hoop.client.values import decode_value
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import (
     BadRequestError,
@@ -40,7 +38,9 @@ from airflow_hoop.errors import (
 )
 from airflow_hoop.hooks.dbapi import GatewayConnection
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.wire.sessions import ExecExtension, ExecRequest
+from airflow_hoop.wire.values import decode_value
 
 # The scripts the recordings were made with (the replay server checks they are sent as is).
 SELECT = "SELECT 1 AS n, NULL AS missing, 'a b' AS s, true AS flag, 2.50::numeric AS d;\n"

@@ -37,9 +37,9 @@ def test_parsing_a_governed_dag_imports_none_of_the_runtime():
         "import sys\n"
         "sys.path.insert(0, 'example_dags')\n"
         "import governed_etl, governed_shell, governed_approval\n"
-        "runtime = ['hvac', 'jwt', 'requests', 'airflow_hoop.vault', 'airflow_hoop.step_session',\n"
-        "           'airflow_hoop.client.http', 'airflow_hoop.client.reviews',\n"
-        "           'airflow_hoop.approval_request', 'airflow_hoop.triggers.review',\n"
+        "runtime = ['hvac', 'jwt', 'requests', 'airflow_hoop.task.vault', 'airflow_hoop.task.step_session',\n"
+        "           'airflow_hoop.client.http', 'airflow_hoop.wire.reviews',\n"
+        "           'airflow_hoop.task.approval_request', 'airflow_hoop.triggers.review',\n"
         "           'airflow_hoop.hooks.hoop', 'airflow_hoop.hooks.dbapi']\n"
         "print(sorted(m for m in runtime if m in sys.modules))\n"
     )

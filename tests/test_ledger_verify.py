@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ledger_factory import Ledger, Signer, build, recompute, rewrite
 
-from airflow_hoop.gateway.appender import _TIME, PreparedRecord
+from airflow_hoop.gateway.ledger_io.appender import _TIME, PreparedRecord
 from airflow_hoop.ledger.anchor import AnchorConflictError, DirectoryAnchor
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.checkpoint import statement_digest

@@ -109,7 +109,7 @@ def test_make_ui_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     env["NO_PROXY"] = "*"
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_hoop.cli", "ui", "--port", "0"],
+        [sys.executable, "-m", "airflow_hoop.cli.main", "ui", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

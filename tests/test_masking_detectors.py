@@ -19,11 +19,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from airflow_hoop.gateway.masking.detectors import BUILTIN, luhn_ok
-from airflow_hoop.gateway.masking.engine import ColumnInfo, MaskingEngine
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
-from airflow_hoop.gateway.masking.scanner import Scanner
-from airflow_hoop.gateway.masking.stream import StreamMasker
+from airflow_hoop.gateway.execution.masking.detectors import BUILTIN, luhn_ok
+from airflow_hoop.gateway.execution.masking.engine import ColumnInfo, MaskingEngine
+from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.execution.masking.scanner import Scanner
+from airflow_hoop.gateway.execution.masking.stream import StreamMasker
 
 RNG = random.Random(7)
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.gateway.masking.engine import ColumnInfo, MaskingEngine
-from airflow_hoop.gateway.masking.methods import Hasher, MaskingError, partial
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
-from airflow_hoop.gateway.masking.stream import StreamMasker
+from airflow_hoop.gateway.execution.masking.engine import ColumnInfo, MaskingEngine
+from airflow_hoop.gateway.execution.masking.methods import Hasher, MaskingError, partial
+from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.execution.masking.stream import StreamMasker
 from airflow_hoop.gateway.settings import GatewaySettings
 
 KEY = bytes(range(32))

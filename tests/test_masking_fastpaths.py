@@ -14,10 +14,16 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_hoop.gateway.masking.detectors import IBAN_LENGTHS, _card, _iban, iban_ok, luhn_ok
-from airflow_hoop.gateway.masking.engine import ColumnInfo, MaskingEngine, _may_hold_run
-from airflow_hoop.gateway.masking.methods import Hasher, _partial_column, partial
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.execution.masking.detectors import (
+    IBAN_LENGTHS,
+    _card,
+    _iban,
+    iban_ok,
+    luhn_ok,
+)
+from airflow_hoop.gateway.execution.masking.engine import ColumnInfo, MaskingEngine, _may_hold_run
+from airflow_hoop.gateway.execution.masking.methods import Hasher, _partial_column, partial
+from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
 
 KEY = bytes(range(7, 39))
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None)
@@ -38,7 +44,7 @@ def _luhn_oracle(digits: str) -> bool:
 
 
 def _card_oracle(buf: bytes, start: int, end: int) -> list[tuple[int, int]]:
-    from airflow_hoop.gateway.masking.detectors import card_brand_ok
+    from airflow_hoop.gateway.execution.masking.detectors import card_brand_ok
 
     if start > 0 and (buf[start - 1 : start].isdigit() or buf[start - 1 : start] == b"."):
         return []

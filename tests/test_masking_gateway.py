@@ -26,8 +26,8 @@ from gateway_support import StepClient, extra_gateway, session_records, step_cli
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.devstack.stack import WAREHOUSE_MASKING
-from airflow_hoop.gateway.masking.detectors import luhn_ok
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.execution.masking.detectors import luhn_ok
+from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
 from airflow_hoop.ledger.records import MaskingRecord, SessionResult
 
 TABLE = "masking_customers"

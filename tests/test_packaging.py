@@ -74,7 +74,7 @@ def test_wheel_metadata_and_entry_points(dist: Path) -> None:
     for section, line in [
         ("apache_airflow_provider", "provider_info = airflow_hoop:get_provider_info"),
         ("airflow.plugins", "airflow_hoop = airflow_hoop.plugins.listener:HoopListenerPlugin"),
-        ("console_scripts", "airflow-hoop = airflow_hoop.cli:main"),
+        ("console_scripts", "airflow-hoop = airflow_hoop.cli.main:main"),
     ]:
         assert f"[{section}]\n{line}" in entry_points
 

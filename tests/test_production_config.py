@@ -26,8 +26,8 @@ from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError, VaultError
 from airflow_hoop.gateway.__main__ import _tls_options
 from airflow_hoop.gateway.config_report import describe
-from airflow_hoop.gateway.secrets import GatewayVaultClient
 from airflow_hoop.gateway.settings import GatewaySettings, GatewayVault
+from airflow_hoop.gateway.vault import GatewayVaultClient
 
 
 def _base_settings(**overrides: Any) -> dict[str, Any]:

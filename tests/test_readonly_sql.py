@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_hoop.gateway.readonly import is_read_only, is_transaction_control
+from airflow_hoop.gateway.execution.readonly import is_read_only, is_transaction_control
 
 READ_ONLY = [
     "SELECT 1",

@@ -27,8 +27,6 @@ from gateway_support import (
     step_client,
 )
 
-from airflow_hoop.client.reviews import Review, ReviewCreated
-from airflow_hoop.client.values import encode_parameters
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.commands import command_sha256, parameters_sha256, statement_sha256
 from airflow_hoop.ledger.records import (
@@ -40,6 +38,8 @@ from airflow_hoop.ledger.records import (
     SessionIntent,
     StepRef,
 )
+from airflow_hoop.wire.reviews import Review, ReviewCreated
+from airflow_hoop.wire.values import encode_parameters
 
 DAG = "test_approval_gw"
 

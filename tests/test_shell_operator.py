@@ -14,7 +14,7 @@ import pytest
 import yaml
 from shell_support import alive
 
-from airflow_hoop.demo import read_ledger
+from airflow_hoop.cli.demo import read_ledger
 from airflow_hoop.devstack import airflow_env
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.chain import verify_chain

@@ -32,10 +32,8 @@ from gateway_support import (
 )
 from shell_support import alive, wait_gone
 
-from airflow_hoop.client.env import encode_env_vars
-from airflow_hoop.client.models import ExecResponse, SessionInfo
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.runners.output import MASK, Masker, OutputCapture
+from airflow_hoop.gateway.execution.runners.output import MASK, Masker, OutputCapture
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.ledger.records import (
     CredentialIssued,
@@ -44,6 +42,8 @@ from airflow_hoop.ledger.records import (
     SessionIntent,
     SessionResult,
 )
+from airflow_hoop.wire.env import encode_env_vars
+from airflow_hoop.wire.sessions import ExecResponse, SessionInfo
 
 CANARY = f"canary-{uuid.uuid4().hex}"
 ROOT = os.geteuid() == 0

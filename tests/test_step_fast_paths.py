@@ -37,11 +37,10 @@ from gateway_support import (
     step_client,
 )
 
-from airflow_hoop.client.models import ExecResponse, StepEndResponse
 from airflow_hoop.devstack.database_setup import GATEWAY_ROLE
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import LedgerError
-from airflow_hoop.gateway.store import GatewayStore
+from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.hooks.dbapi import GatewayConnection
 from airflow_hoop.ledger.chain import verify_chain
 from airflow_hoop.ledger.records import (
@@ -50,8 +49,9 @@ from airflow_hoop.ledger.records import (
     PolicyRefused,
     StepRef,
 )
-from airflow_hoop.step_session import GovernedStep, HoopConnectionConfig
-from airflow_hoop.vault import StepVaultConfig
+from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
+from airflow_hoop.task.vault import StepVaultConfig
+from airflow_hoop.wire.sessions import ExecResponse, StepEndResponse
 
 END = "/api/airflow-hoop/steps/end"
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway_support import extra_gateway, new_step, step_client
 from ledger_db import drop_db, fresh_gateway_db, unlocked, vault_key_file
 
-from airflow_hoop.audit_cli import audit_export, audit_verify
+from airflow_hoop.cli.audit import audit_export, audit_verify
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.canonical import canonical
@@ -335,10 +335,10 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
     """
     import asyncio
 
-    from airflow_hoop.gateway.checkpoints import CheckpointSigner
-    from airflow_hoop.gateway.secrets import GatewayVaultClient
+    from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
+    from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
     from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
-    from airflow_hoop.gateway.store import GatewayStore, SessionEnd, SessionRow
+    from airflow_hoop.gateway.vault import GatewayVaultClient
     from airflow_hoop.ledger.canonical import sha256_hex
     from airflow_hoop.ledger.records import (
         CredentialIssued,

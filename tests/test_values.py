@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_hoop.client.values import (
+from airflow_hoop.wire.values import (
     decode_parameters,
     decode_value,
     encode_parameters,

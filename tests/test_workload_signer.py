@@ -1,4 +1,4 @@
-"""The Kubernetes-executor login without a key file (airflow_hoop/workload_signer.py), against
+"""The Kubernetes-executor login without a key file (airflow_hoop/task/workload_signer.py), against
 the real OpenBao of the embedded stack: a signer login whose policy may only sign with one
 transit key, Vault signs the step's JWT, the step logs in with it and runs through the gateway.
 
@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError, VaultError
-from airflow_hoop.vault import StepVaultConfig, StepVaultSession
-from airflow_hoop.workload_signer import transit_public_pem
+from airflow_hoop.task.vault import StepVaultConfig, StepVaultSession
+from airflow_hoop.task.workload_signer import transit_public_pem
 
 
 def _signer(stack: StackInfo, *, may_sign: bool = True) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Gateway client: httpx + pydantic models of hoop's session API. Never imports Airflow."""
 
-from airflow_hoop.client.models import ExecRequest, ExecResponse, SessionInfo
+from airflow_hoop.wire.sessions import ExecRequest, ExecResponse, SessionInfo
 
 __all__ = ["ExecRequest", "ExecResponse", "SessionInfo"]

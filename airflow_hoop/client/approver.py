@@ -14,7 +14,7 @@ import anyio
 import httpx
 
 from airflow_hoop.client.http import GatewayClient
-from airflow_hoop.client.reviews import (
+from airflow_hoop.wire.reviews import (
     DecisionExtension,
     Review,
     ReviewDecisionRequest,

@@ -12,33 +12,14 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import httpx
-from pydantic import BaseModel
 
 from airflow_hoop.client.http import GatewayClient
-from airflow_hoop.client.models import LedgerPage
 from airflow_hoop.errors import GatewayUnavailableError
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.checkpoint import PublicKeySet
+from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
 
 LEDGER = "/api/airflow-hoop/ledger"
-
-
-class CheckpointPage(BaseModel):
-    """``GET /api/airflow-hoop/ledger/checkpoints``: checkpoint records, by sequence."""
-
-    checkpoints: list[StoredRecord]
-    next_after_seq: int | None = None
-
-
-class LedgerWindow(BaseModel):
-    """``GET /api/airflow-hoop/ledger/window``: the records of ``since <= time < until``."""
-
-    since: datetime
-    until: datetime
-    first_seq: int | None = None
-    last_seq: int | None = None
-    records: int = 0
-    head_seq: int | None = None
 
 
 class StreamedRecord(NamedTuple):

@@ -19,19 +19,19 @@ import httpx
 from pydantic import BaseModel
 
 from airflow_hoop.client.errors import error_for
-from airflow_hoop.client.models import (
+from airflow_hoop.errors import GatewayUnavailableError, PolicyRefusedError
+from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.wire.ledger import LedgerPage
+from airflow_hoop.wire.reviews import Review, ReviewCreate, ReviewCreated
+from airflow_hoop.wire.sessions import (
     ExecRequest,
     ExecResponse,
-    LedgerPage,
     OutputChunk,
     RevokeMode,
     SessionInfo,
     SessionList,
     StepEndResponse,
 )
-from airflow_hoop.client.reviews import Review, ReviewCreate, ReviewCreated
-from airflow_hoop.errors import GatewayUnavailableError, PolicyRefusedError
-from airflow_hoop.ledger.chain import StoredRecord
 
 M = TypeVar("M", bound=BaseModel)
 TokenProvider = Callable[[], str]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from airflow_hoop.client.http import GatewayClient
-from airflow_hoop.client.models import ExecRequest, ExecResponse
+from airflow_hoop.wire.sessions import ExecRequest, ExecResponse
 
 #: Lines longer than this are cut in the log (the gateway keeps them whole in the output).
 MAX_LOGGED_LINE = 65_536

@@ -21,22 +21,22 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
     VaultError,
 )
-from airflow_hoop.gateway.api import Services, router
-from airflow_hoop.gateway.audit_api import router as audit_router
-from airflow_hoop.gateway.auth import Authenticator
-from airflow_hoop.gateway.checkpoints import CheckpointSigner
-from airflow_hoop.gateway.input_guard import NulGuard
-from airflow_hoop.gateway.ledger_api import router as ledger_router
-from airflow_hoop.gateway.recovery import GatewayRecovery
-from airflow_hoop.gateway.reviews_api import router as reviews_router
-from airflow_hoop.gateway.runners.postgres import TargetUnavailableError
-from airflow_hoop.gateway.secrets import GatewayVaultClient
-from airflow_hoop.gateway.sessions import SessionService
+from airflow_hoop.gateway.access.auth import Authenticator
+from airflow_hoop.gateway.db.store import GatewayStore
+from airflow_hoop.gateway.execution.runners.postgres import TargetUnavailableError
+from airflow_hoop.gateway.execution.sessions import SessionService
+from airflow_hoop.gateway.execution.step_end_bus import StepEndBus
+from airflow_hoop.gateway.execution.steps import StepRegistry
+from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
+from airflow_hoop.gateway.routes.audit import router as audit_router
+from airflow_hoop.gateway.routes.input_guard import NulGuard
+from airflow_hoop.gateway.routes.ledger import router as ledger_router
+from airflow_hoop.gateway.routes.reviews import router as reviews_router
+from airflow_hoop.gateway.routes.sessions import Services, router
+from airflow_hoop.gateway.routes.stream import router as stream_router
 from airflow_hoop.gateway.settings import GatewaySettings
-from airflow_hoop.gateway.step_end_bus import StepEndBus
-from airflow_hoop.gateway.steps import StepRegistry
-from airflow_hoop.gateway.store import GatewayStore
-from airflow_hoop.gateway.stream_api import router as stream_router
+from airflow_hoop.gateway.vault import GatewayVaultClient
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
 
 
 class VaultAuth(BaseModel):

@@ -19,15 +19,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow_hoop.client.hoop_text import HoopTextError, error_text, parse_psql_output
-from airflow_hoop.client.models import ExecExtension, ExecRequest, ExecResponse
-from airflow_hoop.client.values import decode_value, encode_parameters
 from airflow_hoop.errors import (
     BadRequestError,
     CommandFailedError,
     PolicyRefusedError,
     SessionKilledError,
 )
-from airflow_hoop.step_session import GovernedStep
+from airflow_hoop.task.step_session import GovernedStep
+from airflow_hoop.wire.sessions import ExecExtension, ExecRequest, ExecResponse
+from airflow_hoop.wire.values import decode_value, encode_parameters
 
 _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
-from airflow_hoop.approval_mixin import RequiresApprovalMixin
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
+from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin
 
 if TYPE_CHECKING:
     from airflow_hoop.hooks.postgres import HoopPostgresHook
@@ -82,7 +82,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         return self._execute_sql(context)
 
     def _execute_sql(self, context: Any) -> Any:
-        from airflow_hoop.step_session import end_all_steps
+        from airflow_hoop.task.step_session import end_all_steps
 
         try:
             return super().execute(context)
@@ -90,7 +90,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
             end_all_steps()
 
     def on_kill(self) -> None:
-        from airflow_hoop.step_session import end_all_steps, kill_all_steps
+        from airflow_hoop.task.step_session import end_all_steps, kill_all_steps
 
         kill_all_steps()
         end_all_steps()

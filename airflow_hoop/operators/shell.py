@@ -18,7 +18,7 @@ from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import BadRequestError
 
 if TYPE_CHECKING:
-    from airflow_hoop.step_session import GovernedStep
+    from airflow_hoop.task.step_session import GovernedStep
 
 # The gateway client, the hook and the step session are imported when the task runs, not when
 # its DAG file is parsed (airflow_hoop/defaults.py says why).
@@ -97,12 +97,12 @@ class HoopShellOperator(BaseOperator):
         return env
 
     def execute(self, context: Any) -> Any:
-        from airflow_hoop.client.env import encode_env_vars
-        from airflow_hoop.client.models import ExecExtension, ExecRequest
         from airflow_hoop.client.shell import run_shell
         from airflow_hoop.hooks.hoop import HoopHook
-        from airflow_hoop.identity import StepIdentity
-        from airflow_hoop.step_session import end_all_steps
+        from airflow_hoop.task.identity import StepIdentity
+        from airflow_hoop.task.step_session import end_all_steps
+        from airflow_hoop.wire.env import encode_env_vars
+        from airflow_hoop.wire.sessions import ExecExtension, ExecRequest
 
         step = HoopHook(self.hoop_conn_id).get_step(context)
         identity = StepIdentity.from_context(context)
@@ -173,7 +173,7 @@ def _kill_quietly(step: GovernedStep) -> None:
 
 
 def _kill_and_end() -> None:
-    from airflow_hoop.step_session import end_all_steps, kill_all_steps
+    from airflow_hoop.task.step_session import end_all_steps, kill_all_steps
 
     kill_all_steps()
     end_all_steps()

@@ -76,8 +76,8 @@ def build_app() -> Any:
     from fastapi import FastAPI
 
     from airflow_hoop.plugins.approvals import router as approvals_router
-    from airflow_hoop.plugins.audit import router as audit_router
-    from airflow_hoop.plugins.audit_download import router as download_router
+    from airflow_hoop.plugins.audit.download import router as download_router
+    from airflow_hoop.plugins.audit.routes import router as audit_router
 
     app = FastAPI(title="airflow-hoop", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(approvals_router)

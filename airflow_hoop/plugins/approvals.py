@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from airflow_hoop.client.approver import AsyncApproverClient
-from airflow_hoop.client.reviews import MAX_REASON, Review
 from airflow_hoop.errors import (
     BadRequestError,
     ConfigError,
@@ -33,6 +32,7 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
 )
 from airflow_hoop.plugins.app import APPROVALS_PREFIX, map_index_param
+from airflow_hoop.wire.reviews import MAX_REASON, Review
 
 router = APIRouter(prefix="/approvals")
 

@@ -34,7 +34,7 @@ def _end() -> None:
     # Every task process ends here, governed or not. A step exists only once step_session has
     # been imported (by the task's first governed call): without it there is nothing to end,
     # and importing it (Vault client, gateway client) would only cost the task its time.
-    step_session = sys.modules.get("airflow_hoop.step_session")
+    step_session = sys.modules.get("airflow_hoop.task.step_session")
     if step_session is not None:
         step_session.end_all_steps()
 

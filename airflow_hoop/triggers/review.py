@@ -18,8 +18,8 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from pydantic import ValidationError
 
-from airflow_hoop.client.reviews import Review
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
+from airflow_hoop.wire.reviews import Review
 
 log = logging.getLogger(__name__)
 

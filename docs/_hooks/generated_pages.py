@@ -149,7 +149,7 @@ def _schema_type(schema: dict[str, Any]) -> str:
 
 # -- configuration ----------------------------------------------------------------------------
 def configuration_markdown() -> str:
-    from airflow_hoop.gateway.masking.rules import ColumnRule, DetectorRule, MaskingPolicy
+    from airflow_hoop.gateway.execution.masking.rules import ColumnRule, DetectorRule, MaskingPolicy
     from airflow_hoop.gateway.settings import (
         ApiKey,
         ApprovalRule,
@@ -162,8 +162,8 @@ def configuration_markdown() -> str:
         TlsSettings,
         VaultAuth,
     )
-    from airflow_hoop.step_session import HoopConnectionConfig
-    from airflow_hoop.vault import StepVaultConfig
+    from airflow_hoop.task.step_session import HoopConnectionConfig
+    from airflow_hoop.task.vault import StepVaultConfig
 
     out = [
         "# Configuration reference",

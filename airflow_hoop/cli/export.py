@@ -1,0 +1,248 @@
+"""``audit verify`` (live) and ``audit export``: read the ledger from a gateway and check it.
+
+The gateway is only a reader here: every record is checked against the chain, the checkpoint
+signatures (with a public key the reviewer may pin) and, when given, the anchor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import airflow_hoop
+from airflow_hoop.cli.report_worker import ReportWorker
+from airflow_hoop.client.audit import AuditClient
+from airflow_hoop.errors import ConfigError
+from airflow_hoop.ledger.anchor import DirectoryAnchor
+from airflow_hoop.ledger.bundle import BundleManifest, BundleRange, BundleWindow, BundleWriter
+from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
+from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
+from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
+from airflow_hoop.ledger.report import ReportScope
+from airflow_hoop.ledger.verify import FailureKind, LedgerVerifier, Verification
+from airflow_hoop.wire.ledger import LedgerWindow
+
+Progress = Callable[[int], None]
+#: Any time before the first record, after the last one.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+def load_public_key(path: Path) -> PublicKeySet:
+    """A pinned key: a bundle's ``public-key.json``, or Vault's own answer to
+    ``bao read -format=json transit/keys/<key>`` (what a reviewer fetches independently)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the public key file {path} ({exc})") from None
+    try:
+        if isinstance(data, dict) and "data" in data:  # Vault's key read
+            inner = data["data"]
+            keys = {int(v): str(k["public_key"]) for v, k in inner["keys"].items()}
+            result = PublicKeySet(
+                key_name=str(inner["name"]),
+                keys=keys,
+                source=KeySource(how=f"Vault transit key read, from the file {path}"),
+            )
+        else:
+            result = PublicKeySet.model_validate(data)
+            result.source = KeySource(how=f"pinned from the file {path}")
+    except (KeyError, TypeError, ValueError, ValidationError):
+        raise ConfigError(
+            f"{path} is neither a public-key.json nor Vault's transit key JSON",
+            "write it with: bao read -format=json transit/keys/ledger-checkpoint > key.json",
+        ) from None
+    problem = result.check()
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return result
+
+
+def verify_live(
+    client: AuditClient,
+    keys: PublicKeySet,
+    *,
+    anchor_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Verification:
+    """Verify the whole ledger as the gateway serves it (chain, signatures, anchor, tail)."""
+    anchor = DirectoryAnchor(anchor_dir) if anchor_dir else None
+    verifier = LedgerVerifier(
+        keys,
+        anchor=anchor.entries() if anchor else None,
+        anchor_location=anchor.location if anchor else None,
+    )
+    _feed_stream(client, verifier, 0, None, progress)
+    return verifier.finish()
+
+
+def _feed_stream(
+    client: AuditClient,
+    verifier: LedgerVerifier,
+    after_seq: int,
+    through_seq: int | None,
+    progress: Progress | None,
+    each: Callable[[int, bytes], None] | None = None,
+) -> None:
+    """Feed the stream to the verifier; ``each`` sees every record, after the verifier.
+    Without ``each`` reading stops at the first failure."""
+    try:
+        for record in client.stream(after_seq, through_seq):
+            failed = verifier.feed(record.data, record.hash, record.seq) is not None
+            if each is not None:
+                each(record.seq, record.data)
+            elif failed:
+                return
+            if progress is not None:
+                progress(1)
+    except ValueError:
+        # A stored body that breaks the stream's framing (e.g. a raw newline written by hand).
+        verifier.fail(FailureKind.UNREADABLE, verifier.expected, "a stored record is not JSON")
+
+
+def export_bundle(
+    client: AuditClient,
+    out_dir: Path,
+    since: datetime,
+    until: datetime,
+    *,
+    keys: PublicKeySet,
+    dag_id: str | None = None,
+    connection: str | None = None,
+    anchor_dir: Path | None = None,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> BundleManifest:
+    """Write the reviewer's bundle for ``since <= time < until`` (see ledger/bundle.py)."""
+    window = client.window(since, until)
+    start_seq, start_hash, start_body = 1, GENESIS_HASH, None
+    end_seq: int | None = None
+    if window.first_seq is not None:
+        start_seq, start_hash, start_body = _start(client, window.first_seq)
+        end_seq = _covering_end(client, window)
+    elif window.head_seq is not None:  # an empty window: nothing to export
+        start_seq = (window.head_seq or 0) + 1
+        end_seq = window.head_seq
+    writer = BundleWriter(out_dir)
+    anchor = DirectoryAnchor(anchor_dir) if anchor_dir else None
+    verifier = LedgerVerifier(
+        keys,
+        start_seq=start_seq,
+        start_hash=start_hash,
+        prev_checkpoint=start_body,
+        anchor=anchor.entries() if anchor else None,
+        anchor_location=anchor.location if anchor else None,
+        complete=False,
+        on_checkpoint=lambda _seq, body: (
+            None if body == start_body else writer.add_checkpoint(body)
+        ),
+    )
+    if start_body is not None:
+        writer.add_checkpoint(start_body)
+    scope = ReportScope(
+        first_seq=window.first_seq,
+        last_seq=window.last_seq,
+        dag_id=dag_id,
+        connection=connection,
+        title=f"airflow-hoop audit report, {since.isoformat()} to {until.isoformat()}",
+    )
+    report = ReportWorker(out_dir, scope)
+    if on_total is not None:
+        head = end_seq if end_seq is not None else window.head_seq or 0
+        on_total(max(head - start_seq + 1, 0))
+
+    written = [0, start_seq - 1]  # records, last seq
+
+    def each(seq: int, data: bytes) -> None:
+        # Every record goes into the bundle (a tampered one too: the reviewer sees it); the
+        # report reads only records that verified.
+        writer.write_record(data)
+        written[0], written[1] = written[0] + 1, seq
+        if verifier.last_kind in REPORT_KINDS:  # (None when the record did not verify)
+            report.add(data)
+
+    try:
+        if window.first_seq is not None:
+            _feed_stream(client, verifier, start_seq - 1, end_seq, progress, each)
+    except BaseException:
+        report.close()
+        raise
+    result = verifier.finish()
+    if end_seq is None and window.first_seq is not None:
+        result.warnings.append(
+            "the end of the window is not under a checkpoint yet: export again after the "
+            "gateway's next checkpoint to have every record signed"
+        )
+    count, last = written
+    facts = {
+        "window": f"{since.isoformat()} to {until.isoformat()}",
+        "records in the window": f"{window.records} (seq {window.first_seq}..{window.last_seq})",
+        "records in the bundle": f"{count} (seq {start_seq}..{last})",
+        "filters": f"dag={dag_id or '*'} connection={connection or '*'}",
+        "source": client.base_url,
+        "public key": keys.source.how,
+        "anchor": anchor.location if anchor else "not compared",
+    }
+    try:
+        report.finish(result, facts)
+    finally:
+        report.close()
+    span = None
+    if count:
+        span = BundleRange(
+            first_seq=start_seq,
+            last_seq=last,
+            records=count,
+            start_hash=start_hash,
+            start_checkpoint=None if start_body is None else start_body["statement"]["number"],
+        )
+    return writer.finish(
+        keys,
+        {
+            "created_at": datetime.now(timezone.utc),
+            "generator": f"airflow-hoop {airflow_hoop.__version__}",
+            "source": client.base_url,
+            "window": BundleWindow(
+                since=since,
+                until=until,
+                first_seq=window.first_seq,
+                last_seq=window.last_seq,
+                records=window.records,
+                dag_id=dag_id,
+                connection=connection,
+            ),
+            "range": span,
+            "anchor": anchor.location if anchor else None,
+            "verification": result,
+        },
+    )
+
+
+def _start(client: AuditClient, first_seq: int) -> tuple[int, str, dict[str, Any] | None]:
+    """Start after the last checkpoint before the window: its signed head links the window
+    to the record before it."""
+    page = client.checkpoints(before_seq=first_seq, limit=1, newest_first=True)
+    if not page.checkpoints:
+        return 1, GENESIS_HASH, None
+    body = _checkpoint_body(page.checkpoints[0])
+    statement = body["statement"]
+    return int(statement["last_seq"]) + 1, str(statement["head_hash"]), body
+
+
+def _covering_end(client: AuditClient, window: LedgerWindow) -> int | None:
+    """Seq of the first checkpoint record whose signature covers the window's last record."""
+    assert window.last_seq is not None
+    for record in client.iter_checkpoints(window.last_seq):
+        if int(_checkpoint_body(record)["statement"]["last_seq"]) >= window.last_seq:
+            return record.seq
+    return None
+
+
+def _checkpoint_body(record: StoredRecord) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(record.body)["body"]
+    return body

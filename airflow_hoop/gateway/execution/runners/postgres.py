@@ -1,0 +1,389 @@
+"""Run SQL on a target Postgres as the step's dynamic user, one connection per step.
+
+The connection is not in autocommit mode, so a transaction spans several execs of a step
+exactly as with a direct DB-API connection; ``COMMIT``/``ROLLBACK`` scripts end it. An
+autocommit exec with no transaction open runs in autocommit mode for that exec only (one round
+trip instead of BEGIN, statement, COMMIT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any, Literal
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from airflow_hoop.errors import HoopError
+from airflow_hoop.gateway.execution.masking.engine import ResultMasker
+from airflow_hoop.gateway.execution.masking.methods import MaskingError
+from airflow_hoop.gateway.execution.masking.postgres import SourceCache, column_infos, mask_result
+from airflow_hoop.gateway.settings import PostgresConnection
+from airflow_hoop.wire.sessions import Column
+
+_TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
+#: Commands whose tag psql prints after their RETURNING rows (hoop's text output).
+_RETURNING_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE")
+#: Makes the open transaction fail (so that a later COMMIT is refused).
+_ABORT_TX = (
+    "DO $$BEGIN RAISE EXCEPTION 'airflow-hoop: the output of a statement of this transaction "
+    "could not be masked'; END$$"
+)
+_ABORTED = (
+    "COMMIT refused: an earlier statement of this transaction failed, so the transaction "
+    "was rolled back and nothing was committed"
+)
+
+
+class TargetUnavailableError(HoopError):
+    """The target database could not be reached or refused the step's dynamic user."""
+
+    link = "target"
+    default_fix = "check that the target database runs and is reachable from the gateway"
+
+
+class ResultSet(BaseModel):
+    """One statement's result (a script may hold several statements)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    columns: list[Column] | None = None
+    rows: list[tuple[Any, ...]] = []
+    rowcount: int = -1
+    status_message: str | None = None
+    truncated: bool = False
+    #: The rows before masking, kept only when the policy lets the task have them.
+    unmasked_rows: list[tuple[Any, ...]] | None = None
+
+
+class RunOutcome(BaseModel):
+    """What one exec did on the target. ``rows`` are Python values (encode for the wire)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    status: Literal["success", "failed"]
+    exit_code: int
+    columns: list[Column] | None = None
+    rows: list[tuple[Any, ...]] = []
+    rowcount: int = -1
+    status_message: str | None = None
+    error: str | None = None
+    sqlstate: str | None = None
+    duration_ms: float
+    truncated: bool = False
+    output: str = ""
+    #: What the task gets when its masking policy allows unmasked results (else None).
+    unmasked_rows: list[tuple[Any, ...]] | None = None
+    unmasked_output: str | None = None
+
+
+class PostgresRunner:
+    """One open connection of one step to one target, as the step's dynamic user."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], *, max_rows: int, max_output: int
+    ) -> None:
+        self._conn = conn
+        self._max_rows = max_rows
+        self._max_output = max_output
+        # Masking: source (schema, table, column) of result columns, per (table oid, attnum).
+        self._sources: SourceCache = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        target: PostgresConnection,
+        username: str,
+        password: SecretStr,
+        *,
+        max_rows: int,
+        max_output: int,
+        connect_timeout: int = 10,
+    ) -> PostgresRunner:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                host=target.host,
+                port=target.port,
+                dbname=target.database,
+                user=username,
+                password=password.get_secret_value(),
+                sslmode=target.sslmode,
+                connect_timeout=connect_timeout,
+                autocommit=False,
+                application_name="airflow-hoop gateway",
+            )
+        except psycopg.Error as exc:
+            # The libpq message names host and user, never the password.
+            first = (str(exc).strip().splitlines() or ["no message"])[-1]
+            raise TargetUnavailableError(
+                f"cannot connect to connection {target.name!r} "
+                f"({target.host}:{target.port}/{target.database}) as {username}: {first}"
+            ) from None
+        return cls(conn, max_rows=max_rows, max_output=max_output)
+
+    @property
+    def broken(self) -> bool:
+        return self._conn.broken or self._conn.closed
+
+    async def execute(
+        self,
+        script: str,
+        parameters: Any = None,
+        *,
+        autocommit: bool = False,
+        masker: ResultMasker | None = None,
+    ) -> RunOutcome:
+        """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors."""
+        started = time.perf_counter()
+        sets: list[ResultSet] = []
+        # Did this exec open the transaction? Then a failure may roll it back safely.
+        fresh = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            if _TX_CONTROL.match(script):
+                if self._commit_of_aborted(script):
+                    await self._conn.rollback()
+                    return RunOutcome(
+                        status="failed",
+                        exit_code=1,
+                        error=_ABORTED,
+                        status_message="ROLLBACK",
+                        duration_ms=_ms(started),
+                        output=f"ERROR:  {_ABORTED}\n",
+                    )
+                await self._transaction_control(script, sets)
+            elif autocommit and fresh and _may_skip_transaction(masker):
+                await self._run_autocommit(script, parameters, sets, masker)
+            else:
+                await self._run(script, parameters, sets, masker)
+                if autocommit:
+                    await self._conn.commit()
+        except psycopg.Error as exc:
+            return await self._failed(
+                exc, sets, started, rollback=fresh or autocommit, masker=masker
+            )
+        except MaskingError as exc:
+            return await self._unmaskable(exc, started, rollback=fresh or autocommit)
+        last = sets[-1] if sets else ResultSet()
+        output, capped = self._cap(render_output(sets))
+        unmasked = _unmasked(sets)
+        return RunOutcome(
+            unmasked_rows=last.unmasked_rows,
+            unmasked_output=None if unmasked is None else self._cap(render_output(unmasked))[0],
+            status="success",
+            exit_code=0,
+            columns=last.columns,
+            rows=last.rows,
+            rowcount=last.rowcount,
+            status_message=last.status_message,
+            duration_ms=_ms(started),
+            truncated=capped or any(s.truncated for s in sets),
+            output=output,
+        )
+
+    def _commit_of_aborted(self, script: str) -> bool:
+        """COMMIT of a failed transaction: Postgres silently rolls back; we say so loudly."""
+        aborted = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        return aborted and _is_commit(script)
+
+    async def _transaction_control(self, script: str, sets: list[ResultSet]) -> None:
+        # commit()/rollback() keep psycopg's transaction state in step with the server's.
+        if _is_commit(script):
+            await self._conn.commit()
+            sets.append(ResultSet(status_message="COMMIT"))
+        else:
+            await self._conn.rollback()
+            sets.append(ResultSet(status_message="ROLLBACK"))
+
+    async def _run_autocommit(
+        self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
+    ) -> None:
+        """An autocommit exec with no transaction open: one round trip instead of three.
+
+        The connection is switched to autocommit (a client-side flag, no round trip) so the
+        server commits the script's implicit transaction itself: no BEGIN before it, no COMMIT
+        after it. A multi-statement script is still one atomic implicit transaction, and
+        statements that refuse transaction blocks (VACUUM, CREATE INDEX CONCURRENTLY) work as
+        with a psycopg connection in autocommit mode.
+        """
+        await self._conn.set_autocommit(True)
+        try:
+            await self._run(script, parameters, sets, masker)
+        finally:
+            # Fails only on a broken connection, which is replaced before its next use anyway.
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.set_autocommit(False)
+
+    async def _run(
+        self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
+    ) -> None:
+        async with self._conn.cursor() as cur:
+            if parameters is None:
+                # No parameters: simple query protocol, so '%' is literal and a script
+                # may hold several statements.
+                await cur.execute(script)  # type: ignore[arg-type]
+            else:
+                await cur.execute(script, parameters)  # type: ignore[arg-type]
+            while True:
+                sets.append(await self._collect(cur, masker))
+                if not cur.nextset():
+                    break
+
+    async def _collect(
+        self, cur: psycopg.AsyncCursor[Any], masker: ResultMasker | None = None
+    ) -> ResultSet:
+        if cur.description is None:
+            return ResultSet(rowcount=cur.rowcount, status_message=cur.statusmessage)
+        columns = [
+            Column(name=c.name, type_code=c.type_code, type_name=_type_name(c))
+            for c in cur.description
+        ]
+        rows = await cur.fetchmany(self._max_rows + 1)
+        truncated = len(rows) > self._max_rows
+        rows, unmasked = rows[: self._max_rows], None
+        if masker is not None:  # before anything renders, stores or returns the rows
+            with_sources = masker.engine.needs_sources
+            infos = await column_infos(self._conn, cur, self._sources, with_sources=with_sources)
+            unmasked = rows if masker.unmasked_to_task else None
+            rows = await mask_result(masker, infos, rows)
+        return ResultSet(
+            unmasked_rows=unmasked,
+            columns=columns,
+            rows=rows,
+            rowcount=cur.rowcount,
+            status_message=cur.statusmessage,
+            truncated=truncated,
+        )
+
+    async def _failed(
+        self,
+        exc: psycopg.Error,
+        sets: list[ResultSet],
+        started: float,
+        *,
+        rollback: bool,
+        masker: ResultMasker | None = None,
+    ) -> RunOutcome:
+        diag = getattr(exc, "diag", None)
+        primary = getattr(diag, "message_primary", None) or (str(exc).splitlines() or ["error"])[0]
+        if masker is not None:  # "invalid input syntax for type integer: \"<a value>\""
+            try:
+                primary = masker.mask_text(primary)
+            except MaskingError:
+                primary = "(the error message was withheld: it could not be masked)"
+        sqlstate = getattr(diag, "sqlstate", None)
+        # A failure aborts the transaction. If this exec opened it (or runs in autocommit),
+        # rolling back loses nothing and keeps the step's connection usable. Otherwise earlier
+        # statements of the step's transaction are in it: leave it aborted, as Postgres does,
+        # so that the client's later COMMIT cannot commit half of its work.
+        if rollback and not self.broken:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.rollback()
+        output, capped = self._cap(f"{render_output(sets)}ERROR:  {primary}\n")
+        return RunOutcome(
+            status="failed",
+            exit_code=1,
+            error=primary,
+            sqlstate=sqlstate,
+            duration_ms=_ms(started),
+            output=output,
+            truncated=capped,
+        )
+
+    async def _unmaskable(self, exc: MaskingError, started: float, *, rollback: bool) -> RunOutcome:
+        """A strict masking policy could not mask the result: fail, withhold it, undo it.
+
+        If this exec opened the transaction it is rolled back; otherwise the transaction is
+        made to fail, so the step's later COMMIT is refused as after any failed statement.
+        """
+        if not self.broken:
+            with contextlib.suppress(psycopg.Error):
+                if rollback:
+                    await self._conn.rollback()
+                else:
+                    await self._conn.execute(_ABORT_TX)
+        return RunOutcome(
+            status="failed",
+            exit_code=1,
+            error=exc.what,
+            duration_ms=_ms(started),
+            output=f"[gateway] {exc.what}\n",
+        )
+
+    def _cap(self, text: str) -> tuple[str, bool]:
+        """Cap the text output at ``max_output`` bytes (hoop's ``truncated``)."""
+        data = text.encode("utf-8")
+        if len(data) <= self._max_output:
+            return text, False
+        return data[: self._max_output].decode("utf-8", "ignore"), True
+
+    async def cancel(self) -> None:
+        """Ask the server to cancel the running statement (safe from another task)."""
+        if not self.broken:
+            await self._conn.cancel_safe(timeout=5.0)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+def _may_skip_transaction(masker: ResultMasker | None) -> bool:
+    """May an autocommit exec run without an explicit transaction around it?
+
+    Not under a strict masking policy: output it cannot mask must be undone (rolled back),
+    which needs the transaction that autocommit mode would have committed already.
+    """
+    return masker is None or masker.engine.policy.mode != "strict"
+
+
+def _unmasked(sets: list[ResultSet]) -> list[ResultSet] | None:
+    """The result sets as they were before masking, if the policy kept them for the task."""
+    if not any(rs.unmasked_rows is not None for rs in sets):
+        return None
+    return [
+        rs if rs.unmasked_rows is None else rs.model_copy(update={"rows": rs.unmasked_rows})
+        for rs in sets
+    ]
+
+
+def render_output(sets: list[ResultSet]) -> str:
+    """hoop's text output, as ``psql -A -F '\\t'`` prints it."""
+    parts: list[str] = []
+    for rs in sets:
+        if rs.columns is None:
+            if rs.status_message:
+                parts.append(f"{rs.status_message}\n")
+            continue
+        lines = ["\t".join(c.name for c in rs.columns)]
+        lines.extend("\t".join(_text(v) for v in row) for row in rs.rows)
+        n = len(rs.rows)
+        lines.append(f"({n} row{'' if n == 1 else 's'})")
+        if rs.status_message and rs.status_message.split(" ", 1)[0] in _RETURNING_TAGS:
+            lines.append(rs.status_message)  # psql prints the tag after RETURNING rows too
+        parts.append("\n".join(lines) + "\n")
+    return "".join(parts)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def _is_commit(script: str) -> bool:
+    return script.strip().rstrip(";").strip().upper() == "COMMIT"
+
+
+def _type_name(column: psycopg.Column) -> str | None:
+    try:
+        return column.type_display
+    except Exception:  # an unknown OID: the name is optional
+        return None
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,97 @@
+"""Read-only auditor routes under ``/api/airflow-hoop/ledger/``: checkpoints, the public key,
+time windows and the raw record stream. (The filtered page itself is ``GET
+/api/airflow-hoop/ledger`` in api.py.) There is no route that changes a record.
+
+All need an API key (auditor or admin); a step's identity token gets 403.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from airflow_hoop.errors import BadRequestError
+from airflow_hoop.gateway.access.auth import Principal
+from airflow_hoop.gateway.db.ledger_reads import checkpoint_page, stream_lines, window_bounds
+from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.routes.sessions import Caller, Svc, require_ledger_reader
+from airflow_hoop.ledger.checkpoint import PublicKeySet
+from airflow_hoop.wire.ledger import CheckpointPage, LedgerWindow
+
+router = APIRouter(prefix="/api/airflow-hoop/ledger")
+
+_MAX_CHECKPOINT_PAGE = 1000
+
+
+async def auditor(caller: Caller) -> Principal:
+    require_ledger_reader(caller)
+    return caller
+
+
+Auditor = Annotated[Principal, Depends(auditor)]
+
+
+def signer(request: Request) -> CheckpointSigner:
+    found: CheckpointSigner = request.app.state.checkpoints
+    return found
+
+
+Signer = Annotated[CheckpointSigner, Depends(signer)]
+
+
+@router.get("/checkpoints")
+async def checkpoints(
+    svc: Svc,
+    _: Auditor,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=_MAX_CHECKPOINT_PAGE)] = 100,
+    newest_first: bool = False,
+) -> CheckpointPage:
+    """Checkpoint records with ``after_seq < seq < before_seq``, oldest (or newest) first."""
+    records = await checkpoint_page(svc.store, after_seq, before_seq, limit, newest_first)
+    full = len(records) == limit and not newest_first
+    return CheckpointPage(checkpoints=records, next_after_seq=records[-1].seq if full else None)
+
+
+@router.get("/public-key")
+async def public_key(_: Auditor, sign: Signer) -> PublicKeySet:
+    """The checkpoint key's public halves, read from Vault's transit engine now.
+
+    A reviewer who does not trust the gateway reads the same key from Vault directly
+    (``GET /v1/<transit>/keys/<key>``) and pins it with ``audit verify --public-key``.
+    """
+    return await sign.public_keys()
+
+
+@router.get("/window")
+async def window(svc: Svc, _: Auditor, since: datetime, until: datetime) -> LedgerWindow:
+    """First and last sequence of the records with ``since <= time < until``."""
+    if since.tzinfo is None or until.tzinfo is None:
+        raise HTTPException(
+            400,
+            detail=str(
+                BadRequestError(
+                    "since and until need a time zone", "send ISO 8601 times with Z or +00:00"
+                )
+            ),
+        )
+    bounds = await window_bounds(svc.store, since, until)
+    return LedgerWindow(since=since, until=until, **bounds.model_dump())
+
+
+@router.get("/stream")
+async def stream(
+    svc: Svc,
+    _: Auditor,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    through_seq: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """Every record in ``after_seq < seq <= through_seq`` as NDJSON, with its stored bytes:
+    ``{"seq":N,"hash":"…","record":{…}}``, then ``{"end":true,"last_seq":N,"records":K}``."""
+    return StreamingResponse(
+        stream_lines(svc.store, after_seq, through_seq), media_type="application/x-ndjson"
+    )
