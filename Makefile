@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PGBIN  ?= /usr/lib/postgresql/15/bin
 
-.PHONY: setup system-deps demo ui test lint format bench bench-quick dist clean docs compat
+.PHONY: setup system-deps demo ui test test-fast lint format bench bench-quick dist clean docs compat
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,13 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format airflow_hoop tests example_dags bench
 	$(VENV)/bin/ruff check --fix airflow_hoop tests example_dags bench
 
+# The whole suite: tests/unit and tests/integration (the embedded stack, real Airflow).
 test: setup lint docs
 	$(VENV)/bin/pytest -q
+
+# tests/unit only: no embedded stack, no server processes; under a minute.
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests/unit
 
 # The docs site (MkDocs, Material) into site/; --strict: a broken link or page fails the build.
 # The API and configuration pages are generated from the code (docs/_hooks/generated_pages.py).

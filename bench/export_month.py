@@ -40,7 +40,7 @@ from results_model import BenchReport, BenchRow, BenchTable, Machine, Stats, com
 
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.ledger_io.appender import LEDGER_LOCK_KEY
+from airflow_hoop.gateway.db.appender import LEDGER_LOCK_KEY
 from airflow_hoop.gateway.ledger_io.checkpoints import CHECKPOINT_LOCK_KEY
 from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
 from airflow_hoop.gateway.vault import GatewayVaultClient

@@ -168,7 +168,7 @@ async def statement_latency(dsn: str, n: int) -> dict[str, Any]:
 
 # -- 3. the whole HTTP path, for context ---------------------------------------------------------
 def http_path(info: StackInfo, steps: int, statements: int) -> dict[str, Any]:
-    from gateway_support import new_step, step_client
+    from support.gateway_support import new_step, step_client
 
     clients = [
         step_client(info, new_step(dag_id="bench_ledger", task_id=f"h{i}")) for i in range(steps)

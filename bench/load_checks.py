@@ -1,4 +1,5 @@
-"""What bench/load.py checks after the governed run (also run at tiny size by tests/test_load_dag.py).
+"""What bench/load.py checks after the governed run (also run at tiny size by
+tests/unit/test_load_dag.py).
 
 Each check reads the real systems: the ledger through the gateway's auditor API, ``pg_roles``
 in the target database, token accessors in OpenBao, ``airflow-hoop audit verify`` as a

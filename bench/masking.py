@@ -39,13 +39,13 @@ from pydantic import SecretStr
 from results_model import BenchReport, BenchRow, BenchTable, Machine, at_least, command
 
 from airflow_hoop.devstack import stack
-from airflow_hoop.gateway.execution.masking.detectors import luhn_ok
-from airflow_hoop.gateway.execution.masking.engine import ColumnInfo, MaskingEngine
-from airflow_hoop.gateway.execution.masking.methods import Hasher
-from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
-from airflow_hoop.gateway.execution.masking.stream import StreamMasker
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
 from airflow_hoop.gateway.execution.runners.postgres import PostgresRunner
+from airflow_hoop.gateway.masking.detectors import luhn_ok
+from airflow_hoop.gateway.masking.engine import ColumnInfo, MaskingEngine
+from airflow_hoop.gateway.masking.methods import Hasher
+from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.masking.stream import StreamMasker
 from airflow_hoop.gateway.settings import PostgresConnection
 from airflow_hoop.wire.values import encode_value
 

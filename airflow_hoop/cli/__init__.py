@@ -1,1 +1,13 @@
-"""TODO docstring."""
+"""The ``airflow-hoop`` command line (console script ``airflow_hoop.cli.main:main``).
+
+- ``main``: the commands: gateway, stack, demo, ui, and the ``audit`` group
+- ``audit``: ``audit verify`` (live or ``--bundle``) and ``audit export``, their options
+- ``export``: live verification and the bundle export, read from a gateway
+- ``report_worker``: the export's report, built in a second process
+- ``demo``: the governed ETL on the embedded stack, then the ledger read back
+- ``tables``: the terminal tables and lines of the demo
+
+May import anything of the package, the gateway included (``gateway serve``, and
+``gateway.execution.readonly`` as the report's write classifier). Nothing else in the package
+imports it (the UI's export runs it as a child process).
+"""

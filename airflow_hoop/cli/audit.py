@@ -1,4 +1,4 @@
-"""``airflow-hoop audit verify`` and ``airflow-hoop audit export`` (registered in cli.py)."""
+"""``airflow-hoop audit verify`` and ``airflow-hoop audit export`` (registered in main.py)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _verify_live(
     anchor_dir: Path | None,
 ) -> Verification:
     from airflow_hoop.cli.export import verify_live
-    from airflow_hoop.client.audit import AuditClient
+    from airflow_hoop.client.audit import EPOCH, FAR_FUTURE, AuditClient
 
     url, key, keys, anchor_dir = _source(stack_dir, gateway_url, api_key, keys, anchor_dir)
     with AuditClient(url, key) as client:
@@ -130,7 +130,7 @@ def _verify_live(
                 "No anchor given (--anchor): a deleted tail of the ledger cannot be detected.",
                 style="yellow",
             )
-        total = client.window(_EPOCH, _FAR_FUTURE).head_seq or 0
+        total = client.window(EPOCH, FAR_FUTURE).head_seq or 0
         with _progress("Verifying", total) as advance:
             return verify_live(client, keys, anchor_dir=anchor_dir, progress=advance)
 
@@ -203,8 +203,6 @@ def audit_export(
 
 
 # -- helpers ---------------------------------------------------------------------------------
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def _when(text: str, option: str) -> datetime:

@@ -11,9 +11,11 @@ from airflow_hoop.cli.tables import print_verification, steps_summary, steps_tab
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.devstack import airflow_env, stack
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.ledger.chain import StoredRecord, VerifyReport, verify_chain
+from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import LedgerRecord
 from airflow_hoop.ledger.steps import steps_from_records
+from airflow_hoop.ledger.verification import Verification
+from airflow_hoop.ledger.verify import verify_chain
 
 DEMO_DAG = "governed_etl"
 
@@ -26,7 +28,7 @@ def read_ledger(info: StackInfo) -> list[StoredRecord]:
 
 def show_ledger(
     console: Console, rows: list[StoredRecord], dag_id: str | None = None
-) -> VerifyReport:
+) -> Verification:
     records = [LedgerRecord.model_validate_json(r.body) for r in rows]
     views = [v for v in steps_from_records(records) if dag_id is None or v.step.dag_id == dag_id]
     console.print(steps_table(views))

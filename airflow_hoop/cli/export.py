@@ -10,7 +10,6 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,18 +18,15 @@ from airflow_hoop.cli.report_worker import ReportWorker
 from airflow_hoop.client.audit import AuditClient
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.ledger.anchor import DirectoryAnchor
-from airflow_hoop.ledger.bundle import BundleManifest, BundleRange, BundleWindow, BundleWriter
-from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
+from airflow_hoop.ledger.bundle import BundleWriter
+from airflow_hoop.ledger.chain import GENESIS_HASH
 from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
+from airflow_hoop.ledger.manifest import BundleManifest, BundleRange, BundleWindow
 from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
 from airflow_hoop.ledger.report import ReportScope
 from airflow_hoop.ledger.verify import FailureKind, LedgerVerifier, Verification
-from airflow_hoop.wire.ledger import LedgerWindow
 
 Progress = Callable[[int], None]
-#: Any time before the first record, after the last one.
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def load_public_key(path: Path) -> PublicKeySet:
@@ -123,8 +119,9 @@ def export_bundle(
     start_seq, start_hash, start_body = 1, GENESIS_HASH, None
     end_seq: int | None = None
     if window.first_seq is not None:
-        start_seq, start_hash, start_body = _start(client, window.first_seq)
-        end_seq = _covering_end(client, window)
+        start_seq, start_hash, start_body = client.signed_start(window.first_seq)
+        assert window.last_seq is not None
+        end_seq = client.covering_checkpoint(window.last_seq)
     elif window.head_seq is not None:  # an empty window: nothing to export
         start_seq = (window.head_seq or 0) + 1
         end_seq = window.head_seq
@@ -221,28 +218,3 @@ def export_bundle(
             "verification": result,
         },
     )
-
-
-def _start(client: AuditClient, first_seq: int) -> tuple[int, str, dict[str, Any] | None]:
-    """Start after the last checkpoint before the window: its signed head links the window
-    to the record before it."""
-    page = client.checkpoints(before_seq=first_seq, limit=1, newest_first=True)
-    if not page.checkpoints:
-        return 1, GENESIS_HASH, None
-    body = _checkpoint_body(page.checkpoints[0])
-    statement = body["statement"]
-    return int(statement["last_seq"]) + 1, str(statement["head_hash"]), body
-
-
-def _covering_end(client: AuditClient, window: LedgerWindow) -> int | None:
-    """Seq of the first checkpoint record whose signature covers the window's last record."""
-    assert window.last_seq is not None
-    for record in client.iter_checkpoints(window.last_seq):
-        if int(_checkpoint_body(record)["statement"]["last_seq"]) >= window.last_seq:
-            return record.seq
-    return None
-
-
-def _checkpoint_body(record: StoredRecord) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(record.body)["body"]
-    return body

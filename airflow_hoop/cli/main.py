@@ -163,7 +163,7 @@ def audit() -> None:
     """Verify the ledger and export the reviewer's bundle."""
 
 
-# verify (live or --bundle) and export live in audit_cli.py; imported here so that
+# verify (live or --bundle) and export live in audit.py; imported here so that
 # ``airflow_hoop.cli.main.audit_verify`` keeps working.
 audit.add_command(audit_verify)
 audit.add_command(audit_export)

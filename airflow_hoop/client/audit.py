@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import httpx
 
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import GatewayUnavailableError
-from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
 
 LEDGER = "/api/airflow-hoop/ledger"
+#: Window bounds (``window``): any time before the first record, after the last one.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 class StreamedRecord(NamedTuple):
@@ -117,6 +120,24 @@ class AuditClient:
                 return
             after_seq = page.next_after_seq
 
+    def signed_start(self, first_seq: int) -> tuple[int, str, dict[str, Any] | None]:
+        """Where to start reading so that ``first_seq`` is under a signature: after the last
+        checkpoint before it (its signed head links the records to the one before them), or
+        at genesis. Returns the first seq to read, the hash it links to, the checkpoint body."""
+        page = self.checkpoints(before_seq=first_seq, limit=1, newest_first=True)
+        if not page.checkpoints:
+            return 1, GENESIS_HASH, None
+        body = _checkpoint_body(page.checkpoints[0])
+        statement = body["statement"]
+        return int(statement["last_seq"]) + 1, str(statement["head_hash"]), body
+
+    def covering_checkpoint(self, last_seq: int) -> int | None:
+        """Seq of the first checkpoint record whose signature covers record ``last_seq``."""
+        for record in self.iter_checkpoints(last_seq):
+            if int(_checkpoint_body(record)["statement"]["last_seq"]) >= last_seq:
+                return record.seq
+        return None
+
     def public_key(self) -> PublicKeySet:
         return PublicKeySet.model_validate_json(self._get(f"{LEDGER}/public-key").content)
 
@@ -155,3 +176,8 @@ class AuditClient:
 
 def _param(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _checkpoint_body(record: StoredRecord) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(record.body)["body"]
+    return body

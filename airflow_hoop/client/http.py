@@ -37,7 +37,7 @@ M = TypeVar("M", bound=BaseModel)
 TokenProvider = Callable[[], str]
 
 _IDEMPOTENT_RETRIES = 3
-# Headers of our gateway's result/stream (gateway/stream_api.py); hoop.dev sends neither.
+# Headers of our gateway's result/stream (gateway/routes/stream.py); hoop.dev sends neither.
 _STREAM_STATUS = "X-Airflow-Hoop-Status"
 _STREAM_NEXT_OFFSET = "X-Airflow-Hoop-Next-Offset"
 

@@ -100,6 +100,6 @@ def _create_cluster_objects(
 def migrate_gateway_store(conn: psycopg.Connection) -> None:
     """Create the gateway's tables and grants (the ledger among them) in its database."""
     # Imported here: the devstack must stay importable without pulling in the gateway service.
-    from airflow_hoop.gateway.db.store import migrate
+    from airflow_hoop.gateway.db.schema import migrate
 
     migrate(conn, gateway_role=GATEWAY_ROLE)

@@ -25,7 +25,7 @@ from airflow_hoop.devstack import airflow_env, openbao, stack
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.plugins.app import APPROVALS_PREFIX
+from airflow_hoop.plugins.common import APPROVALS_PREFIX
 
 #: Triggered on start; the last one waits for an approval.
 EXAMPLE_RUNS = ("governed_etl", "governed_shell", "governed_approval")

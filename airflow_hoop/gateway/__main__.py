@@ -58,7 +58,7 @@ def serve(settings: GatewaySettings, *, workers: int = 1, config: str | None = N
         lifespan="on",
         timeout_graceful_shutdown=20,
         # Not uvloop: its subprocesses always fork(), 10 ms per shell command in a process
-        # this size; asyncio's use vfork() (see gateway/runners/shell.py).
+        # this size; asyncio's use vfork() (see gateway/execution/runners/shell.py).
         loop="asyncio",
         **extra,
     )

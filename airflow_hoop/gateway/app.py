@@ -30,10 +30,11 @@ from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
 from airflow_hoop.gateway.routes.audit import router as audit_router
+from airflow_hoop.gateway.routes.deps import Services
 from airflow_hoop.gateway.routes.input_guard import NulGuard
 from airflow_hoop.gateway.routes.ledger import router as ledger_router
 from airflow_hoop.gateway.routes.reviews import router as reviews_router
-from airflow_hoop.gateway.routes.sessions import Services, router
+from airflow_hoop.gateway.routes.sessions import router
 from airflow_hoop.gateway.routes.stream import router as stream_router
 from airflow_hoop.gateway.settings import GatewaySettings
 from airflow_hoop.gateway.vault import GatewayVaultClient

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
+from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.targets import as_target
 
 ENV_PREFIX = "HOOP_GATEWAY_"
 
@@ -26,7 +27,7 @@ def describe(settings: GatewaySettings) -> list[str]:
         f"connections ({len(settings.connections)}):",
     ]
     for conn in settings.connections:
-        lines.append(f"  {conn.name}: {_connection(conn)}")
+        lines.append(f"  {conn.name}: {as_target(conn, settings).describe()}")
         allowed = ", ".join(conn.allowed_dags) or "nobody (deny all)"
         lines.append(f"    allowed DAGs: {allowed}")
         for rule in conn.approvals:
@@ -48,17 +49,6 @@ def describe(settings: GatewaySettings) -> list[str]:
     if overrides:
         lines.append(f"overridden by the environment: {', '.join(overrides)}")
     return lines
-
-
-def _connection(conn: PostgresConnection | ShellConnection) -> str:
-    if isinstance(conn, PostgresConnection):
-        return (
-            f"postgres {conn.host}:{conn.port}/{conn.database} (sslmode {conn.sslmode}), "
-            f"per-step users from Vault role {conn.vault_role}"
-        )
-    user = f" as {conn.run_as_user}" if conn.run_as_user else ""
-    database = f", PG* user from {conn.database}" if conn.database else ""
-    return f"custom command {' '.join(conn.command)}{user}{database}"
 
 
 def _tls(settings: GatewaySettings) -> str:

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.gateway.execution.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.masking.rules import MaskingPolicy
 
 
 class VaultAuth(BaseModel):
@@ -116,9 +116,9 @@ class ApprovalRule(BaseModel):
     """Commands that need a human approval before the gateway runs them.
 
     ``required_for: writes`` covers every statement that is not plainly read-only (see
-    ``gateway/readonly.py``: conservative, anything not a plain SELECT/SHOW/EXPLAIN counts as a
-    write; every shell command is a write); ``all`` covers every statement. ``dags`` are fnmatch
-    globs of DAG ids. An approval expires ``expires_after_seconds`` after it is granted and is
+    ``gateway/execution/readonly.py``: conservative, anything not a plain SELECT/SHOW/EXPLAIN
+    counts as a write; every shell command is a write); ``all`` covers every statement.
+    ``dags`` are fnmatch globs of DAG ids. An approval expires ``expires_after_seconds`` after it is granted and is
     used once.
     """
 
@@ -256,8 +256,8 @@ class RecoverySettings(BaseModel):
     Each process heartbeats its row in ``gateway_instances`` every ``heartbeat_seconds``; a
     process whose heartbeat is older than ``stale_after_seconds`` (by the database's clock) is
     declared dead, fenced, and its open sessions and unrevoked leases are closed by the sweep
-    (``gateway/recovery.py``, docs/faults.md). A process on the same host whose PID is gone is
-    declared dead at once.
+    (``gateway/ledger_io/recovery.py``, docs/faults.md). A process on the same host whose PID
+    is gone is declared dead at once.
     """
 
     model_config = ConfigDict(extra="forbid")

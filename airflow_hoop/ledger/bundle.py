@@ -21,21 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from airflow_hoop.errors import LedgerError
 from airflow_hoop.ledger.anchor import AnchorEntry
 from airflow_hoop.ledger.bundle_window import WindowCheck
 from airflow_hoop.ledger.canonical import canonical
-from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
-from airflow_hoop.ledger.verify import Failure, FailureKind, LedgerVerifier, Verification
+from airflow_hoop.ledger.checkpoint import PublicKeySet
+from airflow_hoop.ledger.manifest import (
+    MANIFEST,
+    BundleError,
+    BundleManifest,
+    FileDigest,
+    file_digest,
+    read_manifest,
+)
+from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
+from airflow_hoop.ledger.verify import LedgerVerifier
 
-FORMAT = "airflow-hoop-bundle/1"
-MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 PUBLIC_KEY = "public-key.json"
@@ -56,61 +61,6 @@ follows docs/reviewer-guide.md):
 Without --public-key the key in public-key.json is used: read manifest.json ("public_key")
 to see how it was obtained, and prefer a copy of the key you fetched from Vault yourself.
 """
-
-
-class BundleError(LedgerError):
-    """The bundle cannot be read at all (missing or malformed manifest, missing file)."""
-
-
-class FileDigest(BaseModel):
-    # Verify relies on these fields: a misspelt one must not fall back to a default.
-    model_config = ConfigDict(extra="forbid")
-
-    sha256: str
-    bytes: int
-
-
-class BundleRange(BaseModel):
-    """The contiguous records in the bundle and the signed hash they start from."""
-
-    # Verify relies on these fields: a misspelt ``start_checkpoint`` would otherwise read as
-    # "starts at genesis" and skip the start signature (found by tests/test_fuzz_bundle.py).
-    model_config = ConfigDict(extra="forbid")
-
-    first_seq: int
-    last_seq: int
-    records: int
-    start_hash: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="hash of record first_seq - 1 (zeros at genesis)"
-    )
-    start_checkpoint: int | None = Field(
-        None, description="number of the checkpoint that signs start_hash (None at genesis)"
-    )
-
-
-class BundleWindow(BaseModel):
-    """The time window asked for, and where it lies in the records."""
-
-    since: datetime
-    until: datetime
-    first_seq: int | None = None
-    last_seq: int | None = None
-    records: int = 0
-    dag_id: str | None = None
-    connection: str | None = None
-
-
-class BundleManifest(BaseModel):
-    format: Literal["airflow-hoop-bundle/1"] = "airflow-hoop-bundle/1"
-    created_at: datetime
-    generator: str
-    source: str = Field(description="where the records were read (the gateway URL)")
-    window: BundleWindow
-    range: BundleRange | None = None
-    public_key: KeySource
-    anchor: str | None = Field(None, description="anchor compared during the export, if any")
-    verification: Verification
-    files: dict[str, FileDigest]
 
 
 class BundleWriter:
@@ -150,33 +100,6 @@ class BundleWriter:
         result = BundleManifest(files=files, public_key=keys.source, **manifest)
         (self.out_dir / MANIFEST).write_text(result.model_dump_json(indent=2) + "\n")
         return result
-
-
-def file_digest(path: Path) -> FileDigest:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return FileDigest(sha256=digest.hexdigest(), bytes=size)
-
-
-def read_manifest(bundle: Path) -> BundleManifest:
-    try:
-        return BundleManifest.model_validate_json((bundle / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        raise BundleError(
-            f"{bundle} has no {MANIFEST}", "point --bundle at the directory audit export wrote"
-        ) from None
-    except OSError as exc:  # a directory in its place, unreadable (found by the bundle fuzz)
-        raise BundleError(
-            f"{bundle / MANIFEST} cannot be read ({type(exc).__name__})", "export the bundle again"
-        ) from None
-    except ValidationError as exc:
-        raise BundleError(
-            f"{bundle / MANIFEST} is not a bundle manifest ({exc.error_count()} problems)",
-            "export the bundle again",
-        ) from None
 
 
 def verify_bundle(

@@ -23,10 +23,8 @@ bundle's first record, or an ``until`` moved past its last one, is consistent wi
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from airflow_hoop.ledger.bundle import BundleRange, BundleWindow
+from airflow_hoop.ledger.manifest import BundleRange, BundleWindow
 
 
 def _aware(value: datetime) -> datetime:

@@ -16,7 +16,7 @@ from airflow_hoop.ledger.canonical import canonical, sha256_hex
 
 
 def parameters_sha256(wire_parameters: Any) -> str | None:
-    """Digest of the wire-encoded parameters (``client.values``); None when there are none."""
+    """Digest of the wire-encoded parameters (``wire.values``); None when there are none."""
     return None if wire_parameters is None else sha256_hex(canonical(wire_parameters))
 
 
@@ -32,7 +32,7 @@ def command_sha256(statement_digests: Sequence[str]) -> str:
     return sha256_hex(canonical(list(statement_digests)))
 
 
-#: hoop's env_vars key prefix of each kind of variable (``client/env.py``).
+#: hoop's env_vars key prefix of each kind of variable (``wire/env.py``).
 _ENV_WIRE_PREFIX = {"env": "envvar:", "file": "filesystem:"}
 
 

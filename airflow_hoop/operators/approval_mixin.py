@@ -45,7 +45,7 @@ class RequiresApprovalMixin:
             return
         from datetime import timedelta
 
-        from airflow_hoop.task.approval_request import (
+        from airflow_hoop.operators.approval_request import (
             command_for,
             request_approval,
             settled,
@@ -77,7 +77,7 @@ class RequiresApprovalMixin:
         """After the deferral: the approved review, or AirflowFailException (no retry)."""
         from airflow.providers.common.compat.sdk import AirflowFailException
 
-        from airflow_hoop.task.approval_request import ApprovalRejected, outcome
+        from airflow_hoop.operators.approval_request import ApprovalRejected, outcome
 
         try:
             return outcome(event)
@@ -87,7 +87,7 @@ class RequiresApprovalMixin:
     def _approved_or_fail(self, review: Review, status: str) -> Review:
         from airflow.providers.common.compat.sdk import AirflowFailException
 
-        from airflow_hoop.task.approval_request import ApprovalRejected, check
+        from airflow_hoop.operators.approval_request import ApprovalRejected, check
 
         try:
             return check(review, status)

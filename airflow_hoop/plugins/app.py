@@ -1,7 +1,8 @@
 """The plugin's FastAPI app, mounted by the Airflow API server under ``/hoop``.
 
 Built on first use only: plugin modules are imported in every task process, and those never
-serve HTTP. Feature routers (approvals, audit) are included here.
+serve HTTP. Feature routers (approvals, audit) are included here; they import ``common.py``,
+never this module.
 """
 
 from __future__ import annotations
@@ -9,19 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-URL_PREFIX = "/hoop"
-APPROVALS_PREFIX = URL_PREFIX + "/approvals"
-AUDIT_PREFIX = URL_PREFIX + "/audit"
-
-
-def map_index_param(raw: str | None) -> int:
-    """A task-instance view's ``map_index`` query value as an int (-1 when not mapped).
-
-    Airflow leaves ``{MAP_INDEX}`` literal on unmapped task instance pages (airflow-3.md §2.5).
-    """
-    text = (raw or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else -1
-
+from airflow_hoop.plugins.common import APPROVALS_PREFIX, AUDIT_PREFIX, URL_PREFIX
 
 #: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
 APPROVAL_VIEWS = [

@@ -13,7 +13,6 @@ Configuration of the API server (never of the workers): ``[hoop] gateway_url`` a
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any
 from urllib.parse import quote, urlparse
 
@@ -21,7 +20,6 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from airflow_hoop.client.approver import AsyncApproverClient
 from airflow_hoop.errors import (
@@ -31,7 +29,7 @@ from airflow_hoop.errors import (
     HoopError,
     PolicyRefusedError,
 )
-from airflow_hoop.plugins.app import APPROVALS_PREFIX, map_index_param
+from airflow_hoop.plugins.common import APPROVALS_PREFIX, map_index_param, templates
 from airflow_hoop.wire.reviews import MAX_REASON, Review
 
 router = APIRouter(prefix="/approvals")
@@ -42,16 +40,8 @@ _CAN_READ = Depends(requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE))
 _CAN_DECIDE = Depends(requires_access_dag("PUT", DagAccessEntity.TASK_INSTANCE))
 
 
-@functools.cache
-def _templates() -> Environment:
-    return Environment(
-        loader=PackageLoader("airflow_hoop.plugins", "templates"),
-        autoescape=select_autoescape(["html"], default=True),
-    )
-
-
 def _render(name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
-    html = _templates().get_template(name).render(prefix=PREFIX, **values)
+    html = templates().get_template(name).render(prefix=PREFIX, **values)
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 

@@ -70,7 +70,7 @@ class HoopApprovalSensor(BaseSensorOperator):
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from airflow_hoop.task.approval_request import settled, trigger_for
+        from airflow_hoop.operators.approval_request import settled, trigger_for
 
         started = time.monotonic()
         created, gateway_url = self._request(context)
@@ -90,7 +90,7 @@ class HoopApprovalSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         """Non-deferrable mode: ask (idempotent) and look at the review's state."""
-        from airflow_hoop.task.approval_request import settled
+        from airflow_hoop.operators.approval_request import settled
 
         created, _ = self._request(context)
         status = settled(created.review)
@@ -105,7 +105,7 @@ class HoopApprovalSensor(BaseSensorOperator):
 
     # -- helpers --------------------------------------------------------------------------------
     def _request(self, context: Any) -> Any:
-        from airflow_hoop.task.approval_request import command_for, request_approval
+        from airflow_hoop.operators.approval_request import command_for, request_approval
 
         dag = context["dag"]
         if self.target_task_id not in dag.task_dict:
@@ -128,7 +128,7 @@ class HoopApprovalSensor(BaseSensorOperator):
         )
 
     def _finish(self, review: Any, status: str | None, event: dict[str, Any] | None = None) -> str:
-        from airflow_hoop.task.approval_request import ApprovalRejected, check, outcome
+        from airflow_hoop.operators.approval_request import ApprovalRejected, check, outcome
 
         try:
             if event is not None:

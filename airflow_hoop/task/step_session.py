@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import HoopError
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.task.vault import StepVaultConfig, StepVaultSession
+from airflow_hoop.task.vault import StepVaultSession
+from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.wire.sessions import RevokeMode
 
 log = logging.getLogger(__name__)

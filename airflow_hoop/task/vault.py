@@ -11,56 +11,22 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import hvac
-import hvac.exceptions
 import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import BaseModel, Field, SecretStr
 
-from airflow_hoop.errors import ConfigError, IdentityError, VaultError
+from airflow_hoop.errors import ConfigError, IdentityError
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.task.vault_config import StepVaultConfig, call_vault
+from airflow_hoop.task.workload_signer import transit_signed_jwt
 
 #: Refresh an identity token this long before it expires.
 _REFRESH_MARGIN_S = 30.0
-
-
-class StepVaultConfig(BaseModel):
-    """How a task logs in to Vault as its step (from the ``hoop`` connection's extras)."""
-
-    url: str
-    namespace: str | None = None
-    auth: Literal["jwt", "approle", "token"] = "jwt"
-    jwt_mount: str = "jwt"
-    jwt_role: str = "airflow-step"
-    jwt_issuer: str = "airflow-hoop"
-    jwt_audience: str = "openbao"
-    jwt_ttl_seconds: int = 300
-    workload_key_path: str | None = None
-    approle_mount: str = "approle"
-    approle_role_id: str | None = None
-    approle_secret_id: SecretStr | None = None
-    token: SecretStr | None = None
-    identity_role: str = "airflow-step"
-    timeout_seconds: float = 10.0
-    # Kubernetes executor: no key file on the worker; Vault's transit engine signs the step's
-    # JWT after the pod logs in with its service-account token (airflow_hoop/task/workload_signer.py).
-    workload_signer: Literal["key_file", "vault_transit"] = Field(
-        "key_file",
-        description="who signs the step's JWT (auth jwt): the key at workload_key_path, or "
-        "Vault transit after a signer login",
-    )
-    signer_auth: Literal["kubernetes", "approle"] = Field(
-        "kubernetes", description="the vault_transit signer's login: the pod's token or AppRole"
-    )
-    kubernetes_role: str | None = Field(None, description="Vault kubernetes auth role")
-    kubernetes_mount: str = "kubernetes"
-    service_account_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    transit_mount: str = "transit"
-    transit_key: str = Field("airflow-workload", description="Ed25519 key signing step JWTs")
 
 
 class IdentityToken(BaseModel):
@@ -142,8 +108,6 @@ class StepVaultSession:
     def _workload_jwt(self) -> str:
         """The step's JWT, signed with the workload-issuer key (claims carry the step)."""
         if self.config.workload_signer == "vault_transit":
-            from airflow_hoop.task.workload_signer import transit_signed_jwt
-
             return transit_signed_jwt(self.config, self._workload_claims())
         path = self.config.workload_key_path
         if not path:
@@ -210,21 +174,3 @@ class StepVaultSession:
             refused=f"{what} for step {self.step.key}",
             fix="check the Vault auth role, its bound claims and the workload issuer key",
         )
-
-
-def call_vault(url: str, what: str, fn: Any, *, refused: str, fix: str) -> Any:
-    """``fn()``, with hvac's and requests' errors turned into a ``VaultError`` naming the link.
-
-    Only the exception's type and Vault's own error text are kept: a request's URL or body
-    (which may hold a token) never reaches the message.
-    """
-    try:
-        return fn()
-    except requests.exceptions.RequestException as exc:
-        raise VaultError(
-            f"cannot reach Vault at {url} during {what} ({type(exc).__name__})",
-            "start Vault/OpenBao or correct vault_url in the 'hoop' connection",
-        ) from None
-    except hvac.exceptions.VaultError as exc:
-        reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
-        raise VaultError(f"Vault refused {refused}: {reason}", fix) from None

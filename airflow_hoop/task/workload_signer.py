@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.ledger.checkpoint import split_vault_signature
-from airflow_hoop.task.vault import StepVaultConfig, call_vault
+from airflow_hoop.task.vault_config import StepVaultConfig, call_vault
 
 _HEADER = {"alg": "EdDSA", "typ": "JWT"}
 

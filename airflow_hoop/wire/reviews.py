@@ -78,7 +78,7 @@ class ReviewExtension(BaseModel):
     statements: list[ReviewStatement]
     parameters: list[JsonValue] = Field(
         default_factory=list,
-        description="each statement's bound parameters as sent (client.values encoding), so "
+        description="each statement's bound parameters as sent (wire.values encoding), so "
         "the approver sees the values; the ledger keeps only their digest",
     )
     context: dict[str, str] = Field(default_factory=dict)

@@ -99,7 +99,7 @@ class OutputChunk(BaseModel):
 
 
 class TypedResult(BaseModel):
-    """Our response extension: what psycopg returned, JSON-typed (see client.values)."""
+    """Our response extension: what psycopg returned, JSON-typed (see wire.values)."""
 
     columns: list[Column] | None = None
     rows: list[list[JsonValue]] = Field(default_factory=list)

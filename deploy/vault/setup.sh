@@ -2,7 +2,7 @@
 # Vault / OpenBao configuration for a production airflow-hoop deployment (run once, as an
 # administrator; `bao` and `vault` take the same commands). The embedded stack applies the
 # same configuration in airflow_hoop/devstack/vault_setup.py, which the test suite runs; the
-# policy files next to this script are checked against it (tests/test_deploy_manifests.py).
+# policy files next to this script are checked against it (tests/unit/test_deploy_manifests.py).
 #
 # Inputs (environment):
 #   K8S_HOST            the Kubernetes API server URL, seen from Vault

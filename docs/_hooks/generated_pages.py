@@ -5,7 +5,7 @@
 - ``configuration.md``: every gateway setting (``GatewaySettings`` and the models under it)
   and every extra of the ``hoop`` Airflow connection, from the pydantic models.
 
-Registered in mkdocs.yml under ``hooks:``; ``tests/test_docs_site.py`` builds the site.
+Registered in mkdocs.yml under ``hooks:``; ``tests/unit/test_docs_site.py`` builds the site.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _schema_type(schema: dict[str, Any]) -> str:
 
 # -- configuration ----------------------------------------------------------------------------
 def configuration_markdown() -> str:
-    from airflow_hoop.gateway.execution.masking.rules import ColumnRule, DetectorRule, MaskingPolicy
+    from airflow_hoop.gateway.masking.rules import ColumnRule, DetectorRule, MaskingPolicy
     from airflow_hoop.gateway.settings import (
         ApiKey,
         ApprovalRule,
@@ -163,7 +163,7 @@ def configuration_markdown() -> str:
         VaultAuth,
     )
     from airflow_hoop.task.step_session import HoopConnectionConfig
-    from airflow_hoop.task.vault import StepVaultConfig
+    from airflow_hoop.task.vault_config import StepVaultConfig
 
     out = [
         "# Configuration reference",

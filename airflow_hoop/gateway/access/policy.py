@@ -1,17 +1,23 @@
 """Who may reach what. Deny by default: a connection names the DAGs that may use it.
 
-The policy only decides; the API records every refusal in the ledger before answering 403.
+The policy only decides; every refusal is recorded in the ledger (``record_refusal``) before
+the API answers 403.
 """
 
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
 
 from pydantic import BaseModel
 
-from airflow_hoop.errors import PolicyRefusedError
+from airflow_hoop.errors import LedgerError, PolicyRefusedError
+from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection
-from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.ledger.canonical import sha256_hex
+from airflow_hoop.ledger.records import PolicyRefused, StepRef
+
+log = logging.getLogger(__name__)
 
 #: Request metadata keys that must agree with the identity token, when present.
 _STEP_METADATA = ("dag_id", "task_id", "run_id", "try_number", "map_index")
@@ -76,3 +82,24 @@ def api_key_exec_refusal(key_name: str, role: str) -> Refusal:
             )
         ),
     )
+
+
+async def record_refusal(
+    store: GatewayStore,
+    step: StepRef | None,
+    actor: str,
+    connection: str,
+    reason: str,
+    script: str | None,
+) -> None:
+    """Append a ``policy.refused`` record (the script by its digest only)."""
+    body = PolicyRefused(
+        connection=connection,
+        reason=reason,
+        script_sha256=None if script is None else sha256_hex(script),
+    )
+    try:
+        await store.append(step, actor, body)
+    except LedgerError as exc:
+        # The refusal stands (fail closed); only its record is missing.
+        log.error("policy refusal not recorded: %s", exc)

@@ -1,39 +1,34 @@
-"""Reviews: hoop's approval state machine, and the gateway's enforcement of approvals.
+"""Reviews: hoop's approval state machine (requests, decisions, reads).
 
-A review binds one command (its statements' digests, in order) to one step: a task instance
-of one DAG run (dag, task, run, map index) and, when known, its try. The gateway runs a
-command that a rule marks for approval only when such a review is APPROVED, unexpired and not
-used yet, and it uses it (once) as it accepts each statement. Everything else is refused and
-recorded: no review, a changed command, another run, a pending, rejected, expired or used
-approval. Decisions follow hoop's ``PUT /api/reviews/{id}`` rules, plus separation of duties:
-the requesting step never decides, nor (unless the rule allows it) the user who triggered
-the run. See docs/approvals.md.
+A step requests a review of one command for a step of its own DAG run; people of the rule's
+review groups decide it. Decisions follow hoop's ``PUT /api/reviews/{id}`` rules, plus
+separation of duties: the requesting step never decides, nor (unless the rule allows it) the
+user who triggered the run. The exec path uses approved reviews in ``gate.py``. See
+docs/approvals.md.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
-from fnmatch import fnmatchcase
+from datetime import timedelta
 from typing import Any
 
-from airflow_hoop.errors import BadRequestError, HoopError, LedgerError, PolicyRefusedError
+from airflow_hoop.errors import BadRequestError, HoopError, PolicyRefusedError
 from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal, StepPrincipal
-from airflow_hoop.gateway.access.policy import check_exec
-from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, StoredStatement
-from airflow_hoop.gateway.db.store import Appended, GatewayStore
-from airflow_hoop.gateway.execution.readonly import is_read_only, is_transaction_control
-from airflow_hoop.gateway.settings import ApprovalRule, GatewaySettings
+from airflow_hoop.gateway.access.policy import check_exec, record_refusal
+from airflow_hoop.gateway.approvals.gate import needs_approval, rule_for
+from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, utc_now
+from airflow_hoop.gateway.approvals.wire import recorded, stored_statements, to_review
+from airflow_hoop.gateway.db.store import GatewayStore
+from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.targets import target_for
 from airflow_hoop.ledger.canonical import sha256_hex
-from airflow_hoop.ledger.commands import command_sha256, parameters_sha256, statement_sha256
+from airflow_hoop.ledger.commands import command_sha256
 from airflow_hoop.ledger.records import (
-    PolicyRefused,
     RecordBody,
     ReviewDecided,
-    ReviewExecuted,
     ReviewRequested,
     ReviewTarget,
     StepRef,
@@ -45,18 +40,10 @@ from airflow_hoop.wire.reviews import (
     ReviewCreated,
     ReviewDecisionRequest,
     ReviewedBy,
-    ReviewExtension,
     ReviewGroup,
 )
-from airflow_hoop.wire.sessions import ExecRequest
-
-log = logging.getLogger(__name__)
 
 POLL_TOKEN_PREFIX = "hrt_"
-_FIX_MISSING = (
-    "put HoopApprovalSensor(target_task_id=...) upstream of the task, or set "
-    "requires_approval=True on its operator, and have the exact command approved"
-)
 
 
 class ReviewNotFound(HoopError):
@@ -73,21 +60,8 @@ class ReviewConflict(HoopError):
     default_fix = "read the review (GET /api/reviews/{id}) and act on its current state"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _step_of(target: ReviewTarget, try_number: int | None = None) -> StepRef:
-    return StepRef(
-        dag_id=target.dag_id,
-        task_id=target.task_id,
-        run_id=target.run_id,
-        map_index=target.map_index,
-        try_number=try_number or target.try_number or 1,
-    )
-
-
-def _same_task_instance(step: StepRef, target: ReviewTarget) -> bool:
+def same_task_instance(step: StepRef, target: ReviewTarget) -> bool:
+    """Is ``step`` a try of the task instance a review is for?"""
     return (step.dag_id, step.task_id, step.run_id, step.map_index) == (
         target.dag_id,
         target.task_id,
@@ -97,158 +71,38 @@ def _same_task_instance(step: StepRef, target: ReviewTarget) -> bool:
 
 
 class ReviewService:
-    """Requests, decisions, reads and the exec-path check; stateless apart from the database."""
+    """Requests, decisions and reads; stateless apart from the database."""
 
     def __init__(self, settings: GatewaySettings, store: GatewayStore) -> None:
         self.settings = settings
         self.store = store
         self.rows = ReviewStore(store)
 
-    # -- policy ------------------------------------------------------------------------------
-    @staticmethod
-    def rule_for(target: Any, dag_id: str) -> ApprovalRule | None:
-        """The first approval rule of the connection that covers the DAG."""
-        rules: list[ApprovalRule] = getattr(target, "approvals", []) or []
-        return next((r for r in rules if any(fnmatchcase(dag_id, p) for p in r.dags)), None)
-
-    def needs_approval(self, target: Any, dag_id: str, script: str) -> ApprovalRule | None:
-        """The rule that makes this statement need an approval, or None."""
-        rule = self.rule_for(target, dag_id)
-        if rule is None or is_transaction_control(script):
-            return None
-        if rule.required_for == "all":
-            return rule
-        is_sql = getattr(target, "type", "postgres") == "postgres"
-        return None if is_sql and is_read_only(script) else rule
-
-    # -- the exec path -----------------------------------------------------------------------
-    async def require_approval(
-        self, step: StepRef, target: Any, request: ExecRequest, wire_parameters: Any
-    ) -> Appended | None:
-        """Called before a statement runs: use an approval for it, or refuse (and record).
-
-        Returns None when no rule asks for an approval, else where the ``review.executed``
-        record landed. Raises PolicyRefusedError (403), after recording the refusal.
-        """
-        rule = self.needs_approval(target, step.dag_id, request.script)
-        if rule is None:
-            return None
-        digest = statement_sha256(request.script, parameters_sha256(wire_parameters))
-        as_target = ReviewTarget(
-            dag_id=step.dag_id,
-            task_id=step.task_id,
-            run_id=step.run_id,
-            map_index=step.map_index,
-        )
-        now = _now()
-
-        def pick(rows: list[ReviewRow]) -> tuple[ReviewRow, StepRef, str, RecordBody] | None:
-            for row in rows:
-                if _usable(row, step, target.name, digest, now):
-                    gated = _gated(row)
-                    used_count = row.used_count + 1
-                    used = row.model_copy(
-                        update={
-                            "used_count": used_count,
-                            "executed_try": step.try_number,
-                            "status": "EXECUTED" if used_count == len(gated) else "PROCESSING",
-                        }
-                    )
-                    body = ReviewExecuted(
-                        review_id=str(row.id),
-                        connection=row.connection,
-                        command_sha256=row.command_sha256,
-                        statement_index=gated[row.used_count][0],
-                        statement_sha256=digest,
-                        try_number=step.try_number,
-                        remaining=len(gated) - used_count,
-                    )
-                    return used, step, step.key, body
-            return None
-
-        outcome = await self.rows.use(as_target, pick)
-        if not isinstance(outcome, list):
-            _used, appended = outcome
-            return appended
-        reason = await self._why_not(outcome, step, target.name, digest, now)
-        await self._record_refusal(
-            step, step.key, target.name, f"approval required: {reason}", request.script
-        )
-        raise PolicyRefusedError(
-            f"step {step.key} needs an approval (rule {rule.name or 'of ' + target.name}, "
-            f"groups {', '.join(rule.groups)}) to run this command on {target.name}: {reason}",
-            _FIX_MISSING,
-        )
-
-    async def _why_not(
-        self, rows: list[ReviewRow], step: StepRef, connection: str, digest: str, now: datetime
-    ) -> str:
-        mine = [r for r in rows if r.connection == connection]
-        holding = [r for r in mine if any(s.sha256 == digest for s in r.statements)]
-        if not mine:
-            others = await self.rows.others_with_statement(
-                step.dag_id, step.task_id, step.run_id, digest
-            )
-            if others:
-                other = others[0]
-                return (
-                    f"approval {other.id} was given for run {other.run_id}, not for run "
-                    f"{step.run_id}: an approval is not valid for another run"
-                )
-            return "no approval was requested for this step"
-        if not holding:
-            latest = mine[-1]
-            return (
-                f"this command differs from the one under review {latest.id} "
-                f"(statement digest {digest[:16]}… is not part of approved command "
-                f"{latest.command_sha256[:16]}…): a changed command needs a new approval"
-            )
-        row = holding[-1]
-        if row.status == "PENDING":
-            return f"review {row.id} is still pending"
-        if row.status in ("REJECTED", "REVOKED"):
-            why = f": {row.rejection_reason}" if row.rejection_reason else ""
-            return f"review {row.id} was {row.status.lower()}{why}"
-        if row.try_number is not None and row.try_number != step.try_number:
-            return f"approval {row.id} is for try {row.try_number}, this is try {step.try_number}"
-        if row.executed_try is not None and row.executed_try != step.try_number:
-            return f"approval {row.id} was already used by try {row.executed_try}"
-        if row.status == "EXECUTED" or row.used_count >= len(_gated(row)):
-            return f"approval {row.id} was already used (an approval is used once)"
-        if row.expired(now):
-            assert row.expires_at is not None
-            return f"approval {row.id} expired at {row.expires_at.isoformat()}"
-        index = _gated(row)[row.used_count][0]
-        return (
-            f"statement out of order: approval {row.id} expects statement "
-            f"{index + 1} of {len(row.statements)} next"
-        )
-
     # -- requests ----------------------------------------------------------------------------
     async def request(self, step: StepRef, body: ReviewCreate) -> ReviewCreated:
         """A step asks for an approval of a command of a step of its own DAG run."""
-        target_conn = self.settings.connection(body.connection)
+        target_conn = target_for(self.settings, body.connection)
         if target_conn is None:
             raise ReviewNotFound(
                 f"connection {body.connection[:200]} not found", "name a gateway connection"
             )
-        refusal = check_exec(step, target_conn, {})  # type: ignore[arg-type]
+        refusal = check_exec(step, target_conn.connection, {})
         if refusal is not None:
-            await self._record_refusal(step, step.key, target_conn.name, refusal.reason, None)
+            await record_refusal(self.store, step, step.key, target_conn.name, refusal.reason, None)
             raise PolicyRefusedError(refusal.reason, "allow the DAG on the connection first")
-        rule = self.rule_for(target_conn, step.dag_id)
+        rule = rule_for(target_conn, step.dag_id)
         if rule is None:
             reason = f"no approval rule of connection {target_conn.name} covers DAG {step.dag_id}"
-            await self._record_refusal(step, step.key, target_conn.name, reason, None)
+            await record_refusal(self.store, step, step.key, target_conn.name, reason, None)
             raise PolicyRefusedError(
                 f"{reason}, so nobody could decide this review",
                 f"add an approvals rule (groups, dags) to connection {target_conn.name!r} "
                 "in the gateway settings",
             )
-        statements = _statements(body, self.settings.max_script_bytes)
+        statements = stored_statements(body, self.settings.max_script_bytes)
         for statement in statements:
             statement.needs_approval = (
-                self.needs_approval(target_conn, step.dag_id, statement.script) is not None
+                needs_approval(target_conn, step.dag_id, statement.script) is not None
             )
         digest = command_sha256([s.sha256 for s in statements])
         if digest != body.command_sha256:
@@ -270,7 +124,7 @@ class ReviewService:
         if existing is not None:
             await self.rows.add_poll_token(existing.id, token_digest)
             return ReviewCreated(review=to_review(existing), created=False, poll_token=token)
-        now = _now()
+        now = utc_now()
         row = ReviewRow(
             id=uuid.uuid4(),
             session_id=uuid.uuid4(),
@@ -302,10 +156,7 @@ class ReviewService:
             connection=row.connection,
             target=target,
             command_sha256=digest,
-            statements=[
-                s.model_dump(include={"script", "parameters_sha256", "sha256", "needs_approval"})  # type: ignore[misc]
-                for s in statements
-            ],
+            statements=recorded(statements),
             justification=row.justification,
             triggered_by=row.triggered_by,
             groups=list(rule.groups),
@@ -330,8 +181,9 @@ class ReviewService:
             )
         if isinstance(caller, StepPrincipal):
             step = caller.step
-            if step.key == row.requester or _same_task_instance(step, row.target):
-                await self._record_refusal(
+            if step.key == row.requester or same_task_instance(step, row.target):
+                await record_refusal(
+                    self.store,
                     row.requester_step,
                     step.key,
                     row.connection,
@@ -359,8 +211,8 @@ class ReviewService:
         try:
             new, appended = await self.rows.mutate(row.id, change, "record the review decision")
         except _Refused as refused:
-            await self._record_refusal(
-                row.requester_step, refused.actor, row.connection, refused.reason, None
+            await record_refusal(
+                self.store, row.requester_step, refused.actor, row.connection, refused.reason, None
             )
             raise refused.error from None
         review = to_review(new)
@@ -378,7 +230,7 @@ class ReviewService:
         body: ReviewDecisionRequest,
         reason: str | None,
     ) -> tuple[ReviewRow, StepRef | None, str, RecordBody]:
-        now = _now()
+        now = utc_now()
         actor = f"{channel}:{approver} ({credential})"
         decision = body.status
         expected = body.airflow_hoop.command_sha256 if body.airflow_hoop else None
@@ -529,20 +381,6 @@ class ReviewService:
             raise ReviewNotFound("resource not found")
         return row
 
-    async def _record_refusal(
-        self, step: StepRef | None, actor: str, connection: str, reason: str, script: str | None
-    ) -> None:
-        body = PolicyRefused(
-            connection=connection,
-            reason=reason,
-            script_sha256=None if script is None else sha256_hex(script),
-        )
-        try:
-            await self.store.append(step, actor, body)
-        except LedgerError as exc:
-            # The refusal stands (fail closed); only its record is missing.
-            log.error("refusal not recorded: %s", exc)
-
 
 class _Refused(Exception):
     """A refusal computed inside the row lock; recorded after the transaction is rolled back."""
@@ -552,23 +390,6 @@ class _Refused(Exception):
         self.actor = actor
         self.reason = reason
         self.error = error
-
-
-def _usable(row: ReviewRow, step: StepRef, connection: str, digest: str, now: datetime) -> bool:
-    return (
-        row.connection == connection
-        and row.status in ("APPROVED", "PROCESSING")
-        and not row.expired(now)
-        and (row.try_number is None or row.try_number == step.try_number)
-        and (row.executed_try is None or row.executed_try == step.try_number)
-        and row.used_count < len(_gated(row))
-        and _gated(row)[row.used_count][1].sha256 == digest
-    )
-
-
-def _gated(row: ReviewRow) -> list[tuple[int, StoredStatement]]:
-    """The statements that need the approval, with their index in the command."""
-    return [(i, s) for i, s in enumerate(row.statements) if s.needs_approval]
 
 
 def _same_run(step: StepRef, row: ReviewRow) -> bool:
@@ -590,61 +411,3 @@ def _approver(caller: ApiKeyPrincipal, body: ReviewDecisionRequest) -> tuple[str
             "decide as the key itself, or use the UI's key (asserts_users)",
         )
     return caller.name, "gateway-api"
-
-
-def _statements(body: ReviewCreate, max_script_bytes: int) -> list[StoredStatement]:
-    out = []
-    for index, statement in enumerate(body.statements):
-        script = statement.script
-        if "\x00" in script:
-            raise BadRequestError(f"statement {index + 1} contains a NUL character")
-        if len(script.encode("utf-8", "surrogatepass")) > max_script_bytes:
-            raise BadRequestError(
-                f"statement {index + 1} is longer than max_script_bytes ({max_script_bytes})"
-            )
-        params_digest = parameters_sha256(statement.parameters)
-        out.append(
-            StoredStatement(
-                script=script,
-                parameters=statement.parameters,
-                parameters_sha256=params_digest,
-                sha256=statement_sha256(script, params_digest),
-            )
-        )
-    return out
-
-
-def to_review(row: ReviewRow, now: datetime | None = None) -> Review:
-    """hoop's Review JSON of a row, with our extension."""
-    now = now or _now()
-    return Review(
-        id=str(row.id),
-        session=str(row.session_id),
-        status=row.status,
-        created_at=row.created_at,
-        review_groups_data=row.review_groups,
-        access_request_rule_name=row.rule,
-        min_approvals=row.min_approvals,
-        rejection_reason=row.rejection_reason,
-        revoke_at=row.expires_at,
-        airflow_hoop=ReviewExtension(
-            connection=row.connection,
-            target=row.target,
-            requester=row.requester,
-            triggered_by=row.triggered_by,
-            justification=row.justification,
-            command_sha256=row.command_sha256,
-            statements=[
-                s.model_dump(include={"script", "parameters_sha256", "sha256", "needs_approval"})  # type: ignore[misc]
-                for s in row.statements
-            ],
-            parameters=[s.parameters for s in row.statements],
-            context=row.context,
-            expires_after_seconds=row.expires_after_seconds,
-            expires_at=row.expires_at,
-            expired=row.status == "APPROVED" and row.expired(now),
-            used_count=row.used_count,
-            executed_try=row.executed_try,
-            decisions=row.decisions,
-        ),
-    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import psycopg
@@ -19,11 +19,17 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, JsonValue
 
-from airflow_hoop.gateway.db.store import Appended, GatewayStore, _append_in, _dumps
+from airflow_hoop.gateway.db.appender import Appended, append_in
+from airflow_hoop.gateway.db.store import GatewayStore, json_dumps
 from airflow_hoop.ledger.records import RecordBody, ReviewStatement, ReviewTarget, StepRef
 from airflow_hoop.wire.reviews import DecisionRecord, ReviewGroup, ReviewStatus
 
 T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    """The time reviews are judged by (expiry, decisions)."""
+    return datetime.now(timezone.utc)
 
 
 class StoredStatement(ReviewStatement):
@@ -107,7 +113,7 @@ def _params(row: ReviewRow, columns: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for column in columns:
         if column in _JSON_COLUMNS:
-            out[column] = Jsonb(data[column], dumps=_dumps)
+            out[column] = Jsonb(data[column], dumps=json_dumps)
         elif column in ("id", "session_id", "created_at", "decided_at", "expires_at"):
             out[column] = getattr(row, column)  # native types for psycopg
         else:
@@ -126,8 +132,8 @@ class ReviewStore:
 
     async def insert(self, row: ReviewRow, actor: str, body: RecordBody) -> Appended:
         """A new review and its ``review.requested`` record, atomically."""
-        async with self.store._conn("record the review request") as conn, conn.transaction():
-            appended = await _append_in(conn, row.requester_step, actor, body)
+        async with self.store.connection("record the review request") as conn, conn.transaction():
+            appended = await append_in(conn, row.requester_step, actor, body)
             names = ", ".join(_COLUMNS)
             values = ", ".join(f"%({c})s" for c in _COLUMNS)
             await conn.execute(
@@ -137,7 +143,7 @@ class ReviewStore:
 
     async def get(self, id_or_session: uuid.UUID) -> ReviewRow | None:
         """By review id or by its session id (hoop accepts either)."""
-        async with self.store._conn("read a review") as conn:
+        async with self.store.connection("read a review") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM reviews WHERE id = %s OR session_id = %s",
@@ -164,7 +170,7 @@ class ReviewStore:
             "     OR requester_step->>'task_id' = %(task)s)"
         )
         params = {"st": status, "dag": dag_id, "run": run_id, "task": task_id, "lim": limit}
-        async with self.store._conn("list reviews") as conn:
+        async with self.store.connection("list reviews") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM reviews {where} "
@@ -177,7 +183,7 @@ class ReviewStore:
         self, target: ReviewTarget, connection: str, command_sha256: str
     ) -> ReviewRow | None:
         """A review of the same step and command that may still be decided or used."""
-        async with self.store._conn("read reviews") as conn:
+        async with self.store.connection("read reviews") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM reviews "
@@ -200,7 +206,7 @@ class ReviewStore:
             return None if found is None else ReviewRow.model_validate(found)
 
     async def add_poll_token(self, review_id: uuid.UUID, digest: str, keep: int = 10) -> None:
-        async with self.store._conn("update a review") as conn:
+        async with self.store.connection("update a review") as conn:
             await conn.execute(
                 "UPDATE reviews SET poll_token_sha256 = "
                 "(SELECT coalesce(jsonb_agg(t), '[]'::jsonb) FROM (SELECT t FROM "
@@ -213,7 +219,7 @@ class ReviewStore:
         self, dag_id: str, task_id: str, run_id: str, statement_sha256: str
     ) -> list[ReviewRow]:
         """Reviews of the same task in *other* runs holding this statement (replay evidence)."""
-        async with self.store._conn("read reviews") as conn:
+        async with self.store.connection("read reviews") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM reviews WHERE dag_id = %s AND task_id = %s "
@@ -229,12 +235,12 @@ class ReviewStore:
 
         ``change`` raises to refuse: nothing is written then.
         """
-        async with self.store._conn(what) as conn, conn.transaction():
+        async with self.store.connection(what) as conn, conn.transaction():
             row = await _locked(conn, "id = %s", (review_id,))
             if not row:
                 raise LookupError(str(review_id))
             new, step, actor, body = await change(row[0])
-            appended = await _append_in(conn, step, actor, body)
+            appended = await append_in(conn, step, actor, body)
             await _update(conn, new)
             return new, appended
 
@@ -247,7 +253,7 @@ class ReviewStore:
 
         Returns the updated review and its record, or (nothing used) the rows that were seen.
         """
-        async with self.store._conn("use an approval") as conn, conn.transaction():
+        async with self.store.connection("use an approval") as conn, conn.transaction():
             rows = await _locked(
                 conn,
                 "dag_id = %s AND task_id = %s AND run_id = %s AND map_index = %s",
@@ -257,7 +263,7 @@ class ReviewStore:
             if chosen is None:
                 return rows
             new, step, actor, body = chosen
-            appended = await _append_in(conn, step, actor, body)
+            appended = await append_in(conn, step, actor, body)
             await _update(conn, new)
             return new, appended
 

@@ -2,7 +2,7 @@
 a DAG's recent runs. Nothing here writes.
 
 The search filters on fields that live inside a record's JSON (database user, status,
-triggering user); the expression indexes in ``store.SCHEMA`` (``ledger_user_idx``,
+triggering user); the expression indexes in ``schema.SCHEMA`` (``ledger_user_idx``,
 ``ledger_triggered_by_idx``, ``ledger_status_idx``) make those filters index lookups. The
 expressions below must stay textually identical to the indexed ones, or Postgres cannot use
 the indexes.
@@ -27,7 +27,7 @@ from airflow_hoop.wire.audit import (
     StoredOutput,
 )
 
-# The indexed expressions (see store.SCHEMA); ``x`` is the ledger row's alias.
+# The indexed expressions (see schema.SCHEMA); ``x`` is the ledger row's alias.
 USER_EXPR = (
     "coalesce(({x}.body::jsonb)->'body'->>'db_user', ({x}.body::jsonb)->'body'->'shell'->>'run_as')"
 )
@@ -51,7 +51,7 @@ async def run_records(
     Returns the answer without its records, and the records' stored JSON texts: the route
     splices them into the answer as they are, rather than parsing and re-encoding each.
     """
-    async with store._conn("read a run's records") as conn:
+    async with store.connection("read a run's records") as conn:
         cur = await conn.execute(
             "SELECT seq, body, hash, kind, session_id FROM ledger "
             "WHERE dag_id = %(dag)s AND run_id = %(run)s AND (%(task)s::text IS NULL "
@@ -164,7 +164,7 @@ async def search_commands(store: GatewayStore, q: AuditQuery) -> SearchPage:
             "WITH bounds AS MATERIALIZED "
             f"(SELECT min(seq + 0) AS lo, max(seq + 0) AS hi FROM ledger WHERE {window}) "
         )
-    async with store._conn("search the ledger") as conn:
+    async with store.connection("search the ledger") as conn:
         cur = await conn.execute(
             f"{bounds}SELECT DISTINCT cursor, session_id FROM ({' UNION ALL '.join(branches)}) b "
             "ORDER BY cursor DESC LIMIT %(lim)s",
@@ -228,7 +228,7 @@ def _command_row(row: tuple[Any, ...]) -> CommandRow:
 
 async def recent_runs(store: GatewayStore, dag_id: str, limit: int) -> RecentRuns:
     """The DAG's runs with the newest records, with command and failure counts."""
-    async with store._conn("read a DAG's runs") as conn:
+    async with store.connection("read a DAG's runs") as conn:
         cur = await conn.execute(
             "WITH recent AS (SELECT run_id, max(seq) AS last FROM ledger WHERE dag_id = %(dag)s "
             "GROUP BY run_id ORDER BY last DESC LIMIT %(lim)s) "

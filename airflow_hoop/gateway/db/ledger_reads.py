@@ -57,7 +57,7 @@ async def ledger_page(
 ) -> list[StoredRecord]:
     """Records after ``after_seq`` matching the filter, in sequence order."""
     clause, params = where.where()
-    async with store._conn("read the ledger") as conn:
+    async with store.connection("read the ledger") as conn:
         cur = await conn.execute(
             f"SELECT seq, body, hash FROM ledger WHERE seq > %s AND {clause} ORDER BY seq LIMIT %s",
             [after_seq, *params, limit],
@@ -74,7 +74,7 @@ async def checkpoint_page(
 ) -> list[StoredRecord]:
     """Checkpoint records with ``after_seq < seq < before_seq``."""
     order = "DESC" if newest_first else "ASC"
-    async with store._conn("read the ledger's checkpoints") as conn:
+    async with store.connection("read the ledger's checkpoints") as conn:
         cur = await conn.execute(
             "SELECT seq, body, hash FROM ledger WHERE kind = 'checkpoint' AND seq > %s "
             f"AND (%s::bigint IS NULL OR seq < %s) ORDER BY seq {order} LIMIT %s",
@@ -87,7 +87,7 @@ async def window_bounds(
     store: GatewayStore, since: datetime, until: datetime
 ) -> LedgerWindowBounds:
     """First and last sequence of the records with ``since <= time < until``."""
-    async with store._conn("read the ledger") as conn:
+    async with store.connection("read the ledger") as conn:
         cur = await conn.execute(
             "SELECT min(seq), max(seq), count(*), (SELECT max(seq) FROM ledger) "
             "FROM ledger WHERE time >= %s AND time < %s",
@@ -106,7 +106,7 @@ async def stream_lines(
     last, count = after_seq, 0
     # A named (server-side) cursor: memory stays bounded whatever the range.
     async with (
-        store._conn("stream the ledger") as conn,
+        store.connection("stream the ledger") as conn,
         conn.transaction(),
         conn.cursor(name="ledger_stream") as cur,
     ):

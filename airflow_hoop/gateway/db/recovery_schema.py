@@ -3,7 +3,7 @@
 ``gateway_instances`` (one row per gateway process and its heartbeat), ``sessions.instance_id``
 (which process runs a session), ``gateway_leases`` (the step credentials each process was
 issued, open until recorded revoked) and the ``sessions_close_once`` trigger. Applied by
-``store.migrate``; used by the sweep in ``recovery.py`` (see docs/faults.md).
+``schema.migrate``; used by the sweep in ``ledger_io/recovery.py`` (see docs/faults.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from psycopg import sql
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, RecordBody, StepRef
 
 if TYPE_CHECKING:
-    from airflow_hoop.gateway.ledger_io.appender import Appended, Then
+    from airflow_hoop.gateway.db.appender import Appended, Then
 
 RECOVERY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_instances (
@@ -70,7 +70,7 @@ REVOKE ALL ON gateway_instances, gateway_leases FROM PUBLIC;
 
 
 def grant_recovery(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:
-    """What the gateway role needs on the recovery tables (called by ``store.migrate``)."""
+    """What the gateway role needs on the recovery tables (called by ``schema.migrate``)."""
     conn.execute(sql.SQL("REVOKE ALL ON gateway_instances, gateway_leases FROM {}").format(role))
     conn.execute(
         sql.SQL("GRANT SELECT, INSERT, UPDATE ON gateway_instances, gateway_leases TO {}").format(

@@ -14,21 +14,22 @@ import contextlib
 import logging
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, JsonValue
 
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
-from airflow_hoop.gateway.execution.masking.engine import ResultMasker
-from airflow_hoop.gateway.execution.masking.service import MaskingService
-from airflow_hoop.gateway.execution.masking.stream import StreamMasker
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
 from airflow_hoop.gateway.execution.runners.postgres import RunOutcome
 from airflow_hoop.gateway.execution.runners.shell import ShellInvocation, ShellOutcome, ShellRunner
 from airflow_hoop.gateway.execution.shell_exec import approval_parameters
-from airflow_hoop.gateway.execution.steps import StepContext, StepRegistry
-from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
+from airflow_hoop.gateway.execution.steps import ContextTarget, StepContext, StepRegistry
+from airflow_hoop.gateway.masking.engine import ResultMasker
+from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.masking.service import MaskingService
+from airflow_hoop.gateway.masking.stream import StreamMasker
+from airflow_hoop.gateway.settings import GatewaySettings
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.commands import parameters_sha256
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
@@ -43,6 +44,13 @@ _QUERY_CANCELED = "57014"
 _NO_EXIT_CODE = -2
 #: How long shutdown waits for interrupted statements to record their result.
 _SHUTDOWN_WAIT_SECONDS = 10.0
+
+
+class SessionTarget(ContextTarget, Protocol):
+    """A connection as an exec sees it (``gateway/targets.py``): also its masking policy."""
+
+    @property
+    def masking(self) -> MaskingPolicy | None: ...
 
 
 class Finished(BaseModel):
@@ -92,7 +100,7 @@ class SessionService:
     async def start(
         self,
         step: StepRef,
-        target: PostgresConnection | ShellConnection,
+        target: SessionTarget,
         request: ExecRequest,
         parameters: Any,
         wire_parameters: Any,

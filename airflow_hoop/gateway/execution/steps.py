@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, Protocol
 
 from airflow_hoop.errors import HoopError, LedgerError
 from airflow_hoop.gateway.db.store import GatewayStore
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ReleaseReason = Literal["step-end", "expired", "error", "shutdown"]
 ContextKey = tuple[str, str]
-Target = PostgresConnection | ShellConnection
+Connection = PostgresConnection | ShellConnection
 
 #: How long a release waits for a running statement to stop after cancelling it.
 _RELEASE_WAIT_SECONDS = 10.0
@@ -41,7 +41,7 @@ class StepContext:
     def __init__(
         self,
         step: StepRef,
-        connection: Target,
+        connection: Connection,
         credential: StepCredential | None,
         runner: PostgresRunner | ShellRunner,
     ) -> None:
@@ -60,6 +60,19 @@ class StepContext:
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+
+class ContextTarget(Protocol):
+    """A connection as the registry sees it: named, and able to open a step's context on itself.
+
+    ``gateway/targets.py`` implements it for each kind of connection (``open_postgres`` or
+    ``open_shell`` below).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext: ...
 
 
 class StepRegistry:
@@ -82,9 +95,9 @@ class StepRegistry:
         self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
 
     # -- acquire -----------------------------------------------------------------------------
-    async def acquire(self, step: StepRef, connection: Target) -> StepContext:
-        """The live context of ``step`` on ``connection``, issuing a credential if needed."""
-        key = (step.key, connection.name)
+    async def acquire(self, step: StepRef, target: ContextTarget) -> StepContext:
+        """The live context of ``step`` on ``target``, issuing a credential if needed."""
+        key = (step.key, target.name)
         ctx = self._usable(key)
         if ctx is not None:
             ctx.touch()  # in use from now on: the reaper must not take it as idle
@@ -97,7 +110,7 @@ class StepRegistry:
             stale = self._contexts.pop(key, None)
             if stale is not None:  # broken connection or lease near expiry: replace it
                 await self._release(stale, "expired" if not stale.runner.broken else "error")
-            ctx = await self._create(step, connection)
+            ctx = await target.open_context(self, step)
             self._contexts[key] = ctx
             return ctx
 
@@ -110,9 +123,8 @@ class StepRegistry:
             return None
         return ctx
 
-    async def _create(self, step: StepRef, connection: Target) -> StepContext:
-        if isinstance(connection, ShellConnection):
-            return await self._create_shell(step, connection)
+    async def open_postgres(self, step: StepRef, connection: PostgresConnection) -> StepContext:
+        """A new context on a target database: the step's dynamic user, connected."""
         cred = await self.vault.issue_step_credential(step, connection)
         # The record and the login side by side: logging in runs nothing, and no statement
         # runs before both are done (the record durable, the connection open).
@@ -143,10 +155,12 @@ class StepRegistry:
             raise
         return StepContext(step, connection, cred, runner)
 
-    async def _create_shell(self, step: StepRef, connection: ShellConnection) -> StepContext:
-        database = self.settings.connection(connection.database) if connection.database else None
+    async def open_shell(
+        self, step: StepRef, connection: ShellConnection, database: PostgresConnection | None
+    ) -> StepContext:
+        """A new context on a shell connection, with the step's user of ``database`` if any."""
         cred = None
-        if isinstance(database, PostgresConnection):
+        if database is not None:
             # Issued under the shell connection's name: the token and the records say which
             # gateway connection the user is for; the role is the database connection's.
             cred = await self.vault.issue_step_credential(
@@ -158,7 +172,7 @@ class StepRegistry:
                 connection,
                 max_output=self.settings.max_output_bytes,
                 credential=cred,
-                database=database if isinstance(database, PostgresConnection) else None,
+                database=database,
             )
         except HoopError:
             if cred is not None:

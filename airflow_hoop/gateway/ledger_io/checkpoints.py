@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_hoop.errors import HoopError
-from airflow_hoop.gateway.db.store import GatewayStore, _append_in
+from airflow_hoop.gateway.db.appender import append_in
+from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.settings import CheckpointSettings
 from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import AnchorSink, DirectoryAnchor
@@ -101,7 +102,7 @@ class CheckpointSigner:
     async def checkpoint_now(self, *, force: bool = False) -> Checkpoint | None:
         """Sign the head if a checkpoint is due (``force``: if any record is unsigned)."""
         written: tuple[int, Checkpoint] | None = None
-        async with self.store._conn("write a ledger checkpoint") as conn, conn.transaction():
+        async with self.store.connection("write a ledger checkpoint") as conn, conn.transaction():
             cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (CHECKPOINT_LOCK_KEY,))
             locked = await cur.fetchone()
             if not (locked and locked[0]):
@@ -129,7 +130,7 @@ class CheckpointSigner:
                 key_version=version,
                 signature=signature,
             )
-            appended = await _append_in(conn, None, ACTOR, checkpoint)
+            appended = await append_in(conn, None, ACTOR, checkpoint)
             written = (appended.seq, checkpoint)
         # Committed: now the anchor (a crash here leaves it behind; the next round catches up).
         await self._anchor_up_to(*written)
@@ -172,7 +173,7 @@ class CheckpointSigner:
         """Ledger seq of the record holding ``checkpoint`` (0 when the ledger lacks it)."""
         if checkpoint is None:
             return 0
-        async with self.store._conn("read the ledger's checkpoints") as conn:
+        async with self.store.connection("read the ledger's checkpoints") as conn:
             cur = await conn.execute(
                 "SELECT seq, body FROM ledger WHERE kind = 'checkpoint' AND seq > %s "
                 "ORDER BY seq LIMIT 1",
@@ -182,7 +183,7 @@ class CheckpointSigner:
         return int(row[0]) if row and _parse(row[1]) == checkpoint else 0
 
     async def _checkpoints_after(self, after: int, through: int) -> list[tuple[int, Checkpoint]]:
-        async with self.store._conn("read the ledger's checkpoints") as conn:
+        async with self.store.connection("read the ledger's checkpoints") as conn:
             cur = await conn.execute(
                 "SELECT seq, body FROM ledger WHERE kind = 'checkpoint' AND seq > %s "
                 "AND seq <= %s ORDER BY seq",

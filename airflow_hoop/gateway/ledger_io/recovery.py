@@ -14,7 +14,7 @@ command it started keeps running. Every gateway process therefore
   fenced (``stopped_at``); then every open session of a fenced instance gets a
   ``session.result`` record with status ``interrupted``, every unrevoked lease of one is
   revoked in Vault and recorded (``credential.revoked``, reason ``interrupted``), and shell
-  processes it started on this host are killed (``runners/strays.py``).
+  processes it started on this host are killed (``execution/runners/strays.py``).
 
 Sessions of live instances are never touched, so several workers or replicas share one
 database safely. A fenced instance that was only stalled finds out at its next heartbeat and
@@ -40,6 +40,7 @@ import psycopg
 from pydantic import BaseModel, Field
 
 from airflow_hoop.errors import HoopError, LedgerError
+from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd
 from airflow_hoop.gateway.execution.runners.strays import kill_marked
 from airflow_hoop.ledger.canonical import sha256_hex
 from airflow_hoop.ledger.records import (
@@ -50,7 +51,6 @@ from airflow_hoop.ledger.records import (
 )
 
 if TYPE_CHECKING:
-    from airflow_hoop.gateway.db.store import GatewayStore
     from airflow_hoop.gateway.settings import RecoverySettings
     from airflow_hoop.gateway.vault import GatewayVaultClient
 
@@ -145,7 +145,7 @@ class GatewayRecovery:
                 "the gateway database has no recovery tables (gateway_instances): its schema "
                 "predates this gateway version",
                 "apply the schema again as the database owner "
-                "(airflow_hoop.gateway.db.store.migrate; idempotent), then start the gateway",
+                "(airflow_hoop.gateway.db.schema.migrate; idempotent), then start the gateway",
             ) from None
         self._heartbeats = asyncio.create_task(self._beat(), name="gateway-heartbeat")
         report = await self._sweep_quietly()
@@ -329,8 +329,6 @@ class GatewayRecovery:
         ``lost``: a session of this very process whose result could not be recorded when it
         ended (the gateway database was unreachable then).
         """
-        from airflow_hoop.gateway.db.store import SessionEnd
-
         cur = await conn.execute(
             "SELECT kind, body FROM ledger WHERE session_id = %s "
             "AND kind IN ('session.intent', 'session.result') ORDER BY seq",

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from airflow_hoop.gateway.db.audit_reads import recent_runs, run_records, search_commands
+from airflow_hoop.gateway.routes.deps import Svc
 from airflow_hoop.gateway.routes.ledger import Auditor
-from airflow_hoop.gateway.routes.sessions import Svc
 from airflow_hoop.wire.audit import AuditQuery, RecentRuns, RunRecords, SearchPage
 
 router = APIRouter(prefix="/api/airflow-hoop/audit")

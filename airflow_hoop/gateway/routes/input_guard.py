@@ -2,9 +2,9 @@
 
 PostgreSQL text cannot hold NUL: a ``%00`` in a filter (``/api/reviews?run_id=%00``) reached the
 gateway database and came back as a 503 "[ledger] ... refused", blaming the database for bad
-input (found by tests/test_fuzz_api.py). No identifier the gateway knows contains NUL, so one
+input (found by tests/integration/test_fuzz_api.py). No identifier the gateway knows contains NUL, so one
 check here answers 400 for every route, present and future. (Exec bodies are checked for NUL
-where they are parsed, in ``api._parse_exec``.)
+where they are parsed, in ``pipeline.py``.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Read-only auditor routes under ``/api/airflow-hoop/ledger/``: checkpoints, the public key,
-time windows and the raw record stream. (The filtered page itself is ``GET
-/api/airflow-hoop/ledger`` in api.py.) There is no route that changes a record.
+"""Read-only auditor routes under ``/api/airflow-hoop/ledger``: the filtered page of records,
+checkpoints, the public key, time windows and the raw record stream. There is no route that
+changes a record.
 
 All need an API key (auditor or admin); a step's identity token gets 403.
 """
@@ -13,17 +13,69 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from airflow_hoop.errors import BadRequestError
-from airflow_hoop.gateway.access.auth import Principal
-from airflow_hoop.gateway.db.ledger_reads import checkpoint_page, stream_lines, window_bounds
+from airflow_hoop.errors import BadRequestError, PolicyRefusedError
+from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal
+from airflow_hoop.gateway.db.ledger_reads import (
+    LedgerFilter,
+    checkpoint_page,
+    ledger_page,
+    stream_lines,
+    window_bounds,
+)
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
-from airflow_hoop.gateway.routes.sessions import Caller, Svc, require_ledger_reader
+from airflow_hoop.gateway.routes.deps import Caller, Svc
 from airflow_hoop.ledger.checkpoint import PublicKeySet
-from airflow_hoop.wire.ledger import CheckpointPage, LedgerWindow
+from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
 
 router = APIRouter(prefix="/api/airflow-hoop/ledger")
 
 _MAX_CHECKPOINT_PAGE = 1000
+_MAX_LEDGER_PAGE = 1000
+
+
+def require_ledger_reader(caller: Principal) -> None:
+    """The ledger is read with API keys (auditor, admin), never by steps: 403 otherwise."""
+    if not isinstance(caller, ApiKeyPrincipal):
+        raise HTTPException(
+            403,
+            detail=str(
+                PolicyRefusedError(
+                    "steps may not read the ledger", "read it with an auditor or admin API key"
+                )
+            ),
+        )
+
+
+@router.get("")
+async def ledger(
+    svc: Svc,
+    caller: Caller,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=_MAX_LEDGER_PAGE)] = _MAX_LEDGER_PAGE,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dag_id: str | None = None,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    connection: str | None = None,
+) -> LedgerPage:
+    """Read-only page of records in sequence order (API keys only).
+
+    Filters (all optional, combined): ``since <= time < until``, dag, task, run, connection.
+    ``next_after_seq`` continues the same filtered read.
+    """
+    require_ledger_reader(caller)
+    where = LedgerFilter(
+        since=since,
+        until=until,
+        dag_id=dag_id,
+        task_id=task_id,
+        run_id=run_id,
+        connection=connection,
+    )
+    records = await ledger_page(svc.store, after_seq, limit, where)
+    full = len(records) == limit
+    return LedgerPage(records=records, next_after_seq=records[-1].seq if full else None)
 
 
 async def auditor(caller: Caller) -> Principal:

@@ -23,9 +23,10 @@ from airflow_hoop.gateway.approvals.service import (
     POLL_TOKEN_PREFIX,
     ReviewConflict,
     ReviewNotFound,
-    _same_task_instance,
+    same_task_instance,
 )
-from airflow_hoop.gateway.routes.sessions import Caller, Svc
+from airflow_hoop.gateway.routes.deps import Caller, Svc
+from airflow_hoop.gateway.targets import target_for
 from airflow_hoop.wire.reviews import Review, ReviewCreate, ReviewCreated, ReviewDecisionRequest
 from airflow_hoop.wire.sessions import ExecExtension, ExecRequest, ExecResponse
 from airflow_hoop.wire.values import decode_parameters
@@ -122,7 +123,7 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
     review = await _mapped(svc.reviews.get(caller, session_id))
     ext = review.airflow_hoop
     assert ext is not None
-    if not isinstance(caller, StepPrincipal) or not _same_task_instance(caller.step, ext.target):
+    if not isinstance(caller, StepPrincipal) or not same_task_instance(caller.step, ext.target):
         raise HTTPException(
             403,
             detail=str(
@@ -143,8 +144,8 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
                 )
             ),
         )
-    target = svc.settings.connection(ext.connection)
-    if target is None or getattr(target, "type", "postgres") != "postgres":
+    target = target_for(svc.settings, ext.connection)
+    if target is None or not target.runs_reviewed_sessions:
         raise HTTPException(
             400, detail="[gateway review] /exec runs SQL reviews only. Fix: send the command"
         )
@@ -164,10 +165,10 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
                 # autocommit, as psql runs a script in hoop
                 airflow_hoop=ExecExtension(parameters=statement.parameters, autocommit=True),  # type: ignore[arg-type]
             )
-            denied = check_exec(step, target, {})
+            denied = check_exec(step, target.connection, {})
             if denied is not None:
                 raise HTTPException(403, detail=denied.message)
-            await svc.reviews.require_approval(step, target, request, statement.parameters)
+            await svc.gate.require_approval(step, target, request, statement.parameters)
             running = await svc.sessions.start(
                 step, target, request, decode_parameters(statement.parameters), statement.parameters
             )

@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from airflow_hoop.gateway.routes.sessions import Caller, Svc, _owned_session
+from airflow_hoop.gateway.routes.deps import Caller, Svc, owned_session
 
 router = APIRouter(prefix="/api")
 
@@ -39,7 +39,7 @@ async def result_stream(
     wait: Annotated[float, Query(ge=0, le=_MAX_WAIT_SECONDS)] = 0.0,
 ) -> PlainTextResponse:
     """The output from ``offset`` on; with ``wait``, returns early when new output arrives."""
-    row = await _owned_session(svc, caller, session_id)
+    row = await owned_session(svc, caller, session_id)
     running = svc.sessions.running(row.id)
     if row.status == "open" and running is not None:
         live = running.live

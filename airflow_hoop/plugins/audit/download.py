@@ -28,10 +28,10 @@ from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
-from airflow_hoop.cli.export import EPOCH
+from airflow_hoop.client.audit import EPOCH
 from airflow_hoop.errors import HoopError
 from airflow_hoop.plugins.audit.form import SearchFormDep
-from airflow_hoop.plugins.audit.routes import _client, _gateway_error, _may_read, _render
+from airflow_hoop.plugins.audit.pages import client, gateway_error, may_read, render
 
 #: More records than this in the window: use the CLI (minutes of work, a large file).
 MAX_UI_EXPORT_RECORDS = 200_000
@@ -45,8 +45,8 @@ router = APIRouter(prefix="/audit")
 def export(user: GetUserDep, form: SearchFormDep) -> Response:
     """Download the evidence bundle of the form's time window (``.tar.gz``)."""
     started = time.perf_counter()
-    if not _may_read(user, None):
-        return _render(
+    if not may_read(user, None):
+        return render(
             "audit_error.html",
             started,
             status_code=403,
@@ -59,19 +59,19 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
         since = form.when(form.since, "From") or EPOCH
         until = form.when(form.until, "Until") or datetime.now(timezone.utc)
     except ValueError as exc:
-        return _render("audit_error.html", started, status_code=400, message=str(exc))
+        return render("audit_error.html", started, status_code=400, message=str(exc))
     if until <= since:
-        return _render(
+        return render(
             "audit_error.html", started, status_code=400, message="Until must be after From"
         )
     try:
-        with _client() as gateway:
+        with client() as gateway:
             window = gateway.window(since, until)
             url, key = gateway.base_url, _client_key()
     except HoopError as exc:
-        return _gateway_error(exc, started)
+        return gateway_error(exc, started)
     if window.records > MAX_UI_EXPORT_RECORDS:
-        return _render(
+        return render(
             "audit_error.html",
             started,
             status_code=413,
@@ -110,7 +110,7 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
         )
     except subprocess.TimeoutExpired:
         shutil.rmtree(work, ignore_errors=True)
-        return _render(
+        return render(
             "audit_error.html",
             started,
             status_code=504,
@@ -120,7 +120,7 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
     if done.returncode not in (0, 1) or not (out / "manifest.json").exists():
         shutil.rmtree(work, ignore_errors=True)
         reason = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return _render(
+        return render(
             "audit_error.html",
             started,
             status_code=502,

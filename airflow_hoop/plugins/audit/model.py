@@ -15,11 +15,8 @@ from typing import Any, cast
 from pydantic import BaseModel, Field
 
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.plugins.common import COLLAPSE_CHARS, COLLAPSE_LINES
 from airflow_hoop.wire.audit import RunRecords, StoredOutput
-
-#: Longer texts (or more lines) start collapsed.
-COLLAPSE_CHARS = 300
-COLLAPSE_LINES = 4
 
 
 class Decision(BaseModel):

@@ -20,79 +20,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from airflow_hoop.client.audit_views import AuditViewsClient
 from airflow_hoop.errors import (
-    ConfigError,
     GatewayAuthError,
     GatewayUnavailableError,
     HoopError,
     PolicyRefusedError,
 )
-from airflow_hoop.plugins.app import AUDIT_PREFIX, map_index_param
 from airflow_hoop.plugins.audit.form import SearchFormDep
 from airflow_hoop.plugins.audit.model import build_steps, select_try
-from airflow_hoop.plugins.audit.render import templates
+from airflow_hoop.plugins.audit.pages import PREFIX, client, gateway_error, may_read, render
 from airflow_hoop.plugins.audit.verify import Badge, verify_span
+from airflow_hoop.plugins.common import map_index_param
 
 router = APIRouter(prefix="/audit")
 
-PREFIX = AUDIT_PREFIX
 #: Commands per page of a task instance's tab; steps per page and commands per step of a run.
 COMMANDS_PER_PAGE = 200
 STEPS_PER_PAGE = 20
 COMMANDS_PER_STEP = 50
-_HEADERS = {
-    "Cache-Control": "no-store",
-    # No inline script at all: even a value that escaped escaping could not run.
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-}
 _JS = Path(__file__).parent.parent / "templates" / "audit.js"
-
-
-def _render(name: str, started: float, status_code: int = 200, **values: Any) -> HTMLResponse:
-    html = templates().get_template(name).render(prefix=PREFIX, quote=quote, **values)
-    headers = {**_HEADERS, "Server-Timing": f"app;dur={(time.perf_counter() - started) * 1e3:.1f}"}
-    return HTMLResponse(html, status_code=status_code, headers=headers)
-
-
-def _client() -> AuditViewsClient:
-    from airflow.configuration import conf
-
-    url = conf.get("hoop", "gateway_url", fallback=None)
-    key = conf.get("hoop", "auditor_api_key", fallback=None)
-    if not url or not key:
-        raise ConfigError(
-            "the API server has no gateway URL or auditor key for the Audit pages",
-            "set [hoop] gateway_url and [hoop] auditor_api_key (AIRFLOW__HOOP__GATEWAY_URL, "
-            "AIRFLOW__HOOP__AUDITOR_API_KEY) on the API server only; the key needs role auditor",
-        )
-    return AuditViewsClient(url, key, timeout=30.0)
-
-
-def _may_read(user: Any, dag_id: str | None) -> bool:
-    """GET on the DAG's task instances (``dag_id`` None: on every DAG).
-
-    The DAG's team is looked up as Airflow's own ``requires_access_dag`` does, so that a
-    multi-team deployment restricts these pages exactly as it restricts Airflow's.
-    """
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.models.dag import DagModel
-
-    details = (
-        None if dag_id is None else DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id))
-    )
-    return bool(
-        get_auth_manager().is_authorized_dag(
-            method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=details, user=user
-        )
-    )
 
 
 def _readable_dags(user: Any) -> set[str]:
@@ -102,29 +52,13 @@ def _readable_dags(user: Any) -> set[str]:
 
 
 def _forbidden(dag_id: str, started: float) -> HTMLResponse:
-    return _render(
+    return render(
         "audit_error.html",
         started,
         status_code=403,
         message=f"Permission missing: you may not read the task instances of DAG {dag_id}.",
         fix="Ask an Airflow admin for read access to this DAG (GET on its task instances).",
     )
-
-
-def _gateway_error(exc: HoopError, started: float) -> HTMLResponse:
-    """Readable empty states for a gateway that is down, misconfigured or refuses the key."""
-    status, fix = 502, exc.fix
-    if isinstance(exc, GatewayUnavailableError):
-        message = f"The gateway is unreachable: {exc.what}."
-    elif isinstance(exc, ConfigError):
-        status, message = 503, f"Not configured: {exc.what}."
-    elif isinstance(exc, GatewayAuthError | PolicyRefusedError):
-        status = 503
-        message = f"The gateway refused the plugin's auditor key: {exc.what}."
-        fix = "Give the API server an API key with role auditor ([hoop] auditor_api_key)."
-    else:
-        message = str(exc)
-    return _render("audit_error.html", started, status_code=status, message=message, fix=fix)
 
 
 @router.get("/static/audit.js", include_in_schema=False)
@@ -150,20 +84,20 @@ def task_instance_tab(
 ) -> Response:
     """One try (the latest unless asked) of a task instance: who, as what, each command."""
     started = time.perf_counter()
-    if not _may_read(user, dag_id):
+    if not may_read(user, dag_id):
         return _forbidden(dag_id, started)
     index = map_index_param(map_index)
     try:
-        with _client() as gateway:
+        with client() as gateway:
             data = gateway.run_records(dag_id, run_id, task_id)
     except HoopError as exc:
-        return _gateway_error(exc, started)
+        return gateway_error(exc, started)
     step, tries = select_try(build_steps(data), task_id, index, try_number)
     commands = step.commands if step else []
     pages = max(1, math.ceil(len(commands) / page_size))
     page = min(page, pages)
     shown = commands[(page - 1) * page_size : page * page_size]
-    return _render(
+    return render(
         "audit_ti.html",
         started,
         dag_id=dag_id,
@@ -188,17 +122,17 @@ def task_instance_tab(
 def dag_run_tab(dag_id: str, run_id: str, user: GetUserDep, page: int = Query(1, ge=1)) -> Response:
     """Every governed task of a DAG run, in the order they first wrote to the ledger."""
     started = time.perf_counter()
-    if not _may_read(user, dag_id):
+    if not may_read(user, dag_id):
         return _forbidden(dag_id, started)
     try:
-        with _client() as gateway:
+        with client() as gateway:
             data = gateway.run_records(dag_id, run_id)
     except HoopError as exc:
-        return _gateway_error(exc, started)
+        return gateway_error(exc, started)
     steps = build_steps(data)
     pages = max(1, math.ceil(len(steps) / STEPS_PER_PAGE))
     page = min(page, pages)
-    return _render(
+    return render(
         "audit_run.html",
         started,
         dag_id=dag_id,
@@ -216,14 +150,14 @@ def dag_run_tab(dag_id: str, run_id: str, user: GetUserDep, page: int = Query(1,
 def dag_tab(dag_id: str, user: GetUserDep) -> Response:
     """The DAG's most recent runs in the ledger, with links to each run's audit."""
     started = time.perf_counter()
-    if not _may_read(user, dag_id):
+    if not may_read(user, dag_id):
         return _forbidden(dag_id, started)
     try:
-        with _client() as gateway:
+        with client() as gateway:
             runs = gateway.recent_runs(dag_id).runs
     except HoopError as exc:
-        return _gateway_error(exc, started)
-    return _render("audit_dag.html", started, dag_id=dag_id, runs=runs)
+        return gateway_error(exc, started)
+    return render("audit_dag.html", started, dag_id=dag_id, runs=runs)
 
 
 @router.get("/badge/{dag_id}")
@@ -234,7 +168,7 @@ def badge(
     last_seq: int = Query(ge=1),
 ) -> JSONResponse:
     """The verification badge of records ``first_seq..last_seq`` of a DAG the user may read."""
-    if not _may_read(user, dag_id):
+    if not may_read(user, dag_id):
         return JSONResponse(
             Badge(state="skipped", text="permission missing").model_dump(), status_code=403
         )
@@ -244,7 +178,7 @@ def badge(
             status_code=400,
         )
     try:
-        with _client() as gateway:
+        with client() as gateway:
             result = verify_span(gateway, first_seq, last_seq)
     except HoopError as exc:
         result = Badge(state="skipped", text=f"not verified: {exc.what}")
@@ -257,28 +191,28 @@ def audit_page(user: GetUserDep, form: SearchFormDep) -> Response:
     started = time.perf_counter()
     values: dict[str, Any] = {"form": form, "base": "", "rows": [], "error": None}
     values["export_url"] = f"{PREFIX}/export?{urlencode(form.query_params(paging=False))}"
-    restricted = not _may_read(user, None)
+    restricted = not may_read(user, None)
     readable = _readable_dags(user) if restricted else None
     values.update(restricted=restricted, readable=readable, filtered=form.filtered)
     try:
         query = form.to_query(readable)
     except ValueError as exc:
         values["error"] = str(exc)
-        return _render("audit_search.html", started, status_code=400, **values)
+        return render("audit_search.html", started, status_code=400, **values)
     if readable is not None and not readable:
-        return _render("audit_search.html", started, **values)
+        return render("audit_search.html", started, **values)
     try:
-        with _client() as gateway:
+        with client() as gateway:
             found = gateway.search(query)
     except HoopError as exc:
         values["error"] = _error_text(exc)
-        return _render("audit_search.html", started, status_code=502, **values)
+        return render("audit_search.html", started, status_code=502, **values)
     values["rows"] = found.rows
     if found.next_before_seq is not None:
         values["next_url"] = f"{PREFIX}/?{urlencode(form.query_params(found.next_before_seq))}"
     if form.before_seq is not None:
         values["first_page_url"] = f"{PREFIX}/?{urlencode(form.query_params(paging=False))}"
-    return _render("audit_search.html", started, **values)
+    return render("audit_search.html", started, **values)
 
 
 def _error_text(exc: HoopError) -> str:

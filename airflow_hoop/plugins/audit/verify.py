@@ -9,15 +9,12 @@ neither pins the key with ``airflow-hoop audit verify --public-key``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel
 
-from airflow_hoop.cli.export import _covering_end, _start
 from airflow_hoop.client.audit import AuditClient
 from airflow_hoop.ledger.verify import LedgerVerifier
-from airflow_hoop.wire.ledger import LedgerWindow
 
 #: Beyond this many records to read, the badge points to the CLI instead of verifying.
 MAX_SPAN = 250_000
@@ -33,11 +30,8 @@ class Badge(BaseModel):
 
 def verify_span(client: AuditClient, first_seq: int, last_seq: int) -> Badge:
     """Verify the chain around ``first_seq..last_seq`` and say how it is covered."""
-    start_seq, start_hash, start_body = _start(client, first_seq)
-    now = datetime.now(timezone.utc)
-    end_seq = _covering_end(
-        client, LedgerWindow(since=now, until=now, first_seq=first_seq, last_seq=last_seq)
-    )
+    start_seq, start_hash, start_body = client.signed_start(first_seq)
+    end_seq = client.covering_checkpoint(last_seq)
     through = end_seq if end_seq is not None else last_seq
     if through - start_seq + 1 > MAX_SPAN:
         return Badge(

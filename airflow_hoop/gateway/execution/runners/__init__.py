@@ -1,1 +1,11 @@
-"""Runners: execute a governed command on its target (``postgres`` via psycopg)."""
+"""Run a command on its target, one at a time per step and connection.
+
+- ``postgres``: SQL as the step's dynamic user, one connection per step
+- ``shell``: hoop's ``custom`` connection, a command on the gateway host
+- ``sandbox``: a shell command's limits, user and working directory
+- ``strays``: processes a command left behind, found by their mark and killed
+- ``output``: a command's output as it arrives (capped, masked, readable while it runs)
+
+It may import ``masking``, ``db`` (this process's id), ``vault`` (the credential),
+``settings``, ``wire``, ``ledger``, ``errors``.
+"""

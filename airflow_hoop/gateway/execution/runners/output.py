@@ -70,7 +70,7 @@ class Masker:
 
 
 class TextStream(Protocol):
-    """A streaming text transformer: a masking policy's detectors (gateway/masking/stream.py)."""
+    """A streaming text transformer: a masking policy's detectors (masking/stream.py)."""
 
     def feed(self, text: str) -> str: ...
 
@@ -130,7 +130,7 @@ class OutputCapture:
         self._notify()
 
     def add_masker(self, detectors: TextStream) -> None:
-        """Also mask what a masking policy's detectors find (gateway/masking/stream.py)."""
+        """Also mask what a masking policy's detectors find (masking/stream.py)."""
         self._detectors = detectors
 
     # -- reading (the API) --------------------------------------------------------------------

@@ -17,9 +17,9 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airflow_hoop.errors import HoopError
-from airflow_hoop.gateway.execution.masking.engine import ResultMasker
-from airflow_hoop.gateway.execution.masking.methods import MaskingError
-from airflow_hoop.gateway.execution.masking.postgres import SourceCache, column_infos, mask_result
+from airflow_hoop.gateway.masking.engine import ResultMasker
+from airflow_hoop.gateway.masking.methods import MaskingError
+from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
 from airflow_hoop.gateway.settings import PostgresConnection
 from airflow_hoop.wire.sessions import Column
 

@@ -7,11 +7,11 @@ environment (its Vault token, ``HOOP_GATEWAY_*``) is passed on. The process lead
 group of its own; on timeout, kill or step end the whole group gets SIGTERM, then SIGKILL after
 the connection's grace period, and whatever of the group outlives the command is killed too.
 Processes that left the group (``setsid``) are found by the run's mark in their environment and
-killed as well (``runners/strays.py``).
+killed as well (``strays.py``).
 
-Resource limits are applied with ``setrlimit(2)`` in the child before the command runs:
-RLIMIT_AS, RLIMIT_CPU, RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_NPROC as the connection sets them,
-RLIMIT_CORE always 0. The child runs util-linux's ``prlimit`` (limits) and ``setpriv``
+Resource limits (``sandbox.py``) are applied with ``setrlimit(2)`` in the child before the
+command runs: RLIMIT_AS, RLIMIT_CPU, RLIMIT_NOFILE, RLIMIT_FSIZE, RLIMIT_NPROC as the
+connection sets them, RLIMIT_CORE always 0. The child runs util-linux's ``prlimit`` (limits) and ``setpriv``
 (``run_as_user``, with supplementary groups cleared), each of which execs the next, rather than
 a Python ``preexec_fn``: ``preexec_fn`` (and Popen's ``user=``) force ``fork()`` where Python
 otherwise uses ``vfork()``, which cost 10 ms more per command in an 80 MB gateway process
@@ -22,25 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import os
-import pwd
-import resource
-import shutil
 import signal
-import stat
 import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
-from airflow_hoop.gateway.execution.runners.postgres import RunOutcome, TargetUnavailableError
+from airflow_hoop.gateway.execution.runners.postgres import RunOutcome
+from airflow_hoop.gateway.execution.runners.sandbox import Sandbox, remove_tree
 from airflow_hoop.gateway.execution.runners.strays import MARK_VARIABLE, kill_marked, new_mark
-from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection, ShellLimits
+from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import StepCredential
 from airflow_hoop.ledger.records import ShellExit, ShellIntent
 from airflow_hoop.wire.env import EnvEntry
@@ -54,20 +47,9 @@ _READ_SIZE = 1_048_576
 #: How long to wait for the output pipe to close once the process group is gone.
 _DRAIN_SECONDS = 2.0
 
-#: setting -> (name in the ledger, resource, prlimit option)
-_RLIMITS: dict[str, tuple[str, int, str]] = {
-    "address_space_bytes": ("RLIMIT_AS", resource.RLIMIT_AS, "as"),
-    "cpu_seconds": ("RLIMIT_CPU", resource.RLIMIT_CPU, "cpu"),
-    "open_files": ("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, "nofile"),
-    "file_size_bytes": ("RLIMIT_FSIZE", resource.RLIMIT_FSIZE, "fsize"),
-    "processes": ("RLIMIT_NPROC", resource.RLIMIT_NPROC, "nproc"),
-}
-#: Where the helpers are looked for (never the gateway's own PATH).
-_SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
-
 
 class ShellInvocation(BaseModel):
-    """A validated shell exec (see ``gateway/shell_exec.py``): what the runner starts."""
+    """A validated shell exec (see ``execution/shell_exec.py``): what the runner starts."""
 
     script: str
     client_args: list[str] = []
@@ -123,9 +105,7 @@ class ShellRunner:
         self.max_output = connection.max_output_bytes or max_output
         self._credential = credential
         self._database = database
-        self._user = _run_as(connection)
-        self._rlimits = _effective_limits(connection.limits)
-        self._helpers = {name: _helper(connection, name) for name in ("prlimit", "setpriv", "env")}
+        self._sandbox = Sandbox(connection)
         self._proc: asyncio.subprocess.Process | None = None
         self._cancelled = False
         self._stopper: asyncio.Task[None] | None = None
@@ -164,10 +144,10 @@ class ShellRunner:
             argv=self.argv(inv),
             env_names=sorted(set(self._base_env("")[0]) | {e.name for e in inv.env}),
             cwd=inv.cwd,
-            run_as=self._user.pw_name if self._user else None,
+            run_as=self._sandbox.user.pw_name if self._sandbox.user else None,
             timeout_seconds=self.connection.timeout_seconds,
             max_output_bytes=self.max_output,
-            limits={name: value for name, _option, value in self._rlimits},
+            limits={name: value for name, _option, value in self._sandbox.rlimits},
         )
 
     def capture(self, inv: ShellInvocation) -> OutputCapture:
@@ -193,14 +173,14 @@ class ShellRunner:
         """Run the command to its end (or timeout/cancel); never raises for the command's faults."""
         self._cancelled = False
         started = time.perf_counter()
-        workdir = self._make_workdir()
+        workdir = self._sandbox.make_workdir()
         mark = new_mark()
         try:
             proc = await self._spawn(inv, workdir, mark)
         except (OSError, ValueError, KeyError) as exc:
-            removed = _remove_tree(workdir)
+            removed = remove_tree(workdir)
             capture.finish()
-            who = f" as {self._user.pw_name}" if self._user else ""
+            who = f" as {self._sandbox.user.pw_name}" if self._sandbox.user else ""
             why = f"cannot start {self.connection.command[0]}{who} in {inv.cwd or workdir}: {_reason(exc)}"
             capture.note(f"[gateway] {why}\n")
             return self._outcome(capture, started, NO_EXIT_CODE, error=why, removed=removed)
@@ -219,7 +199,7 @@ class ShellRunner:
             # would also hold the output pipe open).
             _killpg(proc.pid, signal.SIGKILL)
             # ...nor what left the group with setsid (before draining: it may hold the pipe).
-            await asyncio.to_thread(kill_marked, mark, self._uid(), proc.pid)
+            await asyncio.to_thread(kill_marked, mark, self._sandbox.uid(), proc.pid)
             await _drain(reader)
         finally:
             feeder.cancel()
@@ -227,7 +207,7 @@ class ShellRunner:
             if self._stopper is not None:
                 await asyncio.gather(self._stopper, return_exceptions=True)
                 self._stopper = None
-            removed = _remove_tree(workdir)
+            removed = remove_tree(workdir)
         code = await _returncode(proc)
         sig = -code if code < 0 else None
         error = None
@@ -273,49 +253,19 @@ class ShellRunner:
         env = self.environment(inv, workdir)
         env[MARK_VARIABLE] = mark  # last: a request variable cannot replace it
         return await asyncio.create_subprocess_exec(
-            *self._launcher(inv.cwd),
+            *self._sandbox.launcher(inv.cwd),
             *self.argv(inv),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             # A requested cwd is entered after the user switch (by env --chdir), so the
             # command never gets a directory its user could not enter itself.
-            cwd=workdir if self._user is not None else cwd,
+            cwd=workdir if self._sandbox.user is not None else cwd,
             env=env,
             start_new_session=True,  # its own process group: killed as a whole
             close_fds=True,
             limit=_READ_SIZE,  # lets the pipe transport buffer that much before pausing
         )
-
-    def _launcher(self, cwd: str | None) -> list[str]:
-        """The helpers that limit, switch user and enter cwd, each exec'ing the next."""
-        limits = [f"--{option}={value}" for _name, option, value in self._rlimits]
-        argv = [self._helpers["prlimit"], "--core=0", *limits, "--"]
-        if self._user is not None:
-            uid, gid = self._user.pw_uid, self._gid()
-            argv += [self._helpers["setpriv"], f"--reuid={uid}", f"--regid={gid}"]
-            argv += ["--clear-groups", "--"]
-            if cwd is not None:
-                argv += [self._helpers["env"], f"--chdir={cwd}", "--"]
-        return argv
-
-    def _make_workdir(self) -> str:
-        root = self.connection.workdir_root or tempfile.gettempdir()
-        workdir = tempfile.mkdtemp(prefix=f"hoop-{self.connection.name}-", dir=root)
-        if self._user is not None:
-            os.chown(workdir, self._user.pw_uid, self._gid())
-        return workdir
-
-    def _uid(self) -> int:
-        """The user the command's processes run as."""
-        return self._user.pw_uid if self._user is not None else os.geteuid()
-
-    def _gid(self) -> int:
-        assert self._user is not None
-        group = self.connection.run_as_group
-        if group is None:
-            return self._user.pw_gid
-        return grp.getgrnam(group).gr_gid
 
     def _outcome(
         self,
@@ -346,52 +296,7 @@ class ShellRunner:
         )
 
 
-# -- helpers (module level: the preexec function must not touch the runner) --------------------
-def _effective_limits(limits: ShellLimits) -> list[tuple[str, str, int]]:
-    """(ledger name, prlimit option, value) to apply; never above the gateway's hard limit."""
-    chosen = []
-    for field, (name, res, option) in _RLIMITS.items():
-        value = getattr(limits, field)
-        if value is None:
-            continue
-        _soft, hard = resource.getrlimit(res)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        chosen.append((name, option, value))
-    return chosen
-
-
-def _helper(connection: ShellConnection, name: str) -> str:
-    path = shutil.which(name, path=_SYSTEM_PATH)
-    if path is None:
-        raise TargetUnavailableError(
-            f"connection {connection.name!r}: {name} is not installed on the gateway host",
-            "install util-linux and coreutils (they provide prlimit, setpriv and env)",
-        )
-    return path
-
-
-def _run_as(connection: ShellConnection) -> pwd.struct_passwd | None:
-    if connection.run_as_user is None:
-        return None
-    try:
-        user = pwd.getpwnam(connection.run_as_user)
-    except KeyError:
-        raise TargetUnavailableError(
-            f"connection {connection.name!r}: run_as_user {connection.run_as_user!r} "
-            "does not exist on the gateway host",
-            "create the user or correct run_as_user in the gateway settings",
-        ) from None
-    if os.geteuid() not in (0, user.pw_uid):
-        raise TargetUnavailableError(
-            f"connection {connection.name!r}: the gateway runs as uid {os.geteuid()} and "
-            f"cannot switch to {user.pw_name}",
-            "run the gateway as root (it drops to run_as_user for each command) "
-            "or remove run_as_user",
-        )
-    return user
-
-
+# -- helpers ---------------------------------------------------------------------------------
 def _env_file(workdir: str, entry: EnvEntry) -> str:
     """hoop's ``filesystem:`` variable: the value in a private file, the variable its path."""
     fd, path = tempfile.mkstemp(prefix=f"{entry.name}-", suffix=".envfs", dir=workdir)
@@ -472,21 +377,6 @@ async def _returncode(proc: asyncio.subprocess.Process, wait: float = 2.0) -> in
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _remove_tree(path: str) -> bool:
-    """Remove the working directory, also what the command made unwritable; True when gone."""
-
-    def fix_and_retry(func: Callable[..., Any], target: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            parent = os.path.dirname(target)
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.chmod(target, stat.S_IRWXU)
-            func(target)
-
-    shutil.rmtree(path, onerror=fix_and_retry)
-    return not Path(path).exists()
 
 
 def _reason(exc: BaseException) -> str:

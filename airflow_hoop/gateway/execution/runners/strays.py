@@ -20,23 +20,13 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from airflow_hoop.gateway.db.store import instance_id
+
 MARK_VARIABLE = "GATEWAY_RUN_MARK"
 _PROC = Path("/proc")
-
-_instance: tuple[int, str] | None = None
-
-
-def instance_id() -> str:
-    """This gateway process's id: unique per process (a forked worker gets its own)."""
-    global _instance
-    pid = os.getpid()
-    if _instance is None or _instance[0] != pid:
-        _instance = (pid, f"{socket.gethostname()[:40]}-{pid}-{secrets.token_hex(6)}")
-    return _instance[1]
 
 
 def new_mark() -> str:

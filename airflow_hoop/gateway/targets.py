@@ -1,0 +1,144 @@
+"""The connections a command runs on, as types: one class per kind of connection.
+
+The exec path asks a connection the same questions whatever its kind; each class answers them
+for its kind, so callers call a method instead of testing the type: may the script be empty,
+what the command is besides its script and what an approval binds (``prepare``), which
+scripts only read (exempt from a ``writes`` approval rule), whether hoop's ``/exec`` of a
+reviewed session can run it, how a step's context is opened on it, and how ``check-config``
+describes it.
+
+The classes wrap the settings models (``settings.Connection``), which stay configuration
+only: these behaviours need the runners and the step registry, which themselves read the
+settings, and a shell connection's target also holds the database connection it names, which
+only the whole settings know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from airflow_hoop.gateway.execution.readonly import is_read_only
+from airflow_hoop.gateway.execution.runners.shell import ShellInvocation
+from airflow_hoop.gateway.execution.shell_exec import approval_parameters, shell_invocation
+from airflow_hoop.gateway.execution.steps import StepContext, StepRegistry
+from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.settings import (
+    ApprovalRule,
+    GatewaySettings,
+    PostgresConnection,
+    ShellConnection,
+)
+from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.wire.sessions import ExecRequest
+
+
+class Prepared(NamedTuple):
+    """A command checked for its kind of connection, ready for the approval check and the run."""
+
+    #: What the shell runner starts (None for SQL).
+    shell: ShellInvocation | None
+    #: What an approval binds besides the script.
+    approval_parameters: Any
+
+
+_C = TypeVar("_C", PostgresConnection, ShellConnection)
+
+
+class _Configured(Generic[_C]):
+    """What every kind answers alike, from its settings model."""
+
+    def __init__(self, connection: _C) -> None:
+        self.connection: _C = connection
+
+    @property
+    def name(self) -> str:
+        return self.connection.name
+
+    @property
+    def approvals(self) -> list[ApprovalRule]:
+        return self.connection.approvals
+
+    @property
+    def masking(self) -> MaskingPolicy | None:
+        return self.connection.masking
+
+
+class PostgresTarget(_Configured[PostgresConnection]):
+    """A target database: SQL runs as the step's dynamic user."""
+
+    #: Empty SQL is not a command.
+    accepts_empty_script = False
+    #: hoop's ``POST /api/sessions/{id}/exec`` runs the statements of a SQL review.
+    runs_reviewed_sessions = True
+
+    def prepare(self, req: ExecRequest, wire_parameters: Any) -> Prepared:
+        """An approval binds the statement's parameters as sent."""
+        return Prepared(shell=None, approval_parameters=wire_parameters)
+
+    def only_reads(self, script: str) -> bool:
+        return is_read_only(script)
+
+    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
+        return await registry.open_postgres(step, self.connection)
+
+    def describe(self) -> str:
+        conn = self.connection
+        return (
+            f"postgres {conn.host}:{conn.port}/{conn.database} (sslmode {conn.sslmode}), "
+            f"per-step users from Vault role {conn.vault_role}"
+        )
+
+
+class ShellTarget(_Configured[ShellConnection]):
+    """hoop's ``custom`` connection: a command on the gateway host, the script on its stdin."""
+
+    #: An empty shell script is a valid command (it does nothing).
+    accepts_empty_script = True
+    runs_reviewed_sessions = False
+
+    def __init__(self, connection: ShellConnection, database: PostgresConnection | None) -> None:
+        super().__init__(connection)
+        #: The postgres connection whose dynamic user the command gets as ``PG*``, if any.
+        self.database = database
+
+    def prepare(self, req: ExecRequest, wire_parameters: Any) -> Prepared:
+        """The validated invocation; an approval binds its client_args, cwd and environment.
+
+        Raises BadRequestError, or PolicyRefusedError for a cwd outside the connection's roots.
+        """
+        shell = shell_invocation(req, self.connection)
+        return Prepared(shell=shell, approval_parameters=approval_parameters(req, shell))
+
+    def only_reads(self, script: str) -> bool:
+        return False  # every shell command counts as a write
+
+    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
+        return await registry.open_shell(step, self.connection, self.database)
+
+    def describe(self) -> str:
+        conn = self.connection
+        user = f" as {conn.run_as_user}" if conn.run_as_user else ""
+        database = f", PG* user from {conn.database}" if conn.database else ""
+        return f"custom command {' '.join(conn.command)}{user}{database}"
+
+
+Target = PostgresTarget | ShellTarget
+
+
+def as_target(
+    connection: PostgresConnection | ShellConnection, settings: GatewaySettings
+) -> Target:
+    """The target of a configured connection: the one place that tells the kinds apart."""
+    if isinstance(connection, ShellConnection):
+        database = settings.connection(connection.database) if connection.database else None
+        # The settings accept only a postgres connection here (their own validator).
+        return ShellTarget(
+            connection, database if isinstance(database, PostgresConnection) else None
+        )
+    return PostgresTarget(connection)
+
+
+def target_for(settings: GatewaySettings, name: str) -> Target | None:
+    """The target of the connection named ``name``, or None when there is none."""
+    connection = settings.connection(name)
+    return None if connection is None else as_target(connection, settings)
