@@ -67,16 +67,19 @@ SAFE_FUNCTIONS: dict[str, frozenset[int] | None] = {
     **dict.fromkeys(
         ["sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg", "json_agg",
          "jsonb_agg", "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp",
-         "percentile_cont", "percentile_disc", "ntile", "first_value", "last_value"],
+         "ntile", "first_value", "last_value"],
         frozenset({1}),
     ),
     "count": frozenset({0, 1}),
     "string_agg": frozenset({2}),
     "json_object_agg": frozenset({2}),
     "jsonb_object_agg": frozenset({2}),
-    "mode": frozenset({0}),
+    # ordered-set aggregates count their WITHIN GROUP (ORDER BY ...) columns as arguments
+    "mode": frozenset({1}),
+    "percentile_cont": frozenset({2}),
+    "percentile_disc": frozenset({2}),
     **dict.fromkeys(
-        ["row_number", "rank", "dense_rank", "cume_dist", "percent_rank"], frozenset({0, 1})
+        ["row_number", "rank", "dense_rank", "cume_dist", "percent_rank"], frozenset({0})
     ),
     "lag": frozenset({1, 2, 3}),
     "lead": frozenset({1, 2, 3}),
@@ -117,7 +120,7 @@ SAFE_FUNCTIONS: dict[str, frozenset[int] | None] = {
     "power": frozenset({2}),
     "log": frozenset({1, 2}),
     "to_number": frozenset({2}),
-    "random": frozenset({0, 2}),
+    "random": frozenset({0}),  # random(min, max) is PostgreSQL 17's: a user one on 15
     # dates and times
     **dict.fromkeys(
         ["now", "clock_timestamp", "statement_timestamp", "transaction_timestamp"], frozenset({0})
@@ -131,7 +134,7 @@ SAFE_FUNCTIONS: dict[str, frozenset[int] | None] = {
     "make_date": frozenset({3}),
     "make_interval": frozenset(range(8)),
     "timezone": frozenset({2}),
-    "generate_series": frozenset({2, 3, 4}),
+    "generate_series": frozenset({2, 3}),  # (start, stop, step, timezone) is 16+
     # arrays and json
     "array_length": frozenset({2}),
     "cardinality": frozenset({1}),
@@ -366,9 +369,10 @@ def _why_call(call: dict[str, Any]) -> str | None:
     if call.get("func_variadic") or any("NamedArgExpr" in a for a in args):
         return f"calls {shown} with VARIADIC or named arguments, which a user function may take"
     arities = SAFE_FUNCTIONS[name]
-    if arities is not None and len(args) not in arities:
+    count = len(args) + (len(call.get("agg_order", [])) if call.get("agg_within_group") else 0)
+    if arities is not None and count not in arities:
         return (
-            f"calls {shown} with {len(args)} argument(s): no built-in {name}() takes that many, "
+            f"calls {shown} with {count} argument(s): no built-in {name}() takes that many, "
             "so a user function would run, which may write"
         )
     return None

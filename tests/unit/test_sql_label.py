@@ -160,3 +160,14 @@ def test_a_long_statement_is_quoted_short() -> None:
 def test_deep_nesting_is_a_write_not_a_crash() -> None:
     assert label_sql("SELECT " + "(" * 5000 + "1" + ")" * 5000).label in (READ, WRITE)
     assert label_sql("SELECT " + "f(" * 3000 + "1" + ")" * 3000).label == WRITE
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT mode() WITHIN GROUP (ORDER BY a) FROM t",
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a) FROM t",
+    ],
+)
+def test_ordered_set_aggregates_count_their_sort_columns(sql: str) -> None:
+    assert label_sql(sql).label == READ
