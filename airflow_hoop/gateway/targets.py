@@ -78,9 +78,9 @@ class PostgresTarget(_Configured[PostgresConnection]):
         """An approval binds the statement's parameters as sent."""
         return Prepared(shell=None, approval_parameters=wire_parameters)
 
-    def label(self, script: str) -> ScriptLabel:
+    def label(self, script: str, parameterized: bool) -> ScriptLabel:
         """What PostgreSQL's parser makes of the script (``ledger/sql_label.py``)."""
-        return label_sql(script)
+        return label_sql(script, parameterized)
 
     async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
         return await registry.open_postgres(step, self.connection)
@@ -113,7 +113,7 @@ class ShellTarget(_Configured[ShellConnection]):
         shell = shell_invocation(req, self.connection)
         return Prepared(shell=shell, approval_parameters=approval_parameters(req, shell))
 
-    def label(self, script: str) -> ScriptLabel:
+    def label(self, script: str, parameterized: bool) -> ScriptLabel:
         return _SHELL_LABEL
 
     async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:

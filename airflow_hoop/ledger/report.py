@@ -80,7 +80,7 @@ def _label(body: dict[str, Any], script: str, shell: bool) -> StatementLabel:
     # Imported here: a report of labelled records never loads the parser.
     from airflow_hoop.ledger.sql_label import label_sql
 
-    return label_sql(script).label
+    return label_sql(script, body.get("parameters_sha256") is not None).label
 
 
 class ReportScope(BaseModel):

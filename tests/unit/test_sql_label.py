@@ -171,3 +171,26 @@ def test_deep_nesting_is_a_write_not_a_crash() -> None:
 )
 def test_ordered_set_aggregates_count_their_sort_columns(sql: str) -> None:
     assert label_sql(sql).label == READ
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT %(amount)s::numeric AS refund, %(reason)s AS reason", READ),
+        ("SELECT * FROM t WHERE a = %s AND b LIKE 'x%%'", READ),
+        ("SELECT * FROM t WHERE a = %s; DELETE FROM t WHERE b = %s", WRITE),
+        ("INSERT INTO t VALUES (%(id)s)", WRITE),
+        ("SELECT f(%s)", WRITE),
+        ("SELECT %d", WRITE),  # psycopg refuses it: not guessed
+    ],
+)
+def test_parameterized_scripts_are_parsed_as_the_server_receives_them(
+    sql: str, expected: str
+) -> None:
+    """With parameters, psycopg turns %s / %(name)s into $n and %% into % before sending."""
+    assert label_sql(sql, parameterized=True).label == expected
+
+
+def test_without_parameters_a_percent_sign_is_literal() -> None:
+    assert label_sql("SELECT 5 % 3").label == READ
+    assert label_sql("SELECT %(x)s").label == WRITE  # not SQL without psycopg's substitution

@@ -37,9 +37,11 @@ def rule_for(target: Target, dag_id: str) -> ApprovalRule | None:
     return next((r for r in target.approvals if any(fnmatchcase(dag_id, p) for p in r.dags)), None)
 
 
-def needs_approval(target: Target, dag_id: str, script: str) -> ApprovalRule | None:
+def needs_approval(
+    target: Target, dag_id: str, script: str, parameterized: bool
+) -> ApprovalRule | None:
     """The rule that makes this statement need an approval, or None."""
-    return _needs_approval(target, dag_id, target.label(script))
+    return _needs_approval(target, dag_id, target.label(script, parameterized))
 
 
 def _needs_approval(target: Target, dag_id: str, label: ScriptLabel) -> ApprovalRule | None:
@@ -74,7 +76,10 @@ class ApprovalGate:
         Returns None when no rule asks for an approval, else where the ``review.executed``
         record landed. Raises PolicyRefusedError (403), after recording the refusal.
         """
-        label = target.label(request.script)
+        parameterized = (
+            request.airflow_hoop is not None and request.airflow_hoop.parameters is not None
+        )
+        label = target.label(request.script, parameterized)
         rule = _needs_approval(target, step.dag_id, label)
         if rule is None:
             return None

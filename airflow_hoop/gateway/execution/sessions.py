@@ -133,7 +133,9 @@ class SessionService:
             if shell is not None and isinstance(ctx.runner, ShellRunner)
             else None,
             # The label the approval check went by (cached by script text: no second parse).
-            label=None if shell is not None else label_sql(request.script).label,
+            label=None
+            if shell is not None
+            else label_sql(request.script, wire_parameters is not None).label,
         )
         row = SessionRow(
             id=session_id,
