@@ -55,7 +55,8 @@ from airflow_hoop.ledger.records import StatementLabel
 #: How much of a statement a reason quotes.
 QUOTE_CHARS = 200
 #: Scripts up to this size are cached by text (steps send the same few statements again and
-#: again); a bigger script is labelled each time, so the cache holds at most ~32 MB.
+#: again); a bigger script is labelled each time, so the cache holds at most 4096 scripts of
+#: 8192 characters (32 MB of ASCII).
 _CACHED_CHARS = 8192
 
 _RANK: dict[StatementLabel, int] = {"transaction_control": 0, "read": 1, "write": 2}

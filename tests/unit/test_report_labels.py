@@ -1,4 +1,4 @@
-"""The report's write column: the label the gateway recorded, the parser's for older records.
+"""The report's write column and the Audit tab's label: the label the gateway recorded, the parser's for older records.
 
 Transaction control is not a write (it used to count as an unapproved one); a recorded label
 wins over the parser; a record without one (written before labels were recorded) is labelled
@@ -49,3 +49,15 @@ def test_the_write_column_follows_the_recorded_label_then_the_parser(tmp_path: P
         (script, write, approval) for script, _, write, approval in cases
     ]
     assert report.counts["writes"] == 3 and report.counts["writes without approval"] == 3
+
+
+def test_the_audit_tab_shows_each_commands_recorded_label() -> None:
+    from airflow_hoop.plugins.audit.model import build_steps
+    from airflow_hoop.wire.audit import RunRecords
+
+    records = _pair(1, "SELECT f()", label="write") + _pair(
+        3, "COMMIT", label="transaction_control"
+    )
+    records += _pair(5, "SELECT 1")  # written before labels were recorded: none shown
+    (step,) = build_steps(RunRecords(records=records))
+    assert [c.label for c in step.commands] == ["write", "transaction_control", None]
