@@ -302,7 +302,7 @@ def _label(script: str, parameterized: bool = False) -> ScriptLabel:
             "write",
             why=f"the statement could not be parsed: {message}{where}; it counts as a write",
         )
-    except (RecursionError, ValueError) as exc:  # nesting deeper than the parser or JSON allow
+    except Exception as exc:  # deep nesting, bad Unicode...: fail closed
         return ScriptLabel(
             "write",
             why=f"the statement could not be analysed ({type(exc).__name__}); it counts as a write",
