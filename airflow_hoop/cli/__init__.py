@@ -7,7 +7,7 @@
 - ``demo``: the governed ETL on the embedded stack, then the ledger read back
 - ``tables``: the terminal tables and lines of the demo
 
-May import anything of the package, the gateway included (``gateway serve``, and
-``gateway.execution.readonly`` as the report's write classifier). Nothing else in the package
-imports it (the UI's export runs it as a child process).
+May import anything of the package, the gateway included (``gateway serve``; the report needs
+only ``ledger``: the recorded label, or ``ledger.sql_label`` for older records). Nothing else in
+the package imports it (the UI's export runs it as a child process).
 """

@@ -8,30 +8,17 @@ verified, in batches of raw lines; the worker decodes them and feeds ``ReportBui
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import msgspec
 
-from airflow_hoop.gateway.execution.readonly import is_read_only
 from airflow_hoop.ledger.report import ReportBuilder, ReportScope
 from airflow_hoop.ledger.verification import Verification
 
 #: Lines sent per message (large enough to make the pipe cheap, small enough to overlap).
 BATCH = 2000
-
-
-def is_write(script: str, shell: bool) -> bool:
-    """The gateway's own classifier: anything not plainly read-only writes; shell always."""
-    return shell or not _read_only(script)
-
-
-@functools.lru_cache(maxsize=4096)
-def _read_only(script: str) -> bool:
-    # Steps run the same few scripts over and over: classify each once.
-    return is_read_only(script)
 
 
 class ReportWorker:
@@ -78,7 +65,7 @@ def _run(conn: Connection, out_dir: str, scope_json: str) -> None:
     error = ""
     report = None
     try:
-        report = ReportBuilder(Path(out_dir), ReportScope.model_validate_json(scope_json), is_write)
+        report = ReportBuilder(Path(out_dir), ReportScope.model_validate_json(scope_json))
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     decode = msgspec.json.Decoder().decode

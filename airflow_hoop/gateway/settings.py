@@ -115,9 +115,11 @@ class GatewayVault(BaseModel):
 class ApprovalRule(BaseModel):
     """Commands that need a human approval before the gateway runs them.
 
-    ``required_for: writes`` covers every statement that is not plainly read-only (see
-    ``gateway/execution/readonly.py``: conservative, anything not a plain SELECT/SHOW/EXPLAIN
-    counts as a write; every shell command is a write); ``all`` covers every statement.
+    ``required_for: writes`` covers every statement PostgreSQL's parser does not label ``read``
+    or ``transaction_control`` (``ledger/sql_label.py``: conservative, anything not a plain
+    SELECT/VALUES/TABLE/SHOW/EXPLAIN calling only built-in side-effect-free functions is a
+    write; every shell command is a write); ``all`` covers every statement but transaction
+    control.
     ``dags`` are fnmatch globs of DAG ids. An approval expires ``expires_after_seconds`` after it is granted and is
     used once.
     """

@@ -2,9 +2,9 @@
 
 The exec path asks a connection the same questions whatever its kind; each class answers them
 for its kind, so callers call a method instead of testing the type: may the script be empty,
-what the command is besides its script and what an approval binds (``prepare``), which
-scripts only read (exempt from a ``writes`` approval rule), whether hoop's ``/exec`` of a
-reviewed session can run it, how a step's context is opened on it, and how ``check-config``
+what the command is besides its script and what an approval binds (``prepare``), the
+script's label (a ``writes`` rule exempts ``read`` and ``transaction_control``), whether
+hoop's ``/exec`` of a reviewed session can run it, how a step's context is opened on it, and how ``check-config``
 describes it.
 
 The classes wrap the settings models (``settings.Connection``), which stay configuration
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from airflow_hoop.gateway.execution.readonly import is_read_only
 from airflow_hoop.gateway.execution.runners.shell import ShellInvocation
 from airflow_hoop.gateway.execution.shell_exec import approval_parameters, shell_invocation
 from airflow_hoop.gateway.execution.steps import StepContext, StepRegistry
@@ -29,6 +28,7 @@ from airflow_hoop.gateway.settings import (
     ShellConnection,
 )
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.ledger.sql_label import ScriptLabel, label_sql
 from airflow_hoop.wire.sessions import ExecRequest
 
 
@@ -40,6 +40,9 @@ class Prepared(NamedTuple):
     #: What an approval binds besides the script.
     approval_parameters: Any
 
+
+#: No parser can tell what a shell script does: every shell command counts as a write.
+_SHELL_LABEL = ScriptLabel("write", why="every shell command counts as a write")
 
 _C = TypeVar("_C", PostgresConnection, ShellConnection)
 
@@ -75,8 +78,9 @@ class PostgresTarget(_Configured[PostgresConnection]):
         """An approval binds the statement's parameters as sent."""
         return Prepared(shell=None, approval_parameters=wire_parameters)
 
-    def only_reads(self, script: str) -> bool:
-        return is_read_only(script)
+    def label(self, script: str, parameterized: bool) -> ScriptLabel:
+        """What PostgreSQL's parser makes of the script (``ledger/sql_label.py``)."""
+        return label_sql(script, parameterized)
 
     async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
         return await registry.open_postgres(step, self.connection)
@@ -109,8 +113,8 @@ class ShellTarget(_Configured[ShellConnection]):
         shell = shell_invocation(req, self.connection)
         return Prepared(shell=shell, approval_parameters=approval_parameters(req, shell))
 
-    def only_reads(self, script: str) -> bool:
-        return False  # every shell command counts as a write
+    def label(self, script: str, parameterized: bool) -> ScriptLabel:
+        return _SHELL_LABEL
 
     async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
         return await registry.open_shell(step, self.connection, self.database)

@@ -87,6 +87,10 @@ def _absent_if_none(value: Any) -> bool:
     return value is None
 
 
+#: What PostgreSQL's parser makes of a SQL script (``ledger/sql_label.py``).
+StatementLabel = Literal["read", "write", "transaction_control"]
+
+
 class ShellIntent(_Body):
     """What a shell command was started with. Environment values are never recorded: names only."""
 
@@ -149,6 +153,9 @@ class SessionIntent(_Body):
     db_user: str | None = None
     # Shell commands only; absent (not null) for SQL so SQL records keep their exact bytes.
     shell: ShellIntent | None = Field(default=None, exclude_if=_absent_if_none)
+    # SQL only, from PostgreSQL's parser (``ledger/sql_label.py``): what the approval rule and
+    # the report went by. Absent in records written before labels were recorded.
+    label: StatementLabel | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):

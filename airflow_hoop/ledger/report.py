@@ -3,8 +3,10 @@
 1. Which identity ran each step? Every statement with its step (dag, task, run, try) and the
    step's own database user; a database user seen under two steps is flagged as shared.
 2. What did it reach? Target connection, exact command, result.
-3. Were writes approved? Each write (as the gateway's own classifier judges it) with the
-   approval the gateway used for it: approver, reason, time, channel.
+3. Were writes approved? Each write (the label the gateway recorded in the intent record, from
+   PostgreSQL's parser; for older records without one, ``sql_label`` labels the script here;
+   every shell command is a write) with the approval the gateway used for it: approver,
+   reason, time, channel. Transaction control (``BEGIN``, ``COMMIT``...) is not a write.
 4. Could the record have been altered? The verification result of this very bundle.
 
 ``report.csv`` has one row per statement (and per refusal); ``report.html`` the summary and
@@ -19,14 +21,13 @@ import html
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel
 
 from airflow_hoop.ledger.commands import statement_sha256
-from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.ledger.records import StatementLabel, StepRef
 from airflow_hoop.ledger.verification import Verification
 
 #: Table rows shown in the HTML (the CSV holds all of them).
@@ -65,6 +66,23 @@ KINDS = frozenset(
 )
 
 
+#: How the approval column names a statement that needs no approval, by its label.
+_NOT_WRITES = {"read": "read-only", "transaction_control": "transaction control"}
+
+
+def _label(body: dict[str, Any], script: str, shell: bool) -> StatementLabel:
+    """The recorded label; for records written before labels were recorded, the parser's."""
+    recorded = body.get("label")
+    if recorded in ("read", "write", "transaction_control"):
+        return recorded  # type: ignore[no-any-return]
+    if shell:
+        return "write"
+    # Imported here: a report of labelled records never loads the parser.
+    from airflow_hoop.ledger.sql_label import label_sql
+
+    return label_sql(script, body.get("parameters_sha256") is not None).label
+
+
 class ReportScope(BaseModel):
     """Which records the report covers: a sequence range and optional filters."""
 
@@ -78,12 +96,9 @@ class ReportScope(BaseModel):
 class ReportBuilder:
     """Feed every verified record in order with ``add``; ``finish`` writes the files."""
 
-    def __init__(
-        self, out_dir: Path, scope: ReportScope, is_write: Callable[[str, bool], bool]
-    ) -> None:
+    def __init__(self, out_dir: Path, scope: ReportScope) -> None:
         self.out_dir = out_dir
         self.scope = scope
-        self.is_write = is_write
         self._csv_file = open(out_dir / "report.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(CSV_COLUMNS)
@@ -152,6 +167,7 @@ class ReportBuilder:
     ) -> None:
         script = body.get("script", "")
         shell = "shell" in body
+        label = _label(body, script, shell)
         db_user = body.get("db_user")
         if db_user:
             owner = self._user_step.setdefault(db_user, key)
@@ -173,7 +189,8 @@ class ReportBuilder:
             "db_user": db_user or ("(shell)" if shell else ""),
             "connection": body.get("connection"),
             "command": script,
-            "write": self.is_write(script, shell),
+            "label": label,
+            "write": label == "write",
             "review_id": review_id,
         }
 
@@ -222,7 +239,9 @@ class ReportBuilder:
     def _approval(self, row: dict[str, Any]) -> tuple[str, str, str, str]:
         review_id = row["review_id"]
         if review_id is None:
-            return ("none recorded" if row["write"] else "not needed (read-only)", "", "", "")
+            if row["write"]:
+                return ("none recorded", "", "", "")
+            return (f"not needed ({_NOT_WRITES[row['label']]})", "", "", "")
         approved = [d for d in self._reviews.get(review_id, []) if d.get("decision") == "APPROVED"]
         if not approved:
             return (

@@ -19,11 +19,11 @@ from airflow_hoop.gateway.access.policy import record_refusal
 from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, StoredStatement, utc_now
 from airflow_hoop.gateway.db.appender import Appended
 from airflow_hoop.gateway.db.store import GatewayStore
-from airflow_hoop.gateway.execution.readonly import is_transaction_control
 from airflow_hoop.gateway.settings import ApprovalRule
 from airflow_hoop.gateway.targets import Target
 from airflow_hoop.ledger.commands import parameters_sha256, statement_sha256
 from airflow_hoop.ledger.records import RecordBody, ReviewExecuted, ReviewTarget, StepRef
+from airflow_hoop.ledger.sql_label import ScriptLabel
 from airflow_hoop.wire.sessions import ExecRequest
 
 _FIX_MISSING = (
@@ -37,14 +37,28 @@ def rule_for(target: Target, dag_id: str) -> ApprovalRule | None:
     return next((r for r in target.approvals if any(fnmatchcase(dag_id, p) for p in r.dags)), None)
 
 
-def needs_approval(target: Target, dag_id: str, script: str) -> ApprovalRule | None:
+def needs_approval(
+    target: Target, dag_id: str, script: str, parameterized: bool
+) -> ApprovalRule | None:
     """The rule that makes this statement need an approval, or None."""
+    return _needs_approval(target, dag_id, target.label(script, parameterized))
+
+
+def _needs_approval(target: Target, dag_id: str, label: ScriptLabel) -> ApprovalRule | None:
+    # Transaction control runs nothing new: no rule asks an approval for it, not even "all".
     rule = rule_for(target, dag_id)
-    if rule is None or is_transaction_control(script):
+    if rule is None or label.label == "transaction_control":
         return None
     if rule.required_for == "all":
         return rule
-    return None if target.only_reads(script) else rule
+    return None if label.label == "read" else rule
+
+
+def _why_marked(rule: ApprovalRule, label: ScriptLabel, *, quote: bool) -> str:
+    """Why the rule marks this command: which statement (``quote``) was a write, and why."""
+    if rule.required_for == "all":
+        return "the rule asks an approval for every command"
+    return label.explain() if quote else f"it was labelled a write: {label.why}"
 
 
 class ApprovalGate:
@@ -62,7 +76,11 @@ class ApprovalGate:
         Returns None when no rule asks for an approval, else where the ``review.executed``
         record landed. Raises PolicyRefusedError (403), after recording the refusal.
         """
-        rule = needs_approval(target, step.dag_id, request.script)
+        parameterized = (
+            request.airflow_hoop is not None and request.airflow_hoop.parameters is not None
+        )
+        label = target.label(request.script, parameterized)
+        rule = _needs_approval(target, step.dag_id, label)
         if rule is None:
             return None
         digest = statement_sha256(request.script, parameters_sha256(wire_parameters))
@@ -103,12 +121,20 @@ class ApprovalGate:
             _used, appended = outcome
             return appended
         reason = await self._why_not(outcome, step, target.name, digest, now)
+        # The record names why the command was marked, but not the statement (the refusal
+        # records the script by its digest only); the caller, who sent it, sees which one.
         await record_refusal(
-            self.store, step, step.key, target.name, f"approval required: {reason}", request.script
+            self.store,
+            step,
+            step.key,
+            target.name,
+            f"approval required: {reason}; marked because {_why_marked(rule, label, quote=False)}",
+            request.script,
         )
         raise PolicyRefusedError(
             f"step {step.key} needs an approval (rule {rule.name or 'of ' + target.name}, "
-            f"groups {', '.join(rule.groups)}) to run this command on {target.name}: {reason}",
+            f"groups {', '.join(rule.groups)}) to run this command on {target.name}: {reason}; "
+            f"marked because {_why_marked(rule, label, quote=True)}",
             _FIX_MISSING,
         )
 

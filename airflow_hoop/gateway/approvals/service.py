@@ -102,7 +102,10 @@ class ReviewService:
         statements = stored_statements(body, self.settings.max_script_bytes)
         for statement in statements:
             statement.needs_approval = (
-                needs_approval(target_conn, step.dag_id, statement.script) is not None
+                needs_approval(
+                    target_conn, step.dag_id, statement.script, statement.parameters is not None
+                )
+                is not None
             )
         digest = command_sha256([s.sha256 for s in statements])
         if digest != body.command_sha256:

@@ -4,7 +4,7 @@
 - ``steps``: the live step contexts (a dynamic database user, a runner), released at step end
 - ``step_end_bus``: tells the other gateway processes when a step ends
 - ``runners/``: SQL on a target database, shell commands in a sandbox
-- ``readonly``: which SQL only reads; ``shell_exec``: a shell exec request checked
+- ``shell_exec``: a shell exec request checked (SQL labels: ``ledger/sql_label.py``)
 
 It may import ``masking``, ``db``, ``vault``, ``settings``, ``wire``, ``ledger``, ``errors``; it never
 imports the targets (``steps.ContextTarget`` and ``sessions.SessionTarget`` say what it needs

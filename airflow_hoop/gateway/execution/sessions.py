@@ -33,6 +33,7 @@ from airflow_hoop.gateway.settings import GatewaySettings
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.commands import parameters_sha256
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
+from airflow_hoop.ledger.sql_label import label_sql
 from airflow_hoop.wire.sessions import ExecRequest, ExecResponse, TypedResult
 from airflow_hoop.wire.values import encode_value
 
@@ -131,6 +132,10 @@ class SessionService:
             shell=ctx.runner.intent(shell)
             if shell is not None and isinstance(ctx.runner, ShellRunner)
             else None,
+            # The label the approval check went by (cached by script text: no second parse).
+            label=None
+            if shell is not None
+            else label_sql(request.script, wire_parameters is not None).label,
         )
         row = SessionRow(
             id=session_id,

@@ -60,6 +60,9 @@ class CommandView(BaseModel):
     masked: int | None = Field(None, description="redactions, when a masking policy applied")
     output: StoredOutput | None = None
     approval: Approval | None = None
+    #: The gateway's label from PostgreSQL's parser (``ledger/sql_label.py``): read, write or
+    #: transaction_control; None for shell commands and records written before labels.
+    label: str | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -136,6 +139,7 @@ def build_steps(data: RunRecords) -> list[StepAudit]:
                 runner=runner,
                 output=data.outputs.get(body["session_id"]),
                 approval=gate.pop(key, None),
+                label=body.get("label"),
                 status="open",
                 exit_code=None,
                 rows=None,
