@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from airflow_hoop.devstack import database_setup, openbao, ports, postgres, vault_setup
-from airflow_hoop.devstack.models import STACK_FILE, StackInfo
+from airflow_hoop.devstack.models import STACK_FILE, StackInfo, write_private
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
 
@@ -205,16 +205,8 @@ def _prepare_run_dir(run_dir: Path | None) -> Path:
     return run_dir
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file that is 0600 from the moment it exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
 def _save(info: StackInfo) -> None:
-    # Via StackInfo.save's format, but never world-readable: it holds the root token.
-    _write_private(Path(info.run_dir) / STACK_FILE, info.model_dump_json(indent=2))
+    info.save()
 
 
 def gateway_settings(
@@ -317,7 +309,7 @@ def write_gateway_settings(
     """Write gateway.yaml (0600) and check that ``GatewaySettings.load`` accepts it."""
     path = Path(info.gateway_settings_path)
     data = gateway_settings(info, port, setup, db_password)
-    _write_private(path, yaml.safe_dump(data, sort_keys=False))
+    write_private(path, yaml.safe_dump(data, sort_keys=False))
     GatewaySettings.load(path)
     return path
 
