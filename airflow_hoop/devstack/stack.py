@@ -44,6 +44,13 @@ WAREHOUSE_MASKING: dict[str, Any] = {
     ],
     "detectors": ["email", "payment_card"],
 }
+#: ops_shell reaches the warehouse: its output is scanned by the warehouse policy's detectors
+#: (a sibling connection may not show what another masks, docs/masking.md).
+SHELL_MASKING: dict[str, Any] = {
+    "name": "ops-shell-pii",
+    "mode": "best-effort",
+    "detectors": WAREHOUSE_MASKING["detectors"],
+}
 ALLOWED_DAGS = ["governed_*", "test_*", "bench_*"]
 APPROVER_GROUP = "data-owners"
 #: Writes of these DAGs need one approval from data-owners (see docs/approvals.md).
@@ -283,7 +290,8 @@ def approver_keys(info: StackInfo) -> list[dict[str, Any]]:
 
 
 def shell_connection() -> dict[str, Any]:
-    """``ops_shell``: bash on the gateway host, with the step's warehouse user as PG* variables.
+    """``ops_shell``: bash on the gateway host, with the step's warehouse user as PG* variables,
+    its output masked by the warehouse policy's detectors.
 
     When the stack runs as root the commands run as ``nobody``: a root command could read the
     gateway's settings file and process memory, whatever its environment holds.
@@ -297,6 +305,7 @@ def shell_connection() -> dict[str, Any]:
         "cwd_roots": [tempfile.gettempdir()],  # cwd= may name a directory in there
         "allowed_dags": list(ALLOWED_DAGS),
         "approvals": APPROVAL_RULES,
+        "masking": SHELL_MASKING,
     }
     if os.geteuid() == 0:
         conn["run_as_user"] = "nobody"
