@@ -53,19 +53,19 @@ def _host_key(host: str) -> str:
 
 def sibling_bypasses(reaches: list[Reach]) -> list[str]:
     """One message per connection that would show what a sibling masks (empty: none)."""
-    masked = [r for r in reaches if not r.shell and r.masking is not None]
+    masked = [(r, r.masking) for r in reaches if not r.shell and r.masking is not None]
     problems: list[str] = []
     for reach in reaches:
-        for sibling in masked:
+        for sibling, policy in masked:
             if sibling is reach or sibling.database_key() != reach.database_key():
                 continue
             if reach.shell:
-                problem = _shell_problem(reach, sibling)
+                problem = _shell_problem(reach, sibling, policy)
             elif reach.masking is None and reach.vault_role == sibling.vault_role:
                 problem = (
                     f"connection {reach.connection!r} reaches database {reach.where()} with "
                     f"Vault role {reach.vault_role!r} unmasked, which connection "
-                    f"{sibling.connection!r} masks (policy {_policy_name(sibling)!r}); give "
+                    f"{sibling.connection!r} masks (policy {policy.name!r}); give "
                     f"{reach.connection!r} a masking policy, or a Vault role of its own whose "
                     "grants decide what it may read"
                 )
@@ -76,13 +76,7 @@ def sibling_bypasses(reaches: list[Reach]) -> list[str]:
     return problems
 
 
-def _policy_name(reach: Reach) -> str:
-    return reach.masking.name if reach.masking is not None else ""
-
-
-def _shell_problem(shell: Reach, sibling: Reach) -> str | None:
-    policy = sibling.masking
-    assert policy is not None
+def _shell_problem(shell: Reach, sibling: Reach, policy: MaskingPolicy) -> str | None:
     head = (
         f"connection {shell.connection!r} reaches database {shell.where()} which connection "
         f"{sibling.connection!r} masks (policy {policy.name!r})"
@@ -94,14 +88,13 @@ def _shell_problem(shell: Reach, sibling: Reach) -> str | None:
             f"have: give policy {policy.name!r} detectors for the values its columns hold and "
             f"{shell.connection!r} the same, or point {shell.connection!r} elsewhere"
         )
-    need = {d.name for d in policy.detectors}
-    need_custom = {(c.name, c.regex) for c in policy.custom}
     have = shell.masking
-    missing = sorted(need - {d.name for d in have.detectors}) if have else sorted(need)
+    have_detectors = {d.name for d in have.detectors} if have else set()
+    have_custom = {(c.name, c.regex) for c in have.custom} if have else set()
+    missing = sorted({d.name for d in policy.detectors} - have_detectors)
+    # A custom detector of the same name but another expression does not find the same values.
     missing_custom = sorted(
-        name
-        for name, regex in need_custom
-        - ({(c.name, c.regex) for c in have.custom} if have else set())
+        name for name, _ in {(c.name, c.regex) for c in policy.custom} - have_custom
     )
     if have is not None and not missing and not missing_custom:
         return None
