@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from airflow_hoop.devstack import postgres
+from airflow_hoop.devstack import stack as devstack
 from airflow_hoop.devstack.models import STACK_FILE, StackInfo
 
 OTHER_USER = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -132,9 +133,7 @@ def canary() -> Iterator[int]:
     proc.wait()
 
 
-def test_no_secret_in_the_argv_or_environment_another_user_can_read(
-    stack: StackInfo, canary: int
-) -> None:
+def _leaks_seen_by_another_user(stack: StackInfo, canary: int) -> list[str]:
     if os.geteuid() != 0:
         pytest.skip("needs root to read /proc as another user (nobody)")
     roots = [stack.bao_pid, stack.gateway_pid or 0, postgres.postmaster_pid(Path(stack.pg_data))]
@@ -147,7 +146,7 @@ def test_no_secret_in_the_argv_or_environment_another_user_can_read(
     assert "server" in bao_cmdline and "-dev" in bao_cmdline
 
     secrets = _secrets(stack)
-    leaks = [
+    return [
         f"{name} in /proc/{pid}/{part}"
         for pid, parts in seen.items()
         for part, text in parts.items()
@@ -155,7 +154,25 @@ def test_no_secret_in_the_argv_or_environment_another_user_can_read(
         for name, value in secrets.items()
         if value in text
     ]
-    assert not leaks, leaks
+
+
+def test_no_secret_in_the_argv_or_environment_another_user_can_read(
+    stack: StackInfo, canary: int
+) -> None:
+    assert _leaks_seen_by_another_user(stack, canary) == []
+
+
+def test_nor_of_a_gateway_with_worker_processes(canary: int) -> None:
+    """uvicorn's workers are children of the gateway: found through /proc's parent links."""
+    info = devstack.up(gateway=False, vault_audit_raw=True)
+    try:
+        devstack.start_gateway(info, workers=2)
+        assert info.gateway_pid is not None
+        workers = [p for p in _descendants([info.gateway_pid]) if p != info.gateway_pid]
+        assert len(workers) >= 2, workers
+        assert _leaks_seen_by_another_user(info, canary) == []
+    finally:
+        devstack.down(info)
 
 
 def test_files_holding_secrets_are_owner_only(stack: StackInfo) -> None:
