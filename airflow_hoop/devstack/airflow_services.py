@@ -26,7 +26,7 @@ import httpx
 import psycopg
 
 from airflow_hoop.devstack import airflow_env
-from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.devstack.models import StackInfo, write_private
 from airflow_hoop.errors import ConfigError
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -64,8 +64,7 @@ class AirflowServices:
         self.metadata_db = f"airflow_{secrets.token_hex(4)}"
         home.mkdir(parents=True, exist_ok=True)
         passwords_file = home / "simple_auth_manager_passwords.json"
-        passwords_file.write_text(json.dumps(self.passwords))
-        passwords_file.chmod(0o600)
+        write_private(passwords_file, json.dumps(self.passwords))
         self.env = airflow_env.airflow_env(
             home,
             stack,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 STACK_FILE = "stack.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file that is 0600 from the moment it exists (it holds secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_TRUNC
 
 
 class StackInfo(BaseModel):
@@ -79,8 +88,9 @@ class StackInfo(BaseModel):
         }
 
     def save(self) -> Path:
+        """Write ``<run_dir>/stack.json``, 0600: it holds the root token and the API keys."""
         path = Path(self.run_dir) / STACK_FILE
-        path.write_text(self.model_dump_json(indent=2))
+        write_private(path, self.model_dump_json(indent=2))
         return path
 
     @classmethod

@@ -55,8 +55,10 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     """Start ``bao server -dev`` on 127.0.0.1:``port`` (and ``port``+1) without waiting.
 
-    Output goes to ``<run_dir>/bao.log``. ``HOME`` is the run dir and no token file is written,
-    so nothing leaks into the caller's home directory. A file audit device writes every
+    Output goes to ``<run_dir>/bao.log`` (0600). ``HOME`` is the run dir and no token file is
+    written, so nothing leaks into the caller's home directory. The root token goes through the
+    process's environment (``BAO_DEV_ROOT_TOKEN_ID``), never its argv: ``/proc/<pid>/cmdline``
+    is world-readable, ``/proc/<pid>/environ`` only by the same user and root. A file audit device writes every
     request to ``<run_dir>/bao-audit.log`` (secrets HMAC'd; the API refuses to enable audit
     devices, so it is declared in a config file). ``audit_raw`` logs secrets in clear: only
     for leak tests, which need the real passwords to search for.
@@ -66,12 +68,13 @@ def launch(
         bao_binary(),
         "server",
         "-dev",
-        f"-dev-root-token-id={root_token}",
         f"-dev-listen-address={LOOPBACK}:{port}",
         "-dev-no-store-token",
         f"-config={_audit_config(run_dir, audit_raw)}",
     ]
-    env = proxy_free_env(HOME=str(run_dir), BAO_API_ADDR=addr, VAULT_API_ADDR=addr)
+    env = proxy_free_env(
+        HOME=str(run_dir), BAO_API_ADDR=addr, VAULT_API_ADDR=addr, BAO_DEV_ROOT_TOKEN_ID=root_token
+    )
     with private_log(run_dir / "bao.log") as log:  # dev mode prints the root token
         return subprocess.Popen(
             cmd,

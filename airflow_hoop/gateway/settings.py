@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
 
 
 class VaultAuth(BaseModel):
@@ -396,7 +397,32 @@ class GatewaySettings(BaseSettings):
                     f"connection {conn.name!r}: database {conn.database!r} "
                     "is not a postgres connection of this gateway"
                 )
+        problems = sibling_bypasses(self._reaches())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _reaches(self) -> list[Reach]:
+        """The database each connection's output comes from (shell: its ``database:``)."""
+        reaches = []
+        for conn in self.connections:
+            target = (
+                self.connection(conn.database or "") if isinstance(conn, ShellConnection) else conn
+            )
+            if not isinstance(target, PostgresConnection):
+                continue  # a shell connection without a database user
+            reaches.append(
+                Reach(
+                    connection=conn.name,
+                    shell=isinstance(conn, ShellConnection),
+                    host=target.host,
+                    port=target.port,
+                    database=target.database,
+                    vault_role=target.vault_role,
+                    masking=conn.masking,
+                )
+            )
+        return reaches
 
     def connection(self, name: str) -> PostgresConnection | ShellConnection | None:
         return next((c for c in self.connections if c.name == name), None)

@@ -60,6 +60,19 @@ CSV_COLUMNS = [
 ]
 
 
+#: A spreadsheet takes a cell that starts with one of these for a formula (OWASP, "CSV
+#: injection"): statement texts, run ids and reasons are chosen by DAG authors and approvers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` as a CSV cell that no spreadsheet evaluates: text starting like a formula gets
+    a leading single quote (OWASP's advice). Numbers are the report's own and stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 #: Record kinds the report reads; a caller may skip decoding the others.
 KINDS = frozenset(
     {"session.intent", "session.result", "review.executed", "review.decided", "policy.refused"}
@@ -147,7 +160,7 @@ class ReportBuilder:
                 self.refusals.append(refusal)
             cells = [seq, "", record["time"], *_step_cells(step), key, ""]
             cells += [body.get("connection"), f"(refused: {body.get('reason')})", "", "refused"]
-            self._csv.writerow(cells + [""] * (len(CSV_COLUMNS) - len(cells)))
+            self._write_csv(cells + [""] * (len(CSV_COLUMNS) - len(cells)))
 
     def _selected(self, step: dict[str, Any], body: dict[str, Any]) -> bool:
         scope = self.scope
@@ -213,7 +226,7 @@ class ReportBuilder:
             self.counts["writes approved" if by else "writes without approval"] += 1
             self._writes.add(row, _WRITE_KEYS)
         self._rows.add(row, _STATEMENT_KEYS)
-        self._csv.writerow(
+        self._write_csv(
             [
                 row["intent_seq"],
                 row.get("result_seq", ""),
@@ -235,6 +248,10 @@ class ReportBuilder:
                 row.get("masking", ""),
             ]
         )
+
+    def _write_csv(self, cells: list[Any]) -> None:
+        # Only the CSV: the HTML escapes its cells and shows the text as recorded.
+        self._csv.writerow([spreadsheet_safe(cell) for cell in cells])
 
     def _approval(self, row: dict[str, Any]) -> tuple[str, str, str, str]:
         review_id = row["review_id"]

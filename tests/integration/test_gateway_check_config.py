@@ -104,6 +104,23 @@ def test_invalid_file_exits_1_naming_the_key(tmp_path: Path, change: Any, keys: 
     assert DSN_PASSWORD not in out and SECRET_ID not in out
 
 
+def test_a_shell_sibling_of_a_masked_connection_is_named_with_the_fix(tmp_path: Path) -> None:
+    settings = _settings()
+    warehouse, shell = settings["connections"]
+    warehouse["masking"] = {"name": "pii", "detectors": ["email"]}
+    shell["database"] = "warehouse"
+    code, out = _check(tmp_path, settings)
+    assert code == 1, out
+    assert (
+        "connection 'ops_shell' reaches database warehouse@pg.internal:5432 which connection "
+        "'warehouse' masks (policy 'pii'); give 'ops_shell' a masking policy with at least the "
+        "detectors ['email'] or point it elsewhere"
+    ) in " ".join(out.split())
+    shell["masking"] = {"name": "shell-pii", "detectors": ["email"]}
+    code, out = _check(tmp_path, settings)
+    assert code == 0, out
+
+
 def test_yaml_error_exits_1_and_missing_file_exits_2(tmp_path: Path) -> None:
     code, out = _check(tmp_path, "vault: [unclosed\n")
     assert code == 1 and "cannot read gateway settings file" in out

@@ -39,6 +39,11 @@ def _card() -> str:
     return next(body + d for d in string.digits if luhn_ok(body + d))
 
 
+def _grouped(card: str) -> str:
+    """One card number in groups of four (a valid number: detectors know it as a card)."""
+    return "-".join(card[j : j + 4] for j in range(0, 16, 4))
+
+
 class Data:
     """The raw rows, and every raw sensitive string in them."""
 
@@ -49,7 +54,7 @@ class Data:
                 i,
                 f"Customer {i}",
                 f"cust{i}-{tag}@example.com",
-                "-".join(_card()[j : j + 4] for j in range(0, 16, 4)),
+                _grouped(_card()),
                 f"call back at billing{i}-{tag}@example.org, paid with {_card()}",
             )
             for i in range(1, 6)
@@ -177,6 +182,31 @@ def test_aliases_expressions_and_error_messages_are_masked(
     for response in (aliased, computed, failing):
         assert data.leaks(response.content) == []
     assert data.leaks(_stored(stack)) == []
+
+
+def test_a_shell_sibling_cannot_read_the_masked_columns_in_clear(
+    stack: StackInfo, data: Data, step: StepClient
+) -> None:
+    """The bypass of issue #15: ops_shell reaches the warehouse with the step's own user, and
+    psql's COPY writes the masked columns as plain text. The settings made ops_shell carry the
+    warehouse policy's detectors, so its output is masked as it streams."""
+    copy = f"COPY (SELECT email, card_number, note FROM {TABLE} ORDER BY id) TO STDOUT"
+    response = step.exec(f'psql -X -v ON_ERROR_STOP=1 -c "{copy}"', connection="ops_shell")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["exit_code"] == 0, body["output"]
+    lines = body["output"].splitlines()
+    assert len(lines) == len(data.rows), body["output"]
+    for line in lines:
+        email, card, note = line.split("\t")
+        assert email == "<EMAIL_ADDRESS>" and card == "<CREDIT_CARD>", line
+        assert note == "call back at <EMAIL_ADDRESS>, paid with <CREDIT_CARD>"
+    assert data.leaks(response.content) == []
+    session = step.get(f"/api/sessions/{body['session_id']}")
+    assert session.status_code == 200 and data.leaks(session.content) == []
+    assert data.leaks(_stored(stack)) == []
+    masking = _result(stack, body["session_id"]).masking
+    assert masking is not None and masking.policy == "ops-shell-pii"
 
 
 # -- policies on connections of a second gateway ---------------------------------------------
