@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-from airflow_hoop.errors import HoopError
-from airflow_hoop.gateway.execution.runners.sandbox import Sandbox
+from airflow_hoop.gateway.execution.runners.sandbox import shell_unavailable
 from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
 from airflow_hoop.gateway.targets import as_target
 
@@ -30,8 +29,9 @@ def describe(settings: GatewaySettings) -> list[str]:
     ]
     for conn in settings.connections:
         lines.append(f"  {conn.name}: {as_target(conn, settings).describe()}")
-        if isinstance(conn, ShellConnection):
-            lines += _shell_runs_here(conn)
+        why = shell_unavailable(conn) if isinstance(conn, ShellConnection) else None
+        if why is not None:
+            lines.append(f"    warning: the gateway will refuse this connection here: {why}")
         allowed = ", ".join(conn.allowed_dags) or "nobody (deny all)"
         lines.append(f"    allowed DAGs: {allowed}")
         for rule in conn.approvals:
@@ -53,15 +53,6 @@ def describe(settings: GatewaySettings) -> list[str]:
     if overrides:
         lines.append(f"overridden by the environment: {', '.join(overrides)}")
     return lines
-
-
-def _shell_runs_here(conn: ShellConnection) -> list[str]:
-    """Can this host start the connection's commands (user switch, helpers, sandbox)?"""
-    try:
-        Sandbox(conn)
-    except HoopError as exc:
-        return [f"    warning: the gateway will refuse this connection here: {exc}"]
-    return []
 
 
 def _tls(settings: GatewaySettings) -> str:

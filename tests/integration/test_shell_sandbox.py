@@ -21,10 +21,16 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from support.gateway_support import StepClient, extra_gateway, session_records, step_client
+from support.gateway_support import (
+    StepClient,
+    extra_gateway,
+    ledger_records,
+    session_records,
+    step_client,
+)
 
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.ledger.records import SessionIntent
+from airflow_hoop.ledger.records import CredentialIssued, SessionIntent
 from airflow_hoop.wire.sessions import ExecResponse
 
 ROOT = os.geteuid() == 0
@@ -42,7 +48,12 @@ def gateway(stack: StackInfo) -> Iterator[str]:
         {"name": "box_net", "network": "host", **common},
         {"name": "open", "sandbox": "none", **common},
         # bwrap cannot bind a path that does not exist: a sandbox that cannot be made here.
-        {"name": "broken", "read_only_paths": ["/nonexistent/hoop-tools"], **common},
+        {
+            "name": "broken",
+            "read_only_paths": ["/nonexistent/hoop-tools"],
+            "database": "warehouse",
+            **common,
+        },
     ]
     token = settings["vault"]["auth"]["token"]
     env = {"HOOP_GATEWAY_VAULT__AUTH__TOKEN": token}
@@ -171,6 +182,9 @@ def test_where_no_sandbox_can_be_made_the_connection_is_refused(
     message = refused.json()["message"]
     assert "cannot sandbox commands" in message and "sandbox: none" in message
     assert "ran" not in refused.text
+    # Refused before the step's database user was minted.
+    issued = [r for r in ledger_records(stack) if isinstance(r.body, CredentialIssued)]
+    assert not [r for r in issued if r.step == step.step]
 
 
 def test_sandbox_none_is_named_by_the_record_and_check_config(

@@ -108,6 +108,19 @@ class Sandbox:
         return grp.getgrnam(group).gr_gid
 
 
+def shell_unavailable(connection: ShellConnection) -> str | None:
+    """Why this host cannot start the connection's commands (user switch, helpers, sandbox).
+
+    Runs the sandbox's probe (``bwrap --unshare-all ... true`` as the command's user) once per
+    process: the gateway's start and ``check-config`` both report it.
+    """
+    try:
+        Sandbox(connection)
+    except TargetUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def _sandbox_available(connection: ShellConnection, switch_user: list[str]) -> str | None:
     """bwrap's path when the connection is sandboxed; refuses when no sandbox can be made."""
     if connection.sandbox == "none":
