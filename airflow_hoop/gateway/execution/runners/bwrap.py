@@ -6,10 +6,9 @@ The command gets its own PID, mount, IPC, UTS, cgroup, user and network namespac
 Its root is an empty tmpfs holding only:
 
 - the system directories read-only (``/usr`` and, as on the host, ``/bin``, ``/lib*``,
-  ``/sbin`` as links or binds) and an allow-list of ``/etc`` (users and groups for ``id``,
-  the dynamic linker's cache, TLS roots, name resolution, Debian's alternatives,
-  postgresql-common for ``psql``); nothing else of ``/etc`` (``shadow``, ``ssh``, sudoers, the
-  gateway's settings wherever they live);
+  ``/sbin`` as links or binds) and an allow-list of ``/etc`` (``_ETC`` below; name
+  resolution only with the host's network); nothing else of ``/etc`` (``shadow``, ``ssh``,
+  sudoers, the gateway's settings wherever they live);
 - the connection's ``read_only_paths``, read-only;
 - its own ``/proc`` (only its own processes), a minimal ``/dev``, a private ``/tmp``;
 - its fresh working directory and a requested ``cwd``, read-write, at their host paths (the
@@ -35,32 +34,20 @@ INNER_DB_DIR = "/run/hoop-db"
 #: Looked for in the system directories only, never on the gateway's own PATH.
 _SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-#: What of /etc a command may need; everything else of /etc stays out.
-_ETC = (
-    "passwd",
-    "group",
-    "nsswitch.conf",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "localtime",
-    "timezone",
+#: What of /etc a command needs: users and groups (``id``, ``psql``'s default user), the
+#: dynamic linker's cache, the time zone, Debian's alternatives (``awk``...). Each is a mount
+#: (~0.25 ms a command), so no more than that.
+_ETC = ("passwd", "group", "ld.so.cache", "localtime", "alternatives")
+#: With the host's network: name resolution, service names, TLS roots.
+_ETC_NETWORK = (
     "hosts",
-    "host.conf",
     "resolv.conf",
+    "nsswitch.conf",
     "gai.conf",
+    "host.conf",
     "services",
     "protocols",
-    "alternatives",
-    "postgresql-common",
-    "bash.bashrc",
-    "profile",
-    "inputrc",
-    "locale.alias",
-    "mime.types",
+    "ssl",
 )
 
 
@@ -86,7 +73,7 @@ def bwrap_argv(
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if network == "host":
         argv.append("--share-net")
-    argv += [*_system_mounts(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own)
+    argv += [*_system_mounts(network), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 (the sandbox's own)
     for path in read_only:
         argv += ["--ro-bind", path, path]
     if workdir is not None:
@@ -101,7 +88,7 @@ def bwrap_argv(
 
 
 @functools.cache
-def _system_mounts() -> tuple[str, ...]:
+def _system_mounts(network: str) -> tuple[str, ...]:
     """The read-only system part of the sandbox, as the host lays it out (read once)."""
     argv: list[str] = []
     for path in _SYSTEM_DIRS:
@@ -109,7 +96,7 @@ def _system_mounts() -> tuple[str, ...]:
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    for name in _ETC:
+    for name in _ETC + (_ETC_NETWORK if network == "host" else ()):
         path = f"/etc/{name}"
         if os.path.lexists(path):
             argv += ["--ro-bind", path, path]

@@ -224,7 +224,9 @@ class ShellRunner:
             # would also hold the output pipe open).
             _killpg(proc.pid, signal.SIGKILL)
             # ...nor what left the group with setsid (before draining: it may hold the pipe).
-            await asyncio.to_thread(kill_marked, mark, self._sandbox.uid(), proc.pid)
+            # In the sandbox the PID namespace died with bwrap: nothing of it is left.
+            if not self._sandbox.sandboxed:
+                await asyncio.to_thread(kill_marked, mark, self._sandbox.uid(), proc.pid)
             await _drain(reader)
         finally:
             feeder.cancel()
