@@ -46,6 +46,7 @@ def gateway(stack: StackInfo) -> Iterator[str]:
         *settings["connections"],
         {"name": "box", **common},
         {"name": "box_net", "network": "host", **common},
+        {"name": "box_quick", "timeout_seconds": 1, "kill_grace_seconds": 3, **common},
         {"name": "open", "sandbox": "none", **common},
         # bwrap cannot bind a path that does not exist: a sandbox that cannot be made here.
         {
@@ -207,3 +208,12 @@ def test_sandbox_none_is_named_by_the_record_and_check_config(
     assert "sandbox bubblewrap, network none" in lines["box"]
     assert "network host" in lines["box_net"]
     assert "will refuse this connection here" in text
+
+
+def test_a_timed_out_command_still_gets_sigterm_and_its_grace(step: StepClient) -> None:
+    """bwrap does not pass SIGTERM on: the gateway sends it to the command's processes."""
+    script = "trap 'echo got TERM; exit 5' TERM; sleep 30 & wait"
+    response = run(step, script, "box_quick")
+    assert response.status_code == 200, response.text
+    res = ExecResponse.model_validate(response.json())
+    assert res.output.startswith("got TERM\n") and "[gateway] timed out after 1s" in res.output

@@ -98,3 +98,26 @@ def test_the_network_host_and_no_sandbox_keep_the_databases_own_address() -> Non
         assert env["PGHOST"] == "127.0.0.1" and env["PGPORT"] == "6543"
     plain = _runner(sandbox="none")._sandbox.launcher(None, "/w")
     assert not any("bwrap" in a for a in plain)
+
+
+def test_the_report_names_a_command_run_without_the_sandbox(tmp_path) -> None:
+    from airflow_hoop.ledger.report import ReportBuilder, ReportScope
+    from airflow_hoop.ledger.verification import Verification
+
+    step = {"dag_id": "d", "task_id": "t", "run_id": "r", "try_number": 1, "map_index": -1}
+    builder = ReportBuilder(tmp_path, ReportScope(), lambda _script, _shell: True)
+    for seq, (sandbox, db_user) in enumerate(
+        [("none", None), ("none", "af_u"), ("bubblewrap", None), (None, None)]
+    ):
+        shell: dict[str, object] = {} if sandbox is None else {"sandbox": sandbox}
+        intent = {"kind": "session.intent", "session_id": f"s{seq}", "connection": "sh"}
+        intent |= {"script": "true", "shell": shell, "db_user": db_user}
+        builder.add({"seq": 2 * seq, "time": "2026-01-01T00:00:00Z", "step": step, "body": intent})
+        result = {"kind": "session.result", "session_id": f"s{seq}", "status": "success"}
+        builder.add(
+            {"seq": 2 * seq + 1, "time": "2026-01-01T00:00:01Z", "step": step, "body": result}
+        )
+    builder.finish(Verification(ok=True), {})
+    text = (tmp_path / "report.csv").read_text()
+    assert text.count("(shell, no sandbox)") == 2 and "af_u (shell, no sandbox)" in text
+    assert text.count(",(shell),") == 2
