@@ -25,6 +25,11 @@ system-deps:
 		echo "Installing chromium (headless browser for the UI tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# bubblewrap sandboxes every shell command of the gateway (docs/shell.md).
+	@if [ ! -x /usr/bin/bwrap ]; then \
+		echo "Installing bubblewrap (the shell steps' sandbox)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	fi
 
 demo: setup
 	$(VENV)/bin/airflow-hoop demo $(if $(KEEP),--keep,)

@@ -47,7 +47,10 @@ from airflow_hoop.wire.sessions import ExecExtension, ExecRequest
 
 #: 10.3 MB of base64 lines (76 characters): random, so incompressible (the worst case for
 #: storing it); a file both sides print, so that their last lines can be compared.
-BIG_FILE = Path(tempfile.gettempdir()) / "hoop-bench-10mb.b64"
+# In a directory of its own, the governed command's cwd: the sandbox sees nothing else of the
+# host's /tmp (the connection's cwd_roots allow it).
+BIG_DIR = Path(tempfile.mkdtemp(prefix="hoop-bench-"))
+BIG_FILE = BIG_DIR / "10mb.b64"
 BIG = f"cat {BIG_FILE}"
 
 LINES = [0]
@@ -86,7 +89,7 @@ def governed(step: GovernedStep, cmd: str) -> str:
     request = ExecRequest(
         connection=SHELL_CONNECTION,
         script=cmd,
-        airflow_hoop=ExecExtension(sync_seconds=1.0),
+        airflow_hoop=ExecExtension(sync_seconds=1.0, cwd=str(BIG_DIR) if cmd == BIG else None),
     )
     result = run_shell(step.client, request, on_line=on_line)
     assert result.response.exit_code == 0, result.response.output[-500:]
@@ -95,7 +98,9 @@ def governed(step: GovernedStep, cmd: str) -> str:
 
 def raw(step: GovernedStep, cmd: str) -> None:
     """One exec and its whole output back, parsed: the gateway's throughput, no line splitting."""
-    request = ExecRequest(connection=SHELL_CONNECTION, script=cmd)
+    request = ExecRequest(
+        connection=SHELL_CONNECTION, script=cmd, airflow_hoop=ExecExtension(cwd=str(BIG_DIR))
+    )
     response = step.client.exec(request)
     assert response.exit_code == 0 and not response.truncated
 
@@ -132,6 +137,7 @@ def main() -> None:
     }
     subprocess.run(f"head -c 7600000 /dev/urandom | base64 > {BIG_FILE}", shell=True, check=True)
     BIG_FILE.chmod(0o644)  # the gateway's commands may run as nobody
+    BIG_DIR.chmod(0o755)
     big_bytes = BIG_FILE.stat().st_size
     with stack.running_stack() as info:
         config = config_for(info)
@@ -176,6 +182,7 @@ def main() -> None:
             f"throughput {name}: {value:.0f} MB/s" + (" (goal >= 50)" if "gateway" in name else "")
         )
     BIG_FILE.unlink()
+    BIG_DIR.rmdir()
     if args.json:
         rows = [BenchRow.of(name, "ms", t) for name, t in timings.items()]
         rows.append(

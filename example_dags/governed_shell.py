@@ -34,8 +34,9 @@ with DAG(
         autocommit=True,
     )
 
-    # Runs in a fresh directory on the gateway host, removed afterwards: a real DAG would
-    # ship the file from here (e.g. `aws s3 cp`), with credentials the connection provides.
+    # Runs in a fresh directory on the gateway host, in its sandbox, removed afterwards: a real
+    # DAG would ship the file from here (e.g. `aws s3 cp`, on a connection with `network: host`),
+    # with credentials the connection provides.
     export = HoopShellOperator(
         task_id="export_shipments",
         connection="ops_shell",

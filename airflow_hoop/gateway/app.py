@@ -24,6 +24,7 @@ from airflow_hoop.errors import (
 from airflow_hoop.gateway.access.auth import Authenticator
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import TargetUnavailableError
+from airflow_hoop.gateway.execution.runners.sandbox import shell_unavailable
 from airflow_hoop.gateway.execution.sessions import SessionService
 from airflow_hoop.gateway.execution.step_end_bus import StepEndBus
 from airflow_hoop.gateway.execution.steps import StepRegistry
@@ -36,7 +37,7 @@ from airflow_hoop.gateway.routes.ledger import router as ledger_router
 from airflow_hoop.gateway.routes.reviews import router as reviews_router
 from airflow_hoop.gateway.routes.sessions import router
 from airflow_hoop.gateway.routes.stream import router as stream_router
-from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             await store.open()
             await vault.login()
+            for conn in settings.connections:  # a shell connection that cannot run here
+                why = shell_unavailable(conn) if isinstance(conn, ShellConnection) else None
+                if why is not None:
+                    log.warning("shell connection %s will be refused: %s", conn.name, why)
             registry = StepRegistry(settings, store, vault)
             sessions = SessionService(settings, store, registry)
             auth = Authenticator(settings, http)

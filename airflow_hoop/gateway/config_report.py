@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.execution.runners.sandbox import shell_unavailable
+from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
 from airflow_hoop.gateway.targets import as_target
 
 ENV_PREFIX = "HOOP_GATEWAY_"
@@ -28,6 +29,9 @@ def describe(settings: GatewaySettings) -> list[str]:
     ]
     for conn in settings.connections:
         lines.append(f"  {conn.name}: {as_target(conn, settings).describe()}")
+        why = shell_unavailable(conn) if isinstance(conn, ShellConnection) else None
+        if why is not None:
+            lines.append(f"    warning: the gateway will refuse this connection here: {why}")
         allowed = ", ".join(conn.allowed_dags) or "nobody (deny all)"
         lines.append(f"    allowed DAGs: {allowed}")
         for rule in conn.approvals:

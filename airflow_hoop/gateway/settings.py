@@ -189,6 +189,14 @@ class ShellConnection(BaseModel):
     on a clash, as in hoop) plus, with ``database``, the step's dynamic database user as
     ``PGHOST``/``PGPORT``/``PGDATABASE``/``PGUSER``/``PGPASSWORD``. Nothing of the gateway's
     own environment is passed on.
+
+    The command runs in a bubblewrap sandbox (``sandbox: bubblewrap``, docs/shell.md): its own
+    PID, mount, IPC, UTS and network namespaces, read-only system directories, a private
+    ``/tmp``, its fresh working directory (and a requested ``cwd``) as the only writable
+    places, and no view of the gateway's files or other processes. ``network: none`` gives it
+    only its own loopback; ``database`` then reaches PostgreSQL through a unix socket the
+    gateway relays to that one database. ``sandbox: none`` runs it on the host as before; the
+    session records and ``check-config`` say so.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -218,6 +226,20 @@ class ShellConnection(BaseModel):
         None, gt=0, description="output cap; default: the gateway's max_output_bytes"
     )
     limits: ShellLimits = Field(default_factory=ShellLimits)
+    sandbox: Literal["bubblewrap", "none"] = Field(
+        "bubblewrap",
+        description="bubblewrap: each command in its own namespaces (the gateway refuses the "
+        "connection where they cannot be created); none: on the host, named in every record",
+    )
+    network: Literal["none", "host"] = Field(
+        "none",
+        description="none: the sandbox's own loopback only (database: through the gateway's "
+        "relay); host: the gateway host's network, unfiltered (restrict it with a network policy)",
+    )
+    read_only_paths: list[str] = Field(
+        default_factory=list,
+        description="host directories or files the sandbox also sees, read-only (e.g. /opt/tools)",
+    )
     allowed_dags: list[str] = Field(
         default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
     )
@@ -228,6 +250,14 @@ class ShellConnection(BaseModel):
     masking: MaskingPolicy | None = Field(
         None, description="what the output must not show (docs/masking.md); none: unmasked"
     )
+
+    @field_validator("read_only_paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not os.path.isabs(path):
+                raise ValueError(f"read_only_paths: {path!r} is not an absolute path")
+        return value
 
     @field_validator("masking")
     @classmethod

@@ -123,7 +123,14 @@ class ShellTarget(_Configured[ShellConnection]):
         conn = self.connection
         user = f" as {conn.run_as_user}" if conn.run_as_user else ""
         database = f", PG* user from {conn.database}" if conn.database else ""
-        return f"custom command {' '.join(conn.command)}{user}{database}"
+        if conn.sandbox == "none":
+            sandbox = "NO sandbox (sandbox: none): commands see the gateway host"
+        elif conn.network == "host":
+            sandbox = "sandbox bubblewrap, network host (unfiltered)"
+        else:
+            relay = " (database through the gateway's relay)" if conn.database else ""
+            sandbox = f"sandbox bubblewrap, network none{relay}"
+        return f"custom command {' '.join(conn.command)}{user}{database}; {sandbox}"
 
 
 Target = PostgresTarget | ShellTarget

@@ -101,6 +101,10 @@ class ShellIntent(_Body):
     timeout_seconds: float
     max_output_bytes: int
     limits: dict[str, int]
+    #: "bubblewrap" or "none"; absent in records written before the sandbox existed.
+    sandbox: str | None = Field(default=None, exclude_if=_absent_if_none)
+    #: the sandbox's network: "none" or "host"; absent without a sandbox.
+    network: str | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class ShellExit(_Body):

@@ -199,7 +199,7 @@ class ReportBuilder:
             "time": record["time"],
             "step": step,
             "identity": key,
-            "db_user": db_user or ("(shell)" if shell else ""),
+            "db_user": _shell_label(db_user, body) if shell else (db_user or ""),
             "connection": body.get("connection"),
             "command": script,
             "label": label,
@@ -417,6 +417,14 @@ def _step_cells(step: dict[str, Any]) -> list[Any]:
     return [step.get(k) for k in ("dag_id", "task_id", "run_id", "try_number", "map_index")] + [
         step.get("triggered_by") or ""
     ]
+
+
+def _shell_label(db_user: str | None, body: dict[str, Any]) -> str:
+    """A shell command's identity cell; says so when it ran outside the sandbox."""
+    shell = body.get("shell")
+    if isinstance(shell, dict) and shell.get("sandbox") == "none":
+        return f"{db_user} (shell, no sandbox)" if db_user else "(shell, no sandbox)"
+    return db_user or "(shell)"
 
 
 def _masking(body: dict[str, Any]) -> str:

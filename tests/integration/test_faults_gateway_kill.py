@@ -29,7 +29,7 @@ from support.faults_support import (
     wait_until,
 )
 from support.gateway_support import StepClient, ledger_records, new_step, step_client
-from support.shell_support import alive
+from support.shell_support import command_pids, wait_no_command
 
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.devstack.models import StackInfo
@@ -130,18 +130,20 @@ def test_a_shell_command_of_a_killed_gateway_is_killed_by_the_sweep(fstack: Stac
     victim = GatewayProcess(fstack, "shell-victim")
     try:
         with step_client(fstack, new_step("test_faults"), url=victim.url) as step:
-            script = "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; echo $$; sleep 1000"
+            script = "pwd; setsid sleep 1000 </dev/null >/dev/null 2>&1 & sleep 1000"
             session_id = start_running(step, script, "ops_shell")
             out = wait_until(
-                "pids printed",
+                "working directory printed",
                 lambda: (step.get(f"/api/sessions/{session_id}").json()["output"] or "").split(),
                 10,
             )
-            pids = [int(p) for p in out[:2]]
+            workdir = out[0]
+            assert command_pids(workdir)
             victim.sigkill()
-            assert all(alive(p) for p in pids), "the command should outlive a SIGKILLed gateway"
+            # The sandbox dies with the gateway process that started it (--die-with-parent),
+            # setsid included: nothing is left for the sweep to find.
+            assert wait_no_command(workdir, 5), "the command outlived a SIGKILLed gateway"
             with gateway(fstack, "shell-survivor"):
-                wait_until("orphaned command killed", lambda: not any(alive(p) for p in pids), 10)
                 wait_until(
                     "session closed",
                     lambda: _open_session(fstack, step.step.key) is None,

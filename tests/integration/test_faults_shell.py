@@ -1,7 +1,8 @@
 """Shell leftovers of the faults work, against the session stack's real gateway and bash.
 
 - A process that leaves the command's process group with ``setsid`` is killed when the command
-  ends, is killed or times out (found by the run's mark in its environment).
+  ends, is killed or times out (with it the sandbox's PID namespace; without a sandbox, found
+  by the run's mark in its environment).
 - A shell command's approval binds its client_args, cwd and environment, not only its script.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from support.gateway_support import StepClient, ledger_records, step_client, wait_done
-from support.shell_support import alive, wait_gone
+from support.shell_support import command_pids, wait_no_command
 
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.commands import (
@@ -29,7 +30,7 @@ from airflow_hoop.wire.reviews import ReviewCreated
 
 SHELL = "ops_shell"
 # Leaves the group, then its parent exits: the classic daemon escape.
-ESCAPE = "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"
+ESCAPE = "pwd; setsid sleep 1000 </dev/null >/dev/null 2>&1 & true"
 
 
 @pytest.fixture
@@ -48,27 +49,27 @@ def _run(client: StepClient, script: str, **body: Any) -> httpx.Response:
 def test_a_setsid_process_is_gone_when_the_command_ends(step: StepClient) -> None:
     answer = _run(step, ESCAPE)
     assert answer.status_code == 200, answer.text
-    pid = int(answer.json()["output"].split()[0])
-    assert wait_gone([pid], 2.0), "setsid escaped the end of the command"
+    workdir = answer.json()["output"].split()[0]
+    assert wait_no_command(workdir, 2.0), "setsid escaped the end of the command"
 
 
 def test_a_forked_setsid_process_holding_the_output_is_gone(step: StepClient) -> None:
     # setsid -f forks: a new session whose leader keeps the output pipe open.
-    answer = _run(step, "setsid -f sh -c 'echo $$; exec sleep 1000'; sleep 0.3")
+    answer = _run(step, "pwd; setsid -f sh -c 'exec sleep 1000'; sleep 0.3")
     assert answer.status_code == 200, answer.text
-    pid = int(answer.json()["output"].split()[0])
-    assert wait_gone([pid], 2.0)
+    workdir = answer.json()["output"].split()[0]
+    assert wait_no_command(workdir, 2.0)
 
 
 def test_a_setsid_process_is_gone_when_the_command_is_killed(step: StepClient) -> None:
     answer = _run(step, f"{ESCAPE}; sleep 1000", airflow_hoop={"sync_seconds": 0.5})
     assert answer.status_code == 202, answer.text
     session_id = answer.json()["session_id"]
-    pid = int(step.get(f"/api/sessions/{session_id}").json()["output"].split()[0])
-    assert alive(pid)
+    workdir = step.get(f"/api/sessions/{session_id}").json()["output"].split()[0]
+    assert command_pids(workdir)
     assert step.post(f"/api/sessions/{session_id}/kill").status_code == 204
     wait_done(step, session_id, timeout=10)
-    assert wait_gone([pid], 2.0), "setsid escaped the kill"
+    assert wait_no_command(workdir, 2.0), "setsid escaped the kill"
 
 
 def test_a_setsid_process_is_gone_when_the_step_ends(stack: StackInfo) -> None:
@@ -76,9 +77,10 @@ def test_a_setsid_process_is_gone_when_the_step_ends(stack: StackInfo) -> None:
     with step_client(stack, StepRef(dag_id="test_faults_shell", task_id="e", run_id=run_id)) as c:
         answer = _run(c, f"{ESCAPE}; sleep 1000", airflow_hoop={"sync_seconds": 0.5})
         session_id = answer.json()["session_id"]
-        pid = int(c.get(f"/api/sessions/{session_id}").json()["output"].split()[0])
+        workdir = c.get(f"/api/sessions/{session_id}").json()["output"].split()[0]
+        assert command_pids(workdir)
         assert c.end().status_code == 200
-        assert wait_gone([pid], 5.0)
+        assert wait_no_command(workdir, 5.0)
 
 
 # -- approvals bind the environment ---------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from support.shell_support import alive
+from support.shell_support import wait_no_command
 
 from airflow_hoop.cli.demo import read_ledger
 from airflow_hoop.devstack import airflow_env
@@ -146,12 +146,12 @@ def test_task_kill_stops_the_command_on_the_gateway_within_5s(
     ]
     assert [r.body.reason for r in revoked] == ["step-end"]
     output = _session_output(stack, result.body.session_id)
-    pid = int(output.splitlines()[0])
-    assert not alive(pid), "the command outlived the task"
+    workdir = output.splitlines()[0]
+    assert wait_no_command(workdir, 2.0), "the command outlived the task"
     assert "[gateway] session killed" in output
     # The task log showed the command's first line while it ran, before the timeout hit.
     log = proc.stdout + proc.stderr
-    logged = re.search(rf"\] {pid}\s+\[airflow\.task\.operators", log)
+    logged = re.search(rf"\] {re.escape(workdir)}\s+\[airflow\.task\.operators", log)
     assert logged, "the command's output was not logged"
     assert logged.start() < log.index("Process timed out"), "logged only after the kill"
 

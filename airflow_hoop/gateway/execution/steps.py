@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from airflow_hoop.errors import HoopError, LedgerError
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import PostgresRunner
+from airflow_hoop.gateway.execution.runners.sandbox import Sandbox
 from airflow_hoop.gateway.execution.runners.shell import ShellRunner
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient, StepCredential
@@ -159,6 +160,7 @@ class StepRegistry:
         self, step: StepRef, connection: ShellConnection, database: PostgresConnection | None
     ) -> StepContext:
         """A new context on a shell connection, with the step's user of ``database`` if any."""
+        Sandbox(connection)  # refused (no sandbox here, no user switch) before any credential
         cred = None
         if database is not None:
             # Issued under the shell connection's name: the token and the records say which

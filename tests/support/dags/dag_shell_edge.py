@@ -20,7 +20,7 @@ with DAG(dag_id="test_shell_edge", schedule=None, start_date=datetime(2026, 1, 1
     HoopShellOperator(
         task_id="never_ends",
         connection="ops_shell",
-        bash_command="echo $$; sleep 100000 & wait",
+        bash_command="pwd; sleep 100000 & wait",
         execution_timeout=timedelta(seconds=4),
         retries=0,
     )

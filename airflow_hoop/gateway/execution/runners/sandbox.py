@@ -1,9 +1,11 @@
-"""Where and as whom a shell command runs: resource limits, user switch, working directory.
+"""Where and as whom a shell command runs: limits, user switch, sandbox, working directory.
 
-The child runs util-linux's ``prlimit`` (limits; ``RLIMIT_CORE`` always 0) and ``setpriv``
-(``run_as_user``, with supplementary groups cleared), each of which execs the next, then the
-command; see ``shell.py`` for why not a Python ``preexec_fn``. Every command gets a fresh
-working directory, owned by the user it runs as and removed afterwards.
+The child runs util-linux's ``prlimit`` (limits; ``RLIMIT_CORE`` always 0), ``setpriv``
+(``run_as_user``, with supplementary groups cleared) and ``bwrap`` (the sandbox,
+``bwrap.py``), each of which execs the next, then the command; see ``shell.py`` for why not a
+Python ``preexec_fn``. ``bwrap`` runs as the command's user, so its namespaces are that user's
+(unprivileged user namespaces) and the processes keep that user on the host. Every command gets
+a fresh working directory, owned by the user it runs as and removed afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_hoop.gateway.execution.runners.bwrap import bwrap_argv, bwrap_path, probe
 from airflow_hoop.gateway.execution.runners.postgres import TargetUnavailableError
 from airflow_hoop.gateway.settings import ShellConnection, ShellLimits
 
@@ -44,18 +47,47 @@ class Sandbox:
         #: (ledger name, prlimit option, value) of each limit applied.
         self.rlimits = _effective_limits(connection.limits)
         self._helpers = {name: _helper(connection, name) for name in ("prlimit", "setpriv", "env")}
+        #: The bwrap executable; None for ``sandbox: none``.
+        self.bwrap = _sandbox_available(connection, self._switch_user())
 
-    def launcher(self, cwd: str | None) -> list[str]:
-        """The helpers that limit, switch user and enter cwd, each exec'ing the next."""
+    @property
+    def sandboxed(self) -> bool:
+        return self.bwrap is not None
+
+    def launcher(
+        self, cwd: str | None, workdir: str, db_socket: tuple[str, int] | None = None
+    ) -> list[str]:
+        """The helpers that limit, switch user, sandbox and enter cwd, each exec'ing the next.
+
+        ``db_socket``: the database relay's socket on the host and the database's port.
+        """
         limits = [f"--{option}={value}" for _name, option, value in self.rlimits]
-        argv = [self._helpers["prlimit"], "--core=0", *limits, "--"]
-        if self.user is not None:
-            uid, gid = self.user.pw_uid, self.gid()
-            argv += [self._helpers["setpriv"], f"--reuid={uid}", f"--regid={gid}"]
-            argv += ["--clear-groups", "--"]
-            if cwd is not None:
-                argv += [self._helpers["env"], f"--chdir={cwd}", "--"]
+        argv = [self._helpers["prlimit"], "--core=0", *limits, "--", *self._switch_user()]
+        if self.bwrap is not None:
+            conn = self.connection
+            argv += bwrap_argv(
+                self.bwrap,
+                network=conn.network,
+                read_only=conn.read_only_paths,
+                workdir=workdir,
+                cwd=cwd,
+                db_socket=db_socket,
+            )
+        elif self.user is not None and cwd is not None:
+            argv += [self._helpers["env"], f"--chdir={cwd}", "--"]
         return argv
+
+    def _switch_user(self) -> list[str]:
+        if self.user is None:
+            return []
+        uid, gid = self.user.pw_uid, self.gid()
+        return [
+            self._helpers["setpriv"],
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+        ]
 
     def make_workdir(self) -> str:
         root = self.connection.workdir_root or tempfile.gettempdir()
@@ -74,6 +106,36 @@ class Sandbox:
         if group is None:
             return self.user.pw_gid
         return grp.getgrnam(group).gr_gid
+
+
+def shell_unavailable(connection: ShellConnection) -> str | None:
+    """Why this host cannot start the connection's commands (user switch, helpers, sandbox).
+
+    Runs the sandbox's probe (``bwrap --unshare-all ... true`` as the command's user) once per
+    process: the gateway's start and ``check-config`` both report it.
+    """
+    try:
+        Sandbox(connection)
+    except TargetUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def _sandbox_available(connection: ShellConnection, switch_user: list[str]) -> str | None:
+    """bwrap's path when the connection is sandboxed; refuses when no sandbox can be made."""
+    if connection.sandbox == "none":
+        return None
+    bwrap = bwrap_path()
+    why = probe(tuple(switch_user), connection.network, tuple(connection.read_only_paths))
+    if bwrap is None or why is not None:
+        who = f" as {connection.run_as_user}" if connection.run_as_user else ""
+        raise TargetUnavailableError(
+            f"connection {connection.name!r}: the gateway cannot sandbox commands{who}: {why}",
+            "install bubblewrap and allow unprivileged user namespaces (sysctl "
+            "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0), or run the "
+            "gateway as root; or set sandbox: none on the connection (docs/shell.md)",
+        )
+    return bwrap
 
 
 def _effective_limits(limits: ShellLimits) -> list[tuple[str, str, int]]:

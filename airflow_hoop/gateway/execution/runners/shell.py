@@ -16,6 +16,14 @@ connection sets them, RLIMIT_CORE always 0. The child runs util-linux's ``prlimi
 a Python ``preexec_fn``: ``preexec_fn`` (and Popen's ``user=``) force ``fork()`` where Python
 otherwise uses ``vfork()``, which cost 10 ms more per command in an 80 MB gateway process
 (measured), and is not safe in a threaded process.
+
+The command itself runs in a bubblewrap sandbox (``bwrap.py``) unless the connection says
+``sandbox: none``. There its processes live in a PID namespace whose init is bwrap's: when the
+gateway kills the group (bwrap, the group's leader on the host), bwrap's init dies with it
+(``--die-with-parent``) and the kernel kills every process of the namespace, ``setsid`` ones
+included. SIGTERM, which bwrap does not pass on, is sent to the command's processes by their
+mark, so a command still gets its grace period. bwrap reports a command killed by signal N
+as exit 128+N, as a shell does; the gateway reads such a status as that signal.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import time
 
 from pydantic import BaseModel
 
+from airflow_hoop.gateway.execution.runners.bwrap import INNER_DB_DIR
+from airflow_hoop.gateway.execution.runners.db_relay import DatabaseRelay
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
 from airflow_hoop.gateway.execution.runners.postgres import RunOutcome
 from airflow_hoop.gateway.execution.runners.sandbox import Sandbox, remove_tree
@@ -106,7 +116,19 @@ class ShellRunner:
         self._credential = credential
         self._database = database
         self._sandbox = Sandbox(connection)
+        #: With a sandbox and no network, the database is reached through the gateway's relay.
+        self._relay: DatabaseRelay | None = None
+        if (
+            credential is not None
+            and database is not None
+            and self._sandbox.sandboxed
+            and connection.network == "none"
+        ):
+            uid = self._sandbox.uid()
+            gid = self._sandbox.gid() if self._sandbox.user is not None else os.getegid()
+            self._relay = DatabaseRelay(database.host, database.port, uid, gid)
         self._proc: asyncio.subprocess.Process | None = None
+        self._mark = ""
         self._cancelled = False
         self._stopper: asyncio.Task[None] | None = None
 
@@ -148,6 +170,8 @@ class ShellRunner:
             timeout_seconds=self.connection.timeout_seconds,
             max_output_bytes=self.max_output,
             limits={name: value for name, _option, value in self._sandbox.rlimits},
+            sandbox="bubblewrap" if self._sandbox.sandboxed else "none",
+            network=self.connection.network if self._sandbox.sandboxed else None,
         )
 
     def capture(self, inv: ShellInvocation) -> OutputCapture:
@@ -160,7 +184,8 @@ class ShellRunner:
         if cred is None or db is None:
             return {}
         return {
-            "PGHOST": db.host,
+            # Through the relay's socket when the sandbox has no network (db_relay.py).
+            "PGHOST": INNER_DB_DIR if self._relay is not None else db.host,
             "PGPORT": str(db.port),
             "PGDATABASE": db.database,
             "PGSSLMODE": db.sslmode,
@@ -174,7 +199,7 @@ class ShellRunner:
         self._cancelled = False
         started = time.perf_counter()
         workdir = self._sandbox.make_workdir()
-        mark = new_mark()
+        mark = self._mark = new_mark()
         try:
             proc = await self._spawn(inv, workdir, mark)
         except (OSError, ValueError, KeyError) as exc:
@@ -199,7 +224,9 @@ class ShellRunner:
             # would also hold the output pipe open).
             _killpg(proc.pid, signal.SIGKILL)
             # ...nor what left the group with setsid (before draining: it may hold the pipe).
-            await asyncio.to_thread(kill_marked, mark, self._sandbox.uid(), proc.pid)
+            # In the sandbox the PID namespace died with bwrap: nothing of it is left.
+            if not self._sandbox.sandboxed:
+                await asyncio.to_thread(kill_marked, mark, self._sandbox.uid(), proc.pid)
             await _drain(reader)
         finally:
             feeder.cancel()
@@ -217,6 +244,8 @@ class ShellRunner:
             capture.note(f"[gateway] {error}: the process group was stopped\n")
         else:
             capture.finish()
+        if sig is None and self._sandbox.sandboxed and 128 < code < 128 + signal.NSIG:
+            sig = code - 128  # bwrap's report of a signal (see the module's docstring)
         if timed_out or self._cancelled:
             exit_code = NO_EXIT_CODE
         elif sig is not None:
@@ -239,9 +268,17 @@ class ShellRunner:
 
     async def close(self) -> None:
         await self.cancel()
+        if self._relay is not None:
+            await self._relay.close()
 
     async def _stop_group(self, proc: asyncio.subprocess.Process) -> None:
-        _killpg(proc.pid, signal.SIGTERM)
+        if self._sandbox.sandboxed:
+            # bwrap dies of SIGTERM without passing it on: the command's own processes get it.
+            await asyncio.to_thread(
+                kill_marked, self._mark, self._sandbox.uid(), proc.pid, signal.SIGTERM
+            )
+        else:
+            _killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(_exited(proc), self.connection.kill_grace_seconds)
         _killpg(proc.pid, signal.SIGKILL)
@@ -252,15 +289,18 @@ class ShellRunner:
         cwd = inv.cwd or workdir
         env = self.environment(inv, workdir)
         env[MARK_VARIABLE] = mark  # last: a request variable cannot replace it
+        db_socket = None
+        if self._relay is not None:
+            db_socket = (await self._relay.socket(), self._relay.port)
         return await asyncio.create_subprocess_exec(
-            *self._sandbox.launcher(inv.cwd),
+            *self._sandbox.launcher(inv.cwd, workdir, db_socket),
             *self.argv(inv),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             # A requested cwd is entered after the user switch (by env --chdir), so the
             # command never gets a directory its user could not enter itself.
-            cwd=workdir if self._sandbox.user is not None else cwd,
+            cwd=workdir if self._sandbox.user is not None or self._sandbox.sandboxed else cwd,
             env=env,
             start_new_session=True,  # its own process group: killed as a whole
             close_fds=True,

@@ -34,8 +34,13 @@ def new_mark() -> str:
     return f"{instance_id()}:{secrets.token_hex(8)}"
 
 
-def kill_marked(prefix: str, uid: int | None = None, since_pid: int | None = None) -> list[int]:
-    """SIGKILL every process whose mark starts with ``prefix``; returns their PIDs.
+def kill_marked(
+    prefix: str,
+    uid: int | None = None,
+    since_pid: int | None = None,
+    sig: int = signal.SIGKILL,
+) -> list[int]:
+    """Send ``sig`` to every process whose mark starts with ``prefix``; returns their PIDs.
 
     ``uid`` limits the scan to processes of that user (the command's). ``since_pid`` (the
     command's own PID) limits it to PIDs handed out after it: a command's descendants are
@@ -59,7 +64,7 @@ def kill_marked(prefix: str, uid: int | None = None, since_pid: int | None = Non
         if not _has_mark(pid, needle):
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
             killed.append(pid)
     return killed
 
