@@ -178,7 +178,7 @@ def _approve(stack: StackInfo, url: str, sensor: StepClient, script: str) -> Non
         headers=sensor.headers(),
     )
     assert asked.status_code in (200, 201), asked.text
-    review_id = asked.json()["id"]
+    review_id = asked.json()["review"]["id"]
     with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
         decided = http.put(
             f"/api/reviews/{review_id}",

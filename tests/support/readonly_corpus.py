@@ -182,8 +182,8 @@ def objects(suffix: str) -> list[str]:
     writer = "warehouse_writer"
     ins = f"INSERT INTO {t} (id, v) SELECT coalesce(max(id), 0) + 1, 'w' FROM {t}"
     return [
-        f"CREATE TABLE {t} (id int PRIMARY KEY, v text)",
-        f"CREATE TABLE {a} (id int PRIMARY KEY, v text)",
+        f"CREATE TABLE {t} (id int, v text)",
+        f"CREATE TABLE {a} (id int, v text)",
         f"INSERT INTO {t} SELECT g, 'row ' || g FROM generate_series(1, 5) g",
         f"INSERT INTO {a} SELECT g, 'other ' || g FROM generate_series(1, 3) g",
         f"CREATE SEQUENCE ro_seq_{x}",
@@ -239,8 +239,8 @@ def checksums(conn: Any, suffix: str) -> dict[str, Any]:
     """What must not change: both tables' rows, the sequence, large objects, new tables."""
     t, a, x = f"ro_t_{suffix}", f"ro_a_{suffix}", suffix
     row = conn.execute(
-        f"SELECT (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {t} t), "
-        f"(SELECT md5(coalesce(string_agg(a::text, ',' ORDER BY id), '')) FROM {a} a), "
+        f"SELECT (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t), "
+        f"(SELECT md5(coalesce(string_agg(a::text, ',' ORDER BY a::text), '')) FROM {a} a), "
         f"(SELECT last_value || ':' || is_called FROM ro_seq_{x}), "
         "(SELECT count(*) FROM pg_largeobject_metadata), "
         f"(SELECT count(*) FROM pg_class WHERE relname IN ('ro_into_{x}', 'ro_ctas_{x}')), "
