@@ -81,6 +81,7 @@ CORPUS: list[Attack] = [
     _a("writing CTE", "WITH w AS (DELETE FROM {t} RETURNING *) SELECT count(*) FROM w"),
     _a("SELECT INTO", "SELECT * INTO ro_into_{x} FROM {t}"),
     _a("CREATE TABLE AS", "CREATE TABLE ro_ctas_{x} AS SELECT 1"),
+    _a("CREATE TEMP TABLE", "CREATE TEMP TABLE ro_tmp_{x} AS SELECT * FROM {t}"),
     _a("EXPLAIN ANALYZE", "EXPLAIN ANALYZE INSERT INTO {t} VALUES (904, 'e')"),
     _a("TRUNCATE", "TRUNCATE {a}"),
     _a("SELECT FOR UPDATE", "SELECT * FROM {t} FOR UPDATE", READ_ONLY, PRIVILEGE),
