@@ -162,6 +162,7 @@ def main() -> None:
             time.sleep(args.settle_ms / 1000)
             direct.append(direct_step(dsn))
         more_governed, more_direct = further_statements(config, dsn, args.statements)
+        time.sleep(1.0)  # untimed: the previous step's background revoke must not overlap
         ro_governed, ro_direct = further_statements(config, dsn, args.statements, READ_ONLY_DAG)
         left = users_left(info)
         print(f"bench users left after the run: {left} (every step's user revoked: {left == 0})")

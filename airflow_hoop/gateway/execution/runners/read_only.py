@@ -81,12 +81,16 @@ async def queue(
     Nothing is sent before the pipeline syncs: the caller's ``async with conn.pipeline()``
     exit sends it all and raises the first error.
     """
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+    opening = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if opening:
         await conn.execute(BEGIN_READ_ONLY, prepare=False)
         await conn.execute(_MARK, prepare=False)
     cursors = []
-    for statement in statements:
-        await conn.execute(_GUARD, prepare=False)
+    for i, statement in enumerate(statements):
+        # Right after the mark the transaction is the gateway's by construction; before any
+        # later statement (and in a transaction an earlier exec opened) the guard checks it.
+        if i > 0 or not opening:
+            await conn.execute(_GUARD, prepare=False)
         cur = conn.cursor()
         # prepare=False: a script's statement never becomes a cached prepared statement.
         await cur.execute(statement, parameters, prepare=False)  # type: ignore[arg-type]
