@@ -3,6 +3,12 @@
 - ``bao_admin``: the account OpenBao's database engine uses to create and drop step users.
 - ``warehouse_writer``: a NOLOGIN group that owns every table the steps create, so that a
   step's user can be dropped on revoke and the next step's user can use its tables.
+- ``warehouse_reader``: a NOLOGIN group with SELECT on the warehouse's tables and views and
+  USAGE on its schema, nothing else: the group of the step's READ user, which runs unapproved
+  commands under a ``required_for: writes`` rule.
+Neither group (nor any step user) is a member of ``pg_execute_server_program``,
+``pg_read_server_files`` or ``pg_write_server_files``, nor has CREATEROLE, CREATEDB or
+superuser: nothing a step runs reaches outside the database.
 - ``warehouse``: the target database that governed steps reach through the gateway.
 - ``hoop_gateway`` (role and database): the gateway's own store, ledger included.
 """
@@ -20,6 +26,7 @@ from airflow_hoop.devstack.postgres import SUPERUSER
 
 BAO_ADMIN = "bao_admin"
 WAREHOUSE_WRITER = "warehouse_writer"
+WAREHOUSE_READER = "warehouse_reader"
 GATEWAY_ROLE = "hoop_gateway"
 
 
@@ -60,6 +67,7 @@ def create_roles_and_databases(
                 sql.Identifier(WAREHOUSE_WRITER)
             )
         )
+        grant_reader(conn)
     with admin_connect(socket_dir, port, gateway_db) as conn:
         migrate_gateway_store(conn)
     return passwords
@@ -82,6 +90,10 @@ def _create_cluster_objects(
         sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
             ident(WAREHOUSE_WRITER), ident(BAO_ADMIN)
         ),
+        sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(WAREHOUSE_READER)),
+        sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+            ident(WAREHOUSE_READER), ident(BAO_ADMIN)
+        ),
         sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
             ident(GATEWAY_ROLE), sql.Literal(passwords.gateway)
         ),
@@ -95,6 +107,39 @@ def _create_cluster_objects(
     ]
     for statement in statements:
         conn.execute(statement)
+
+
+#: Functions that create a large object (the server-side ``lo_import`` is superuser-only).
+_LARGE_OBJECT_CREATORS = (
+    "pg_catalog.lo_create(oid)",
+    "pg_catalog.lo_creat(integer)",
+    "pg_catalog.lo_from_bytea(oid, bytea)",
+)
+
+
+def grant_reader(conn: psycopg.Connection) -> None:
+    """The reader group's rights in the warehouse: read what is there and what comes.
+
+    Default privileges for the writer group (tables steps create) and for the superuser (tables
+    a DBA creates, kept when they are given to the writer group with ALTER ... OWNER TO).
+    """
+    reader = sql.Identifier(WAREHOUSE_READER)
+    # PostgreSQL 15 lets a read-only transaction create large objects: only the writer may.
+    for function in _LARGE_OBJECT_CREATORS:
+        conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(sql.SQL(function)))
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                sql.SQL(function), sql.Identifier(WAREHOUSE_WRITER)
+            )
+        )
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(reader))
+    conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(reader))
+    for owner in (WAREHOUSE_WRITER, SUPERUSER):
+        conn.execute(
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}"
+            ).format(sql.Identifier(owner), reader)
+        )
 
 
 def migrate_gateway_store(conn: psycopg.Connection) -> None:

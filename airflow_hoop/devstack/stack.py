@@ -245,6 +245,7 @@ def gateway_settings(
                 "database": info.warehouse_db,
                 "sslmode": "disable",
                 "vault_role": vault_setup.DATABASE_ROLE,
+                "vault_read_role": vault_setup.DATABASE_READ_ROLE,
                 "allowed_dags": list(ALLOWED_DAGS),
                 "approvals": APPROVAL_RULES,
                 "masking": WAREHOUSE_MASKING,

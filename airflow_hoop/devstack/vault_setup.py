@@ -8,6 +8,8 @@ What it sets up, in the order a governed step meets it:
    gateway verifies against Vault's JWKS.
 4. Database engine: the gateway (never the task) mints a per-step Postgres user through a
    child token whose display name is the step key, so the user name shows dag and task.
+   Two roles: ``warehouse-rw`` (the writer) and ``warehouse-ro`` (the READ user: SELECT and
+   USAGE only, through ``warehouse_reader``).
 5. Transit key ``ledger-checkpoint``: the gateway signs ledger checkpoints with it.
 6. The gateway's own orphan token, limited to minting step tokens, revoking leases and signing
    (and reading the masking HMAC key, a KV v2 secret under ``secret/airflow-hoop/masking/``).
@@ -26,7 +28,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from airflow_hoop.devstack.database_setup import BAO_ADMIN, WAREHOUSE_WRITER
+from airflow_hoop.devstack.database_setup import BAO_ADMIN, WAREHOUSE_READER, WAREHOUSE_WRITER
 
 JWT_MOUNT = "jwt"
 JWT_ISSUER = "airflow-hoop-devstack"
@@ -36,6 +38,8 @@ IDENTITY_AUDIENCE = "hoop-gateway"
 DATABASE_MOUNT = "database"
 DATABASE_CONFIG = "warehouse"
 DATABASE_ROLE = "warehouse-rw"
+#: The READ user's role: unapproved commands under a ``required_for: writes`` rule.
+DATABASE_READ_ROLE = "warehouse-ro"
 TRANSIT_MOUNT = "transit"
 CHECKPOINT_KEY = "ledger-checkpoint"
 GATEWAY_POLICY = "hoop-gateway"
@@ -200,7 +204,7 @@ def setup_identity_tokens(root: hvac.Client, bao_addr: str, jwt_accessor: str) -
 
 
 def setup_database(root: hvac.Client, *, pg_port: int, password: str, dbname: str) -> None:
-    """Database engine, the warehouse connection and the ``warehouse-rw`` role."""
+    """Database engine, the warehouse connection and its roles ``warehouse-rw``/``-ro``."""
     root.sys.enable_secrets_engine("database", path=DATABASE_MOUNT)
     root.write_data(
         f"{DATABASE_MOUNT}/config/{DATABASE_CONFIG}",
@@ -217,31 +221,47 @@ def setup_database(root: hvac.Client, *, pg_port: int, password: str, dbname: st
             "username_template": USERNAME_TEMPLATE,
         },
     )
-    root.write_data(
-        f"{DATABASE_MOUNT}/roles/{DATABASE_ROLE}",
-        data={
-            "db_name": DATABASE_CONFIG,
-            "default_ttl": "15m",
-            "max_ttl": "1h",
-            "creation_statements": [
-                # NOINHERIT: the user's rights come only from acting as the group, which the
-                # role setting makes the session default. A user that resets its role can
-                # therefore create nothing of its own, and DROP ROLE on revoke cannot fail on
-                # objects it owns.
-                "CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT PASSWORD '{{password}}' "
-                "VALID UNTIL '{{expiration}}';",
-                f'GRANT "{WAREHOUSE_WRITER}" TO "{{{{name}}}}";',
-                f"ALTER ROLE \"{{{{name}}}}\" SET role TO '{WAREHOUSE_WRITER}';",
-            ],
-            "revocation_statements": [
-                # With a timeout pg_terminate_backend waits until the session has gone, so
-                # its temporary objects are dropped before the role is.
-                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                "WHERE usename = '{{name}}';",
-                'DROP ROLE IF EXISTS "{{name}}";',
-            ],
-        },
-    )
+    for role, group, extra in (
+        (DATABASE_ROLE, WAREHOUSE_WRITER, []),
+        # The READ user: its group has SELECT/USAGE only, and every transaction it starts
+        # defaults to read-only (the gateway opens read-only ones itself anyway).
+        (
+            DATABASE_READ_ROLE,
+            WAREHOUSE_READER,
+            ['ALTER ROLE "{{name}}" SET default_transaction_read_only TO on;'],
+        ),
+    ):
+        root.write_data(
+            f"{DATABASE_MOUNT}/roles/{role}",
+            data={
+                "db_name": DATABASE_CONFIG,
+                "default_ttl": "15m",
+                "max_ttl": "1h",
+                "creation_statements": [*_creation_statements(group), *extra],
+                "revocation_statements": _REVOCATION_STATEMENTS,
+            },
+        )
+
+
+def _creation_statements(group: str) -> list[str]:
+    """A step user acting as ``group``; no CREATEROLE, CREATEDB or predefined server roles."""
+    return [
+        # NOINHERIT: the user's rights come only from acting as the group, which the role
+        # setting makes the session default. A user that resets its role can therefore
+        # create nothing of its own, and DROP ROLE on revoke cannot fail on objects it owns.
+        'CREATE ROLE "{{name}}" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB '
+        "PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        f'GRANT "{group}" TO "{{{{name}}}}";',
+        f"ALTER ROLE \"{{{{name}}}}\" SET role TO '{group}';",
+    ]
+
+
+_REVOCATION_STATEMENTS = [
+    # With a timeout pg_terminate_backend waits until the session has gone, so its temporary
+    # objects are dropped before the role is.
+    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{{name}}';",
+    'DROP ROLE IF EXISTS "{{name}}";',
+]
 
 
 def setup_transit(root: hvac.Client) -> None:

@@ -10,7 +10,9 @@
    and environment; a cwd outside the connection's roots is a refusal (recorded);
 7. approvals, the last check: a command a rule marks runs only with an approved, unexpired,
    unused review bound to this step and command (``approvals/gate.py``, recorded);
-8. start: credential, intent record, then the run (``execution/sessions.py``);
+8. start: credential, intent record, then the run (``execution/sessions.py``); a command that
+   used no approval under a ``required_for: writes`` rule runs as the step's READ user in a
+   read-only transaction (``runs_read_only``): the database, not the label, refuses its writes;
 9. the sync window: the finished exec, or the running one (hoop's 202).
 
 The first check that fails answers; malformed input leaves the ledger untouched, and every
@@ -31,7 +33,7 @@ from airflow_hoop.gateway.access.policy import (
     check_exec,
     record_refusal,
 )
-from airflow_hoop.gateway.approvals.gate import ApprovalGate
+from airflow_hoop.gateway.approvals.gate import ApprovalGate, runs_read_only
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.sessions import Finished, RunningSession, SessionService
 from airflow_hoop.gateway.settings import GatewaySettings
@@ -107,9 +109,15 @@ class ExecPipeline:
         # Approvals, last check before anything runs: a command an approval rule marks runs only
         # with an approved, unexpired, unused review bound to this step and command (recorded).
         # A shell command's approval also binds its client_args, cwd and environment.
-        await self.gate.require_approval(step, target, req, prepared.approval_parameters)
+        approval = await self.gate.require_approval(step, target, req, prepared.approval_parameters)
         running = await self.sessions.start(
-            step, target, req, parameters, wire_parameters, shell=prepared.shell
+            step,
+            target,
+            req,
+            parameters,
+            wire_parameters,
+            shell=prepared.shell,
+            read_only=runs_read_only(target, step.dag_id, approval),
         )
         window = settings.sync_timeout_seconds
         if req.airflow_hoop and req.airflow_hoop.sync_seconds is not None:

@@ -148,6 +148,14 @@ class PostgresConnection(BaseModel):
     database: str
     sslmode: str = "prefer"
     vault_role: str = Field(description="database secrets engine role: <mount>/creds/<vault_role>")
+    vault_read_role: str | None = Field(
+        None,
+        description=(
+            "database secrets engine role of the step's READ user (SELECT/USAGE grants only): "
+            "every unapproved command under a 'required_for: writes' rule runs as it, in a "
+            "read-only transaction; required when such a rule exists"
+        ),
+    )
     allowed_dags: list[str] = Field(
         default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
     )
@@ -158,6 +166,19 @@ class PostgresConnection(BaseModel):
     masking: MaskingPolicy | None = Field(
         None, description="what the output must not show (docs/masking.md); none: unmasked"
     )
+
+    @model_validator(mode="after")
+    def _reads_have_a_read_role(self) -> PostgresConnection:
+        # Fail closed: unapproved reads must run as a user that cannot write, never as the
+        # writer (docs/security.md, "The database is the guarantee").
+        if self.vault_read_role is None and any(r.required_for == "writes" for r in self.approvals):
+            raise ValueError(
+                f"connection {self.name!r} has a 'required_for: writes' approval rule but no "
+                "vault_read_role: unapproved reads must run as a read-only database user. "
+                "Fix: create a Vault database role whose creation statements grant only "
+                "SELECT/USAGE and set vault_read_role to it (docs/getting-started.md)"
+            )
+        return self
 
 
 class ShellLimits(BaseModel):

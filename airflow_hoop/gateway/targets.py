@@ -73,6 +73,8 @@ class PostgresTarget(_Configured[PostgresConnection]):
     accepts_empty_script = False
     #: hoop's ``POST /api/sessions/{id}/exec`` runs the statements of a SQL review.
     runs_reviewed_sessions = True
+    #: Unapproved commands under a ``writes`` rule run as the READ user, read-only.
+    has_read_mode = True
 
     def prepare(self, req: ExecRequest, wire_parameters: Any) -> Prepared:
         """An approval binds the statement's parameters as sent."""
@@ -82,14 +84,21 @@ class PostgresTarget(_Configured[PostgresConnection]):
         """What PostgreSQL's parser makes of the script (``ledger/sql_label.py``)."""
         return label_sql(script, parameterized)
 
-    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
-        return await registry.open_postgres(step, self.connection)
+    async def open_context(
+        self, registry: StepRegistry, step: StepRef, *, read_only: bool = False
+    ) -> StepContext:
+        return await registry.open_postgres(step, self.connection, read_only=read_only)
 
     def describe(self) -> str:
         conn = self.connection
         return (
             f"postgres {conn.host}:{conn.port}/{conn.database} (sslmode {conn.sslmode}), "
             f"per-step users from Vault role {conn.vault_role}"
+            + (
+                f", unapproved reads as Vault role {conn.vault_read_role} in read-only transactions"
+                if conn.vault_read_role
+                else ""
+            )
         )
 
 
@@ -99,6 +108,8 @@ class ShellTarget(_Configured[ShellConnection]):
     #: An empty shell script is a valid command (it does nothing).
     accepts_empty_script = True
     runs_reviewed_sessions = False
+    #: Every shell command counts as a write: it never runs unapproved under a rule.
+    has_read_mode = False
 
     def __init__(self, connection: ShellConnection, database: PostgresConnection | None) -> None:
         super().__init__(connection)
@@ -116,7 +127,12 @@ class ShellTarget(_Configured[ShellConnection]):
     def label(self, script: str, parameterized: bool) -> ScriptLabel:
         return _SHELL_LABEL
 
-    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext:
+    async def open_context(
+        self, registry: StepRegistry, step: StepRef, *, read_only: bool = False
+    ) -> StepContext:
+        # Every shell command counts as a write (``only_reads``): never asked for a read mode.
+        if read_only:
+            raise ValueError("a shell connection has no read-only mode")
         return await registry.open_shell(step, self.connection, self.database)
 
     def describe(self) -> str:

@@ -23,7 +23,7 @@ import hvac.exceptions
 import requests
 from pydantic import BaseModel, SecretStr
 
-from airflow_hoop.errors import VaultError
+from airflow_hoop.errors import ConfigError, VaultError
 from airflow_hoop.gateway.settings import GatewayVault, PostgresConnection
 from airflow_hoop.ledger.checkpoint import split_vault_signature
 from airflow_hoop.ledger.records import StepRef
@@ -118,14 +118,23 @@ class GatewayVaultClient:
 
     # -- step credentials --------------------------------------------------------------------
     async def issue_step_credential(
-        self, step: StepRef, connection: PostgresConnection
+        self, step: StepRef, connection: PostgresConnection, *, read_only: bool = False
     ) -> StepCredential:
-        """Create the step's child token, then read ``<mount>/creds/<role>`` with it."""
+        """Create the step's child token, then read ``<mount>/creds/<role>`` with it.
+
+        ``read_only``: the connection's ``vault_read_role`` (the step's READ user), else its
+        ``vault_role`` (the writer).
+        """
+        role = connection.vault_read_role if read_only else connection.vault_role
+        if role is None:  # the settings refuse this; never fall back to the writer
+            raise ConfigError(
+                f"connection {connection.name!r} has no vault_read_role", "set vault_read_role"
+            )
         return await self._call(
-            "issuing a database credential", step, self._issue, step, connection
+            "issuing a database credential", step, self._issue, step, connection, role
         )
 
-    def _issue(self, step: StepRef, connection: PostgresConnection) -> StepCredential:
+    def _issue(self, step: StepRef, connection: PostgresConnection, role: str) -> StepCredential:
         cfg = self.settings
         created = self._client.auth.token.create(
             policies=cfg.step_token_policies,
@@ -138,7 +147,7 @@ class GatewayVaultClient:
         child = self._new_client(child_token)
         try:
             resp = child.secrets.database.generate_credentials(
-                name=connection.vault_role, mount_point=cfg.database_mount
+                name=role, mount_point=cfg.database_mount
             )
         except BaseException:
             # The child token would otherwise linger until its TTL.
@@ -151,7 +160,7 @@ class GatewayVaultClient:
         ttl = min(ttl, cfg.step_token_ttl_seconds)
         return StepCredential(
             connection=connection.name,
-            vault_role=connection.vault_role,
+            vault_role=role,
             lease_id=resp["lease_id"],
             username=data["username"],
             password=SecretStr(data["password"]),

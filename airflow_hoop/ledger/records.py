@@ -160,6 +160,9 @@ class SessionIntent(_Body):
     # SQL only, from PostgreSQL's parser (``ledger/sql_label.py``): what the approval rule and
     # the report went by. Absent in records written before labels were recorded.
     label: StatementLabel | None = Field(default=None, exclude_if=_absent_if_none)
+    #: True: run unapproved, as the step's READ user in a read-only transaction the gateway
+    #: opened (PostgreSQL refuses writes). Absent otherwise (older records' bytes).
+    read_only: bool | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
@@ -177,6 +180,9 @@ class SessionResult(_Body):
     duration_ms: float
     truncated: bool = False
     error: str | None = None
+    #: PostgreSQL's SQLSTATE of a failed statement (25006: a write refused in a read-only
+    #: transaction; 42501: a privilege the user lacks). Absent when none.
+    sqlstate: str | None = Field(default=None, exclude_if=_absent_if_none)
     shell: ShellExit | None = Field(default=None, exclude_if=_absent_if_none)
     # Only when the connection has a masking policy; absent otherwise (older records' bytes).
     masking: MaskingRecord | None = Field(default=None, exclude_if=_absent_if_none)

@@ -58,9 +58,21 @@ $CLI write database/config/warehouse plugin_name=postgresql-database-plugin \
   connection_url="$WAREHOUSE_URL" username="$WAREHOUSE_ADMIN" password="$WAREHOUSE_ADMIN_PASSWORD" \
   allowed_roles='warehouse-*' \
   username_template='{{- $d := .DisplayName -}}{{- if and (gt (len $d) 6) (eq (slice $d 0 6) "token-") }}{{ $d = slice $d 6 }}{{ end -}}{{- printf "af_%s_%s" ($d | truncate_sha256 52) (random 6) | lowercase -}}'
+# The writer (approved commands) and the READ user (every unapproved command under a
+# `required_for: writes` rule; the gateway's vault_read_role). In the warehouse, as its owner:
+#   CREATE ROLE warehouse_reader NOLOGIN; GRANT warehouse_reader TO <WAREHOUSE_ADMIN> WITH ADMIN OPTION;
+#   GRANT USAGE ON SCHEMA public TO warehouse_reader;
+#   GRANT SELECT ON ALL TABLES IN SCHEMA public TO warehouse_reader;
+#   ALTER DEFAULT PRIVILEGES FOR ROLE warehouse_writer IN SCHEMA public GRANT SELECT ON TABLES TO warehouse_reader;
+# Neither group may be a member of pg_execute_server_program, pg_read_server_files or
+# pg_write_server_files (docs/security.md).
+revoke_stmts="SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{{name}}'; DROP ROLE IF EXISTS \"{{name}}\";"
 $CLI write database/roles/warehouse-rw db_name=warehouse default_ttl=15m max_ttl=1h \
-  creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT \"warehouse_writer\" TO \"{{name}}\"; ALTER ROLE \"{{name}}\" SET role TO 'warehouse_writer';" \
-  revocation_statements="SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{{name}}'; DROP ROLE IF EXISTS \"{{name}}\";"
+  creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT \"warehouse_writer\" TO \"{{name}}\"; ALTER ROLE \"{{name}}\" SET role TO 'warehouse_writer';" \
+  revocation_statements="$revoke_stmts"
+$CLI write database/roles/warehouse-ro db_name=warehouse default_ttl=15m max_ttl=1h \
+  creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT \"warehouse_reader\" TO \"{{name}}\"; ALTER ROLE \"{{name}}\" SET role TO 'warehouse_reader'; ALTER ROLE \"{{name}}\" SET default_transaction_read_only TO on;" \
+  revocation_statements="$revoke_stmts"
 
 # -- the checkpoint key (never exportable) and the masking HMAC keys ---------------------------
 $CLI secrets enable transit || true

@@ -33,6 +33,7 @@ def _settings(**overrides: Any) -> dict[str, Any]:
                 "host": "pg.internal",
                 "database": "warehouse",
                 "vault_role": "warehouse-step",
+                "vault_read_role": "warehouse-step-ro",
                 "allowed_dags": ["etl_*"],
                 "approvals": [{"name": "writes", "dags": ["payroll_*"], "groups": ["owners"]}],
             },

@@ -61,6 +61,22 @@ def _why_marked(rule: ApprovalRule, label: ScriptLabel, *, quote: bool) -> str:
     return label.explain() if quote else f"it was labelled a write: {label.why}"
 
 
+def runs_read_only(target: Target, dag_id: str, approval: Appended | None) -> bool:
+    """Does this command run where PostgreSQL refuses writes (the step's READ user)?
+
+    Yes for every command that used no approval under a ``required_for: writes`` rule: the
+    label only decided that it needs none, so the database must refuse any write in it. An
+    approved command, and every command without such a rule, runs read-write as before.
+    """
+    rule = rule_for(target, dag_id)
+    return (
+        approval is None
+        and target.has_read_mode
+        and rule is not None
+        and rule.required_for == "writes"
+    )
+
+
 class ApprovalGate:
     """Uses an approval for each statement that needs one, or refuses it (and records why)."""
 

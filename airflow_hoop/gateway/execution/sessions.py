@@ -21,7 +21,7 @@ from pydantic import BaseModel, JsonValue
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
-from airflow_hoop.gateway.execution.runners.postgres import RunOutcome
+from airflow_hoop.gateway.execution.runners.postgres import RunOutcome, is_transaction_control
 from airflow_hoop.gateway.execution.runners.shell import ShellInvocation, ShellOutcome, ShellRunner
 from airflow_hoop.gateway.execution.shell_exec import approval_parameters
 from airflow_hoop.gateway.execution.steps import ContextTarget, StepContext, StepRegistry
@@ -106,10 +106,20 @@ class SessionService:
         parameters: Any,
         wire_parameters: Any,
         shell: ShellInvocation | None = None,
+        *,
+        read_only: bool = False,
     ) -> RunningSession:
-        """Record the intent and start the statement; raises before anything runs on failure."""
+        """Record the intent and start the statement; raises before anything runs on failure.
+
+        ``read_only``: run it as the step's READ user in a read-only transaction (an
+        unapproved command under a ``required_for: writes`` rule).
+        """
+        if read_only and is_transaction_control(request.script):
+            # COMMIT/ROLLBACK of the step's approved (read-write) transaction ends it there.
+            # Safe: that runner ends its transaction itself and never sends this script.
+            read_only = not self.registry.in_transaction(step, target.name, read_only=False)
         try:
-            ctx = await self.registry.acquire(step, target)
+            ctx = await self.registry.acquire(step, target, read_only=read_only)
         except LedgerError as exc:
             raise LedgerError(f"{exc.what}; the statement was not executed", exc.fix) from None
         # The masking key before anything runs: output that could not be masked must not be
@@ -129,6 +139,7 @@ class SessionService:
             parameter_count=0 if wire_parameters is None else len(wire_parameters),
             autocommit=autocommit,
             db_user=ctx.credential.username if ctx.credential else None,
+            read_only=True if ctx.read_only else None,
             shell=ctx.runner.intent(shell)
             if shell is not None and isinstance(ctx.runner, ShellRunner)
             else None,
@@ -273,6 +284,7 @@ class SessionService:
             duration_ms=outcome.duration_ms,
             truncated=outcome.truncated,
             error=outcome.error,
+            sqlstate=outcome.sqlstate,
             shell=shell.ledger_detail() if shell else None,
             masking=running.masker.record() if running.masker else None,
         )

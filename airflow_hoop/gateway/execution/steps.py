@@ -1,4 +1,10 @@
-"""Live step contexts: one dynamic database user and one open connection per (step, connection).
+"""Live step contexts: one dynamic database user and one open connection per (step, connection,
+mode).
+
+The mode is ``read`` (the connection's ``vault_read_role`` user, every statement in a read-only
+transaction: unapproved commands under a ``required_for: writes`` rule) or ``write`` (the
+``vault_role`` user: approved commands, and every command of a connection without such a rule).
+A step holds at most one context of each mode per connection; both are released at its end.
 
 A shell (``custom``) connection's context holds a shell runner instead, and a database user
 only when the connection names a ``database`` (exported to the command as ``PG*`` variables).
@@ -29,7 +35,8 @@ from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, Ste
 log = logging.getLogger(__name__)
 
 ReleaseReason = Literal["step-end", "expired", "error", "shutdown"]
-ContextKey = tuple[str, str]
+#: (step key, connection name, read-only?)
+ContextKey = tuple[str, str, bool]
 Connection = PostgresConnection | ShellConnection
 
 #: How long a release waits for a running statement to stop after cancelling it.
@@ -45,8 +52,12 @@ class StepContext:
         connection: Connection,
         credential: StepCredential | None,
         runner: PostgresRunner | ShellRunner,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.step = step
+        #: Runs only in read-only transactions, as the step's READ user.
+        self.read_only = read_only
         self.connection = connection
         self.credential = credential
         self.runner = runner
@@ -57,7 +68,7 @@ class StepContext:
 
     @property
     def key(self) -> ContextKey:
-        return (self.step.key, self.connection.name)
+        return (self.step.key, self.connection.name, self.read_only)
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -73,7 +84,9 @@ class ContextTarget(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def open_context(self, registry: StepRegistry, step: StepRef) -> StepContext: ...
+    async def open_context(
+        self, registry: StepRegistry, step: StepRef, *, read_only: bool = False
+    ) -> StepContext: ...
 
 
 class StepRegistry:
@@ -96,9 +109,11 @@ class StepRegistry:
         self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
 
     # -- acquire -----------------------------------------------------------------------------
-    async def acquire(self, step: StepRef, target: ContextTarget) -> StepContext:
-        """The live context of ``step`` on ``target``, issuing a credential if needed."""
-        key = (step.key, target.name)
+    async def acquire(
+        self, step: StepRef, target: ContextTarget, *, read_only: bool = False
+    ) -> StepContext:
+        """The live context of ``step`` on ``target`` in that mode, issuing a credential if needed."""
+        key = (step.key, target.name, read_only)
         ctx = self._usable(key)
         if ctx is not None:
             ctx.touch()  # in use from now on: the reaper must not take it as idle
@@ -111,9 +126,14 @@ class StepRegistry:
             stale = self._contexts.pop(key, None)
             if stale is not None:  # broken connection or lease near expiry: replace it
                 await self._release(stale, "expired" if not stale.runner.broken else "error")
-            ctx = await target.open_context(self, step)
+            ctx = await target.open_context(self, step, read_only=read_only)
             self._contexts[key] = ctx
             return ctx
+
+    def in_transaction(self, step: StepRef, connection: str, *, read_only: bool) -> bool:
+        """Has the step's live context of that mode a transaction open (COMMIT goes there)?"""
+        ctx = self._usable((step.key, connection, read_only))
+        return ctx is not None and ctx.runner.in_transaction
 
     def _usable(self, key: ContextKey) -> StepContext | None:
         ctx = self._contexts.get(key)
@@ -124,9 +144,15 @@ class StepRegistry:
             return None
         return ctx
 
-    async def open_postgres(self, step: StepRef, connection: PostgresConnection) -> StepContext:
-        """A new context on a target database: the step's dynamic user, connected."""
-        cred = await self.vault.issue_step_credential(step, connection)
+    async def open_postgres(
+        self, step: StepRef, connection: PostgresConnection, *, read_only: bool = False
+    ) -> StepContext:
+        """A new context on a target database: the step's dynamic user, connected.
+
+        ``read_only``: the READ user, and a runner that runs nothing outside a read-only
+        transaction it opened itself (``PostgresRunner``).
+        """
+        cred = await self.vault.issue_step_credential(step, connection, read_only=read_only)
         # The record and the login side by side: logging in runs nothing, and no statement
         # runs before both are done (the record durable, the connection open).
         recorded = asyncio.ensure_future(self._record_issued(step, connection.name, cred))
@@ -138,6 +164,7 @@ class StepRegistry:
                 max_rows=self.settings.max_result_rows,
                 max_output=self.settings.max_output_bytes,
                 connect_timeout=self.settings.target_connect_timeout_seconds,
+                read_only=read_only,
             )
         except HoopError:
             try:
@@ -154,7 +181,7 @@ class StepRegistry:
             with contextlib.suppress(Exception):
                 await runner.close()
             raise
-        return StepContext(step, connection, cred, runner)
+        return StepContext(step, connection, cred, runner, read_only=read_only)
 
     async def open_shell(
         self, step: StepRef, connection: ShellConnection, database: PostgresConnection | None

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from airflow_hoop.errors import PolicyRefusedError
 from airflow_hoop.gateway.access.auth import StepPrincipal
 from airflow_hoop.gateway.access.policy import check_exec
+from airflow_hoop.gateway.approvals.gate import runs_read_only
 from airflow_hoop.gateway.approvals.service import (
     POLL_TOKEN_PREFIX,
     ReviewConflict,
@@ -168,9 +169,14 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
             denied = check_exec(step, target.connection, {})
             if denied is not None:
                 raise HTTPException(403, detail=denied.message)
-            await svc.gate.require_approval(step, target, request, statement.parameters)
+            approval = await svc.gate.require_approval(step, target, request, statement.parameters)
             running = await svc.sessions.start(
-                step, target, request, decode_parameters(statement.parameters), statement.parameters
+                step,
+                target,
+                request,
+                decode_parameters(statement.parameters),
+                statement.parameters,
+                read_only=runs_read_only(target, step.dag_id, approval),
             )
             finished = await svc.sessions.wait(running, svc.settings.sync_timeout_seconds)
             if finished is None:

@@ -4,6 +4,9 @@ The connection is not in autocommit mode, so a transaction spans several execs o
 exactly as with a direct DB-API connection; ``COMMIT``/``ROLLBACK`` scripts end it. An
 autocommit exec with no transaction open runs in autocommit mode for that exec only (one round
 trip instead of BEGIN, statement, COMMIT).
+
+A read-only runner (the step's READ user) runs every script in a read-only transaction it
+opens itself, one statement at a time, all in one pipeline (``read_only.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from airflow_hoop.errors import HoopError
+from airflow_hoop.gateway.execution.runners import read_only
 from airflow_hoop.gateway.masking.engine import ResultMasker
 from airflow_hoop.gateway.masking.methods import MaskingError
 from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
 from airflow_hoop.gateway.settings import PostgresConnection
 from airflow_hoop.wire.sessions import Column
 
+#: read_only_sql_transaction: what PostgreSQL answers a write in a read-only transaction.
+_READ_ONLY_SQL_TRANSACTION = "25006"
 _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
 #: Commands whose tag psql prints after their RETURNING rows (hoop's text output).
 _RETURNING_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE")
@@ -83,9 +89,16 @@ class PostgresRunner:
     """One open connection of one step to one target, as the step's dynamic user."""
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], *, max_rows: int, max_output: int
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        *,
+        max_rows: int,
+        max_output: int,
+        read_only: bool = False,
     ) -> None:
         self._conn = conn
+        #: Every script in a read-only transaction the runner opens itself (``read_only.py``).
+        self.read_only = read_only
         self._max_rows = max_rows
         self._max_output = max_output
         # Masking: source (schema, table, column) of result columns, per (table oid, attnum).
@@ -101,6 +114,7 @@ class PostgresRunner:
         max_rows: int,
         max_output: int,
         connect_timeout: int = 10,
+        read_only: bool = False,
     ) -> PostgresRunner:
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -111,7 +125,9 @@ class PostgresRunner:
                 password=password.get_secret_value(),
                 sslmode=target.sslmode,
                 connect_timeout=connect_timeout,
-                autocommit=False,
+                # Read-only: psycopg must never open a transaction itself (its BEGIN would be
+                # read-write); the runner sends its own BEGIN TRANSACTION READ ONLY.
+                autocommit=read_only,
                 application_name="airflow-hoop gateway",
             )
         except psycopg.Error as exc:
@@ -121,11 +137,16 @@ class PostgresRunner:
                 f"cannot connect to connection {target.name!r} "
                 f"({target.host}:{target.port}/{target.database}) as {username}: {first}"
             ) from None
-        return cls(conn, max_rows=max_rows, max_output=max_output)
+        return cls(conn, max_rows=max_rows, max_output=max_output, read_only=read_only)
 
     @property
     def broken(self) -> bool:
         return self._conn.broken or self._conn.closed
+
+    @property
+    def in_transaction(self) -> bool:
+        """A transaction is open on the connection (client-side state, no round trip)."""
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     async def execute(
         self,
@@ -153,6 +174,10 @@ class PostgresRunner:
                         output=f"ERROR:  {_ABORTED}\n",
                     )
                 await self._transaction_control(script, sets)
+            elif self.read_only:
+                ended = await self._run_read_only(script, parameters, sets, masker, autocommit)
+                if ended is not None:
+                    return await self._left_transaction(ended, sets, started)
             elif autocommit and fresh and _may_skip_transaction(masker):
                 await self._run_autocommit(script, parameters, sets, masker)
             else:
@@ -160,6 +185,8 @@ class PostgresRunner:
                 if autocommit:
                     await self._conn.commit()
         except psycopg.Error as exc:
+            if self.read_only and read_only.GUARD_MARK in str(exc):
+                return await self._left_transaction(None, sets, started)
             return await self._failed(
                 exc, sets, started, rollback=fresh or autocommit, masker=masker
             )
@@ -214,6 +241,65 @@ class PostgresRunner:
             # Fails only on a broken connection, which is replaced before its next use anyway.
             with contextlib.suppress(psycopg.Error):
                 await self._conn.set_autocommit(False)
+
+    async def _run_read_only(
+        self,
+        script: str,
+        parameters: Any,
+        sets: list[ResultSet],
+        masker: ResultMasker | None,
+        autocommit: bool,
+    ) -> int | None:
+        """The script in the gateway's read-only transaction, one round trip (``read_only.py``).
+
+        Returns the index of a statement that ended the transaction (the exec then fails),
+        else None. Raises psycopg.Error for the first statement PostgreSQL refused.
+        """
+        # With parameters the script is one statement (the extended protocol refuses more).
+        statements = [script] if parameters is not None else read_only.split_statements(script)
+        async with self._conn.pipeline():
+            cursors = await read_only.queue(
+                self._conn, statements, parameters, autocommit=autocommit
+            )
+        # The last statement may end the transaction too (nothing of the script follows it,
+        # but a COMMIT AND CHAIN would leave the step a transaction without the guard's mark).
+        ended = read_only.ending_statement(cursors)
+        if ended is None and not autocommit and not self.in_transaction:
+            ended = len(cursors) - 1
+        if ended is not None:
+            return ended
+        for cur in cursors:
+            sets.append(await self._collect(cur, masker))
+        return None
+
+    async def _left_transaction(
+        self, index: int | None, sets: list[ResultSet], started: float
+    ) -> RunOutcome:
+        """A statement ended the gateway's read-only transaction: refuse, undo, disconnect.
+
+        Nothing after that statement ran (the guard refused it in the server). The connection
+        is closed, so the step's next read gets a fresh one (and a fresh read user).
+        """
+        which = "a statement" if index is None else f"statement {index + 1}"
+        error = (
+            f"refused by the database: {which} of the script ended the gateway's read-only "
+            "transaction (COMMIT, ROLLBACK, END, ABORT or PREPARE TRANSACTION inside a command "
+            "that was not approved); nothing after it ran, and the connection was closed"
+        )
+        with contextlib.suppress(psycopg.Error):
+            await self._conn.rollback()
+        with contextlib.suppress(Exception):
+            await self._conn.close()
+        output, capped = self._cap(f"{render_output(sets)}ERROR:  {error}\n")
+        return RunOutcome(
+            status="failed",
+            exit_code=1,
+            error=error,
+            sqlstate=_READ_ONLY_SQL_TRANSACTION,
+            duration_ms=_ms(started),
+            output=output,
+            truncated=capped,
+        )
 
     async def _run(
         self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
@@ -372,6 +458,12 @@ def _text(value: Any) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "\\x" + bytes(value).hex()
     return str(value)
+
+
+def is_transaction_control(script: str) -> bool:
+    """Exactly ``COMMIT`` or ``ROLLBACK``: the runner ends its transaction itself (it never
+    sends such a script to the server)."""
+    return _TX_CONTROL.match(script) is not None
 
 
 def _is_commit(script: str) -> bool:

@@ -133,6 +133,7 @@ class ShellRunner:
         self._stopper: asyncio.Task[None] | None = None
 
     broken = False  # nothing to reconnect: every command is a new process
+    in_transaction = False  # no transaction spans shell commands
 
     # -- what a command will get ----------------------------------------------------------
     def argv(self, inv: ShellInvocation) -> list[str]:
