@@ -89,6 +89,7 @@ class GovernedStep:
             token=self.vault.identity_token if self.vault is not None else _api_key(config),
             timeout=config.timeout_seconds,
             poll_interval=config.poll_interval_seconds,
+            step_key=step.key,
         )
         self.used_gateway = False
         self.running_session: str | None = None

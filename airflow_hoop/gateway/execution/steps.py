@@ -17,13 +17,15 @@ import time
 from collections.abc import Iterable
 from typing import Literal, Protocol
 
-from airflow_hoop.errors import HoopError, LedgerError
+from airflow_hoop.errors import HoopError, LedgerError, StepElsewhereError, StepEndedError
+from airflow_hoop.gateway.db.step_claims import StepClaims
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import PostgresRunner
 from airflow_hoop.gateway.execution.runners.shell import ShellRunner
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient, StepCredential
-from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
+from airflow_hoop.ledger.canonical import sha256_hex
+from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, PolicyRefused, StepRef
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ Connection = PostgresConnection | ShellConnection
 
 #: How long a release waits for a running statement to stop after cancelling it.
 _RELEASE_WAIT_SECONDS = 10.0
+#: Ended steps loaded at start and on each reconnect of the step-end bus: no identity token
+#: lives longer (Vault's identity tokens live minutes); older ones are checked in the table.
+ENDED_WINDOW_SECONDS = 86_400.0
 
 
 class StepContext:
@@ -93,10 +98,19 @@ class StepRegistry:
         # Revocations Vault did not confirm: retried by the reaper (revoking is idempotent)
         # and recorded once confirmed; the lease's TTL bounds them if every retry fails.
         self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
+        #: The ``gateway_steps`` table: ended steps and which process holds each live step.
+        self.claims = StepClaims(store)
+        #: Keys of ended steps known here (own ends, the step-end bus, the table at start):
+        #: the authenticator refuses their tokens without a round trip.
+        self.ended: set[str] = set()
 
     # -- acquire -----------------------------------------------------------------------------
     async def acquire(self, step: StepRef, target: ContextTarget) -> StepContext:
-        """The live context of ``step`` on ``target``, issuing a credential if needed."""
+        """The live context of ``step`` on ``target``, issuing a credential if needed.
+
+        Raises StepEndedError (401) for an ended step and StepElsewhereError (409) for a step
+        another gateway process holds, each recorded, before any credential is minted.
+        """
         key = (step.key, target.name)
         ctx = self._usable(key)
         if ctx is not None:
@@ -110,9 +124,64 @@ class StepRegistry:
             stale = self._contexts.pop(key, None)
             if stale is not None:  # broken connection or lease near expiry: replace it
                 await self._release(stale, "expired" if not stale.runner.broken else "error")
+            # The claim, in the database, before the mint: it refuses an ended step and a step
+            # another process holds in one statement (db/step_claims.py).
+            await self._claim(step, target.name)
             ctx = await target.open_context(self, step)
+            if step.key in self.ended:
+                # The step's end arrived (step-end bus) while its credential was being minted;
+                # that release did not see this context yet: release it here.
+                await self._release(ctx, "step-end")
+                raise self.refused_ended(step)
             self._contexts[key] = ctx
             return ctx
+
+    async def _claim(self, step: StepRef, connection: str) -> None:
+        if step.key in self.ended:
+            await self.record_refusal(step, connection, "step ended")
+            raise self.refused_ended(step)
+        claim = await self.claims.claim(step.key)
+        if claim.outcome == "owned":
+            return
+        if claim.outcome == "ended":
+            self.ended.add(step.key)
+            await self.record_refusal(step, connection, "step ended")
+            raise self.refused_ended(step)
+        owner = claim.owner or "unknown"
+        reason = f"step held by gateway process {owner}"
+        await self.record_refusal(step, connection, reason)
+        raise StepElsewhereError(
+            f"step {step.key} is held by gateway process {owner} (this is {self.claims.me}); "
+            "nothing ran here",
+            owner,
+        )
+
+    def refused_ended(self, step: StepRef) -> StepEndedError:
+        return StepEndedError(f"step {step.key} has ended; its identity token is refused")
+
+    async def record_refusal(
+        self, step: StepRef, connection: str, reason: str, script: str | None = None
+    ) -> None:
+        """A ``policy.refused`` record for a step this process refuses (logged if it fails)."""
+        body = PolicyRefused(
+            connection=connection,
+            reason=reason,
+            script_sha256=None if script is None else sha256_hex(script),
+        )
+        try:
+            await self.store.append(step, step.key, body)
+        except LedgerError as exc:
+            log.error("refusal of step %s not recorded: %s", step.key, exc)
+
+    # -- ended steps -------------------------------------------------------------------------
+    async def mark_ended(self, step: StepRef) -> None:
+        """The step ended: in the table first (every process, now or later), then here."""
+        self.ended.add(step.key)
+        await self.claims.end(step.key)
+
+    async def load_ended(self) -> None:
+        """The ended steps of the table (at start, and whenever NOTIFYs may have been missed)."""
+        self.ended.update(await self.claims.ended_since(ENDED_WINDOW_SECONDS))
 
     def _usable(self, key: ContextKey) -> StepContext | None:
         ctx = self._contexts.get(key)
@@ -207,6 +276,7 @@ class StepRegistry:
         (``revocations_pending``), saving the caller the Vault round trips. A gateway that dies
         in between leaves the lease to its TTL and to the recovery sweep.
         """
+        self.ended.add(step.key)  # before releasing: a context being minted now sees it
         victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
         return await self._release_all(victims, "step-end", revoke_later=not wait)
 
@@ -362,6 +432,13 @@ class StepRegistry:
             if idle or (expiring and (not ctx.lock.locked() or expires_at < now)):
                 victims.append(ctx)
         released = await self._release_all(victims, "expired")
+        # A step this process holds nothing for any more may go to another process.
+        gone = {c.step.key for c in victims} - {k[0] for k in self._contexts}
+        if gone:
+            try:
+                await self.claims.release(sorted(gone))
+            except LedgerError as exc:  # the claim stays until this process stops
+                log.warning("could not release idle steps' claims: %s", exc)
         if self._unconfirmed:
             await self.retry_unconfirmed()
         return released
