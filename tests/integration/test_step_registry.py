@@ -131,3 +131,29 @@ def test_a_fenced_owner_hands_the_step_over(stack: StackInfo) -> None:
         assert answer.status_code == 200, answer.text
     finally:
         step.close()
+
+
+def test_identity_tokens_longer_than_the_bound_are_refused(stack: StackInfo, bao_root: Any) -> None:
+    """Revoking a step's Vault token does not unsign its identity tokens, and the gateway is
+    not told of a revocation without steps/end: the token's lifetime bounds the gap, and the
+    gateway refuses tokens that would live longer (vault.max_identity_token_seconds)."""
+    path = "identity/oidc/role/airflow-step"
+    role = bao_root.read(path)["data"]
+    bao_root.write(path, **{**role, "ttl": "2h"})
+    try:
+        step = StepClient(stack, new_step())
+        try:
+            refused = step.exec("SELECT 1")
+            assert refused.status_code == 401, refused.text
+            assert "longer than the gateway accepts" in refused.json()["message"]
+        finally:
+            step.vault.revoke()
+            step.http.close()
+    finally:
+        bao_root.write(path, **role)
+    # The role as it was: steps get 5-minute tokens again, and run.
+    step = StepClient(stack, new_step())
+    try:
+        assert step.exec("SELECT 1").status_code == 200
+    finally:
+        step.close()

@@ -145,6 +145,7 @@ class Authenticator:
         self.issuer = vault.identity_issuer
         self.audience = vault.identity_audience
         self.leeway = settings.token_leeway_seconds
+        self.max_lifetime = vault.max_identity_token_seconds
         self._api_keys = settings.api_keys
         jwks_url = f"{vault.url.rstrip('/')}/v1/identity/oidc/.well-known/keys"
         self._jwks = _Jwks(jwks_url, vault.jwks_cache_seconds, http)
@@ -237,6 +238,16 @@ class Authenticator:
                 f"identity token rejected ({type(exc).__name__})",
                 "send an unmodified Vault identity token",
             ) from None
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > self.max_lifetime:
+            # Revoking a step's Vault token does not unsign its identity tokens: their
+            # lifetime is how long one outlives a revocation the gateway is not told of.
+            raise GatewayAuthError(
+                f"identity token lives {lifetime:.0f}s, longer than the gateway accepts "
+                f"({self.max_lifetime}s)",
+                "lower the Vault identity role's ttl (5m recommended), or raise "
+                "vault.max_identity_token_seconds in the gateway settings",
+            )
         step = _step_from(claims)
         self._verified.remember(token, step, float(claims["exp"]))
         return step
