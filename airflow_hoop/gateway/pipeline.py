@@ -109,7 +109,13 @@ class ExecPipeline:
         # A shell command's approval also binds its client_args, cwd and environment.
         await self.gate.require_approval(step, target, req, prepared.approval_parameters)
         running = await self.sessions.start(
-            step, target, req, parameters, wire_parameters, shell=prepared.shell
+            step,
+            target,
+            req,
+            parameters,
+            wire_parameters,
+            shell=prepared.shell,
+            issued_at=caller.issued_at,
         )
         window = settings.sync_timeout_seconds
         if req.airflow_hoop and req.airflow_hoop.sync_seconds is not None:

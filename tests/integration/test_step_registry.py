@@ -7,6 +7,7 @@ kept it would send it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -157,3 +158,23 @@ def test_identity_tokens_longer_than_the_bound_are_refused(stack: StackInfo, bao
         assert step.exec("SELECT 1").status_code == 200
     finally:
         step.close()
+
+
+def test_a_task_resumed_after_a_deferral_logs_in_again_and_runs(stack: StackInfo) -> None:
+    """A deferred task's process ends its step at exit; it resumes with the same try (same
+    step key) and a new Vault login: tokens issued after the end run, the old one is refused."""
+    ref = new_step()
+    first = StepClient(stack, ref)
+    assert first.exec("SELECT 1").status_code == 200
+    old = first.token()
+    first.close()  # the process exits at the deferral: steps/end and the Vault revoke
+    time.sleep(1.1)  # iat has a one-second grain: a token of the end's second is refused
+    resumed = StepClient(stack, ref)
+    try:
+        answer = resumed.exec("SELECT 2")
+        assert answer.status_code == 200, answer.text
+        assert _replay(stack.gateway_url, old).status_code == 401
+        with extra_gateway(stack, "resumed") as other:  # a replica that reads the table
+            assert _replay(other, old).status_code == 401
+    finally:
+        resumed.close()

@@ -37,6 +37,9 @@ class StepPrincipal(BaseModel):
 
     kind: Literal["step"] = "step"
     step: StepRef
+    #: The identity token's ``iat``: a step's end refuses the tokens issued before it, while a
+    #: task resumed after a deferral (same try, a new Vault login) gets fresh ones.
+    issued_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -156,7 +159,8 @@ class Authenticator:
         token = _bearer(authorization)
         if token.startswith(_API_KEY_PREFIX):
             return self._api_key(token)
-        return StepPrincipal(step=await self.verify_identity_token(token))
+        step, issued_at = await self.verify(token)
+        return StepPrincipal(step=step, issued_at=issued_at)
 
     def _api_key(self, key: str) -> ApiKeyPrincipal:
         digest = ApiKey.digest(key)
@@ -173,13 +177,17 @@ class Authenticator:
         )
 
     async def verify_identity_token(self, token: str) -> StepRef:
+        return (await self.verify(token))[0]
+
+    async def verify(self, token: str) -> tuple[StepRef, float]:
+        """The step an identity token names, and its ``iat``."""
         cached = self._verified.lookup(token)
         if cached is not None:
-            step, expires_at = cached
+            step, expires_at, issued_at = cached
             if expires_at <= time.time() - self.leeway:  # PyJWT's own test of exp
                 self._verified.forget(token)
                 raise _expired()
-            return step
+            return step, issued_at
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -249,8 +257,8 @@ class Authenticator:
                 "vault.max_identity_token_seconds in the gateway settings",
             )
         step = _step_from(claims)
-        self._verified.remember(token, step, float(claims["exp"]))
-        return step
+        self._verified.remember(token, step, float(claims["exp"]), float(claims["iat"]))
+        return step, float(claims["iat"])
 
 
 def _expired() -> GatewayAuthError:

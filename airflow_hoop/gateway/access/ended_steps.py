@@ -30,18 +30,22 @@ class EndedStepGuard:
         self._registry = registry
         self._checked: OrderedDict[str, None] = OrderedDict()
 
-    async def check(self, step: StepRef, connection: str = "-") -> None:
-        """Raise StepEndedError (401) if ``step`` has ended, after recording the refusal."""
+    async def check(self, step: StepRef, issued_at: float, connection: str = "-") -> None:
+        """Raise StepEndedError (401) if ``step`` ended after its token was issued (``iat``),
+        after recording the refusal."""
         registry = self._registry
         if step.key not in registry.ended:
             if step.key in self._checked:
                 return
-            if not await registry.claims.is_ended(step.key):
+            ended_at = await registry.claims.ended_at(step.key)
+            if ended_at is None:
                 self._checked[step.key] = None
                 while len(self._checked) > _MAX_CHECKED:
                     self._checked.popitem(last=False)
                 return
-            registry.ended.add(step.key)
+            registry.ended[step.key] = ended_at
+        if not registry.ended_for(step, issued_at):
+            return  # a token issued after the end: the task resumed after a deferral
         self._checked.pop(step.key, None)
         await registry.record_refusal(step, connection, "step ended (auth refused)")
         raise registry.refused_ended(step)

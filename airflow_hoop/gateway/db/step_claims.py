@@ -1,7 +1,9 @@
 """Which steps ended, and which gateway process holds each live step (table ``gateway_steps``).
 
-One row per step key (a step is one try: a new try has a new key, so an ended key never lives
-again). ``ended_at`` is set by ``POST /steps/end`` on any process; ``owner`` is the process
+One row per step key. ``ended_at`` is set by ``POST /steps/end`` on any process: every identity
+token of the step issued at or before it (``iat``) is refused from then on. A task resumed after
+a deferral keeps its try (and so its step key) but logs in to Vault again: its fresh tokens
+are issued after the end and the step may be claimed again. ``owner`` is the process
 (``store.instance_id``) that holds the step's database users and connections.
 
 Both facts sit in one row on purpose: claiming a step (before a credential is minted) and
@@ -31,11 +33,11 @@ CREATE TABLE IF NOT EXISTS gateway_steps (
 );
 CREATE INDEX IF NOT EXISTS gateway_steps_ended_idx ON gateway_steps (ended_at)
     WHERE ended_at IS NOT NULL;
--- An ended step stays ended: the gateway role may claim and end, never revive.
+-- An end is never undone nor moved back: the tokens it refused stay refused.
 CREATE OR REPLACE FUNCTION gateway_steps_stay_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF OLD.ended_at IS NOT NULL AND (NEW.ended_at IS NULL OR NEW.owner IS NOT NULL) THEN
+    IF OLD.ended_at IS NOT NULL AND (NEW.ended_at IS NULL OR NEW.ended_at < OLD.ended_at) THEN
         RAISE EXCEPTION 'step % has ended', OLD.step_key
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -54,7 +56,7 @@ _CLAIM = """
 WITH claimed AS (
     INSERT INTO gateway_steps AS s (step_key, owner, claimed_at) VALUES (%(key)s, %(me)s, now())
     ON CONFLICT (step_key) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
-    WHERE s.ended_at IS NULL AND (
+    WHERE (s.ended_at IS NULL OR s.ended_at < to_timestamp(%(iat)s)) AND (
         s.owner IS NULL OR s.owner = EXCLUDED.owner
         OR EXISTS (SELECT 1 FROM gateway_instances i
                     WHERE i.id = s.owner AND i.stopped_at IS NOT NULL))
@@ -63,11 +65,14 @@ WITH claimed AS (
 SELECT (SELECT owner FROM claimed) IS NOT NULL
 """
 
-_HOLDER = "SELECT owner, ended_at IS NOT NULL FROM gateway_steps WHERE step_key = %s"
+_HOLDER = (
+    "SELECT owner, ended_at IS NOT NULL AND ended_at >= to_timestamp(%s) "
+    "FROM gateway_steps WHERE step_key = %s"
+)
 
 _END = """
 INSERT INTO gateway_steps AS s (step_key, ended_at) VALUES (%s, now())
-ON CONFLICT (step_key) DO UPDATE SET ended_at = coalesce(s.ended_at, now()), owner = NULL
+ON CONFLICT (step_key) DO UPDATE SET ended_at = greatest(s.ended_at, now()), owner = NULL
 """
 
 
@@ -88,13 +93,15 @@ class StepClaims:
     def me(self) -> str:
         return self._store.instance_id
 
-    async def claim(self, step_key: str) -> Claim:
-        """Claim ``step_key`` for this process (one round trip when it succeeds)."""
+    async def claim(self, step_key: str, issued_at: float) -> Claim:
+        """Claim ``step_key`` for this process, for a token issued at ``issued_at`` (one round
+        trip when it succeeds)."""
+        params = {"key": step_key, "me": self.me, "iat": issued_at}
         async with self._store.connection("claim a step") as conn:
-            row = await (await conn.execute(_CLAIM, {"key": step_key, "me": self.me})).fetchone()
+            row = await (await conn.execute(_CLAIM, params)).fetchone()
             if row is not None and row[0]:
                 return Claim(outcome="owned", owner=self.me)
-            holder = await (await conn.execute(_HOLDER, (step_key,))).fetchone()
+            holder = await (await conn.execute(_HOLDER, (issued_at, step_key))).fetchone()
         if holder is None:  # cannot happen after the insert above; refuse rather than guess
             return Claim(outcome="elsewhere", owner="unknown")
         owner, ended = holder
@@ -116,27 +123,29 @@ class StepClaims:
                 (step_keys, self.me),
             )
 
-    async def is_ended(self, step_key: str) -> bool:
+    async def ended_at(self, step_key: str) -> float | None:
+        """When the step last ended (unix time), or None."""
         async with self._store.connection("check a step's end") as conn:
             row = await (
                 await conn.execute(
-                    "SELECT 1 FROM gateway_steps WHERE step_key = %s AND ended_at IS NOT NULL",
+                    "SELECT extract(epoch FROM ended_at)::float8 FROM gateway_steps "
+                    "WHERE step_key = %s AND ended_at IS NOT NULL",
                     (step_key,),
                 )
             ).fetchone()
-        return row is not None
+        return None if row is None else float(row[0])
 
-    async def ended_since(self, seconds: float) -> list[str]:
-        """Keys of the steps that ended in the last ``seconds`` (a token outlives none older)."""
+    async def ended_since(self, seconds: float) -> dict[str, float]:
+        """Steps that ended in the last ``seconds`` (a token outlives none older): their end."""
         async with self._store.connection("read ended steps") as conn:
             rows = await (
                 await conn.execute(
-                    "SELECT step_key FROM gateway_steps "
+                    "SELECT step_key, extract(epoch FROM ended_at)::float8 FROM gateway_steps "
                     "WHERE ended_at > now() - make_interval(secs => %s)",
                     (seconds,),
                 )
             ).fetchall()
-        return [r[0] for r in rows]
+        return {r[0]: float(r[1]) for r in rows}
 
 
 def grant_steps(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:

@@ -105,10 +105,14 @@ class SessionService:
         parameters: Any,
         wire_parameters: Any,
         shell: ShellInvocation | None = None,
+        issued_at: float = 0.0,
     ) -> RunningSession:
-        """Record the intent and start the statement; raises before anything runs on failure."""
+        """Record the intent and start the statement; raises before anything runs on failure.
+
+        ``issued_at``: the caller's identity token's ``iat`` (a step's end refuses older ones).
+        """
         try:
-            ctx = await self.registry.acquire(step, target)
+            ctx = await self.registry.acquire(step, target, issued_at)
         except LedgerError as exc:
             raise LedgerError(f"{exc.what}; the statement was not executed", exc.fix) from None
         # The masking key before anything runs: output that could not be masked must not be

@@ -100,13 +100,17 @@ class StepRegistry:
         self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
         #: The ``gateway_steps`` table: ended steps and which process holds each live step.
         self.claims = StepClaims(store)
-        #: Keys of ended steps known here (own ends, the step-end bus, the table at start):
-        #: the authenticator refuses their tokens without a round trip.
-        self.ended: set[str] = set()
+        #: Ended steps known here and when they ended (own ends, the step-end bus, the table
+        #: at start): tokens issued before are refused without a round trip.
+        self.ended: dict[str, float] = {}
 
     # -- acquire -----------------------------------------------------------------------------
-    async def acquire(self, step: StepRef, target: ContextTarget) -> StepContext:
+    async def acquire(
+        self, step: StepRef, target: ContextTarget, issued_at: float = 0.0
+    ) -> StepContext:
         """The live context of ``step`` on ``target``, issuing a credential if needed.
+
+        ``issued_at``: the caller's identity token's ``iat`` (0: refused by any end).
 
         Raises StepEndedError (401) for an ended step and StepElsewhereError (409) for a step
         another gateway process holds, each recorded, before any credential is minted.
@@ -126,9 +130,9 @@ class StepRegistry:
                 await self._release(stale, "expired" if not stale.runner.broken else "error")
             # The claim, in the database, before the mint: it refuses an ended step and a step
             # another process holds in one statement (db/step_claims.py).
-            await self._claim(step, target.name)
+            await self._claim(step, target.name, issued_at)
             ctx = await target.open_context(self, step)
-            if step.key in self.ended:
+            if self.ended_for(step, issued_at):
                 # The step's end arrived (step-end bus) while its credential was being minted;
                 # that release did not see this context yet: release it here.
                 await self._release(ctx, "step-end")
@@ -136,15 +140,20 @@ class StepRegistry:
             self._contexts[key] = ctx
             return ctx
 
-    async def _claim(self, step: StepRef, connection: str) -> None:
-        if step.key in self.ended:
+    def ended_for(self, step: StepRef, issued_at: float) -> bool:
+        """True when the step ended after (or when) the caller's token was issued."""
+        ended = self.ended.get(step.key)
+        return ended is not None and issued_at <= ended
+
+    async def _claim(self, step: StepRef, connection: str, issued_at: float) -> None:
+        if self.ended_for(step, issued_at):
             await self.record_refusal(step, connection, "step ended")
             raise self.refused_ended(step)
-        claim = await self.claims.claim(step.key)
+        claim = await self.claims.claim(step.key, issued_at)
         if claim.outcome == "owned":
             return
         if claim.outcome == "ended":
-            self.ended.add(step.key)
+            self.ended.setdefault(step.key, issued_at)
             await self.record_refusal(step, connection, "step ended")
             raise self.refused_ended(step)
         owner = claim.owner or "unknown"
@@ -176,12 +185,17 @@ class StepRegistry:
     # -- ended steps -------------------------------------------------------------------------
     async def mark_ended(self, step: StepRef) -> None:
         """The step ended: in the table first (every process, now or later), then here."""
-        self.ended.add(step.key)
+        self._note_end(step)
         await self.claims.end(step.key)
+
+    def _note_end(self, step: StepRef) -> None:
+        # Our clock, not the database's: a token the resumed task gets later is newer still.
+        self.ended[step.key] = max(self.ended.get(step.key, 0.0), time.time())
 
     async def load_ended(self) -> None:
         """The ended steps of the table (at start, and whenever NOTIFYs may have been missed)."""
-        self.ended.update(await self.claims.ended_since(ENDED_WINDOW_SECONDS))
+        for key, ended_at in (await self.claims.ended_since(ENDED_WINDOW_SECONDS)).items():
+            self.ended[key] = max(self.ended.get(key, 0.0), ended_at)
 
     def _usable(self, key: ContextKey) -> StepContext | None:
         ctx = self._contexts.get(key)
@@ -276,7 +290,7 @@ class StepRegistry:
         (``revocations_pending``), saving the caller the Vault round trips. A gateway that dies
         in between leaves the lease to its TTL and to the recovery sweep.
         """
-        self.ended.add(step.key)  # before releasing: a context being minted now sees it
+        self._note_end(step)  # before releasing: a context being minted now sees it
         victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
         return await self._release_all(victims, "step-end", revoke_later=not wait)
 

@@ -66,7 +66,7 @@ Svc = Annotated[Services, Depends(services)]
 async def principal(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Principal:
     caller = await svc.auth.authenticate(authorization)
     if isinstance(caller, StepPrincipal):
-        await svc.ended_steps.check(caller.step)  # a step's token dies with the step
+        await svc.ended_steps.check(caller.step, caller.issued_at)  # dies with the step
     return caller
 
 

@@ -170,7 +170,12 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
                 raise HTTPException(403, detail=denied.message)
             await svc.gate.require_approval(step, target, request, statement.parameters)
             running = await svc.sessions.start(
-                step, target, request, decode_parameters(statement.parameters), statement.parameters
+                step,
+                target,
+                request,
+                decode_parameters(statement.parameters),
+                statement.parameters,
+                issued_at=caller.issued_at,
             )
             finished = await svc.sessions.wait(running, svc.settings.sync_timeout_seconds)
             if finished is None:
