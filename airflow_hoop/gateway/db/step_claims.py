@@ -15,14 +15,20 @@ the step-end bus, which releases what it holds (``execution/steps.py``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from airflow_hoop.errors import LedgerError
+from airflow_hoop.ledger.records import PolicyRefused, StepRef
+
 if TYPE_CHECKING:
     from airflow_hoop.gateway.db.store import GatewayStore
+
+log = logging.getLogger(__name__)
 
 STEPS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_steps (
@@ -146,6 +152,17 @@ class StepClaims:
                 )
             ).fetchall()
         return {r[0]: float(r[1]) for r in rows}
+
+
+async def record_step_refusal(
+    store: GatewayStore, step: StepRef, connection: str, reason: str
+) -> None:
+    """Append a ``policy.refused`` record for a refused step; logged (never raised) on failure:
+    the refusal stands either way."""
+    try:
+        await store.append(step, step.key, PolicyRefused(connection=connection, reason=reason))
+    except LedgerError as exc:
+        log.error("refusal of step %s not recorded: %s", step.key, exc)
 
 
 def grant_steps(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:

@@ -18,14 +18,13 @@ from collections.abc import Iterable
 from typing import Literal, Protocol
 
 from airflow_hoop.errors import HoopError, LedgerError, StepElsewhereError, StepEndedError
-from airflow_hoop.gateway.db.step_claims import StepClaims
+from airflow_hoop.gateway.db.step_claims import StepClaims, record_step_refusal
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import PostgresRunner
 from airflow_hoop.gateway.execution.runners.shell import ShellRunner
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient, StepCredential
-from airflow_hoop.ledger.canonical import sha256_hex
-from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, PolicyRefused, StepRef
+from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +167,9 @@ class StepRegistry:
     def refused_ended(self, step: StepRef) -> StepEndedError:
         return StepEndedError(f"step {step.key} has ended; its identity token is refused")
 
-    async def record_refusal(
-        self, step: StepRef, connection: str, reason: str, script: str | None = None
-    ) -> None:
+    async def record_refusal(self, step: StepRef, connection: str, reason: str) -> None:
         """A ``policy.refused`` record for a step this process refuses (logged if it fails)."""
-        body = PolicyRefused(
-            connection=connection,
-            reason=reason,
-            script_sha256=None if script is None else sha256_hex(script),
-        )
-        try:
-            await self.store.append(step, step.key, body)
-        except LedgerError as exc:
-            log.error("refusal of step %s not recorded: %s", step.key, exc)
+        await record_step_refusal(self.store, step, connection, reason)
 
     # -- ended steps -------------------------------------------------------------------------
     async def mark_ended(self, step: StepRef) -> None:
