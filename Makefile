@@ -30,6 +30,11 @@ system-deps:
 		echo "Installing bubblewrap (the shell steps' sandbox)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
 	fi
+	@# HAProxy runs docs/deploy.md's load balancer rule in tests/integration/test_haproxy_step_rule.py.
+	@if ! command -v haproxy >/dev/null 2>&1; then \
+		echo "Installing haproxy (the documented step-affinity rule, tested)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	fi
 
 demo: setup
 	$(VENV)/bin/airflow-hoop demo $(if $(KEEP),--keep,)

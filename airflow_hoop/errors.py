@@ -54,6 +54,28 @@ class GatewayAuthError(HoopError):
     default_fix = "check the Vault identity token role and the gateway's trusted issuer"
 
 
+class StepEndedError(GatewayAuthError):
+    """The step's identity token names a step that has ended (401); the refusal is recorded."""
+
+    default_fix = (
+        "a step's token dies with the step: start a new task try, which gets its own identity"
+    )
+
+
+class StepElsewhereError(HoopError):
+    """Another gateway process holds the step (409); nothing ran, the refusal is recorded."""
+
+    link = "gateway replica"
+    default_fix = (
+        "route every request of a step to one gateway replica (the load balancer's rule on "
+        "the X-Hoop-Step header, docs/deploy.md); the client retries on a new connection"
+    )
+
+    def __init__(self, what: str, owner: str, fix: str | None = None) -> None:
+        super().__init__(what, fix)
+        self.owner = owner
+
+
 class PolicyRefusedError(HoopError):
     """The gateway's policy refused the step (403); the refusal is in the ledger."""
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -37,6 +38,12 @@ M = TypeVar("M", bound=BaseModel)
 TokenProvider = Callable[[], str]
 
 _IDEMPOTENT_RETRIES = 3
+#: Names the step of every request, for the load balancer's rule (docs/deploy.md). Not secret.
+STEP_HEADER = "X-Hoop-Step"
+#: A 409 with this header: another gateway process holds the step and nothing ran. The gateway
+#: closed the connection, so a retry may be accepted by the owner (workers on one socket).
+_OWNER_HEADER = "X-Hoop-Step-Owner"
+_OWNER_RETRIES = 12
 # Headers of our gateway's result/stream (gateway/routes/stream.py); hoop.dev sends neither.
 _STREAM_STATUS = "X-Airflow-Hoop-Status"
 _STREAM_NEXT_OFFSET = "X-Airflow-Hoop-Next-Offset"
@@ -55,6 +62,7 @@ class GatewayClient:
         max_poll_interval: float = 5.0,
         user_client: str = "airflow-hoop",
         unreachable_fix: str = "start the gateway or correct the 'hoop' connection's host",
+        step_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -67,7 +75,7 @@ class GatewayClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
             transport=httpx.HTTPTransport(retries=2, verify=_default_tls_context()),
-            headers={"User-Client": user_client},
+            headers={"User-Client": user_client, **_step_header(step_key)},
             trust_env=False,
         )
 
@@ -283,27 +291,45 @@ class GatewayClient:
         **kwargs: Any,
     ) -> httpx.Response:
         attempts = _IDEMPOTENT_RETRIES if retry else 1
-        for attempt in range(attempts):
+        elsewhere = 0
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             try:
                 bearer = token or self._token()
                 response = self._http.request(
                     method, path, headers={"Authorization": f"Bearer {bearer}"}, **kwargs
                 )
             except httpx.TransportError as exc:
-                if attempt + 1 < attempts:
-                    time.sleep(0.2 * (attempt + 1))
+                if attempt < attempts:
+                    time.sleep(0.2 * attempt)
                     continue
                 raise GatewayUnavailableError(
                     f"cannot reach the gateway at {self.base_url} ({type(exc).__name__})",
                     self._unreachable_fix,
                 ) from None
-            if response.status_code >= 500 and retry and attempt + 1 < attempts:
-                time.sleep(0.2 * (attempt + 1))
+            if response.status_code >= 500 and retry and attempt < attempts:
+                time.sleep(0.2 * attempt)
+                continue
+            if (
+                response.status_code == 409
+                and _OWNER_HEADER in response.headers
+                and elsewhere < _OWNER_RETRIES
+            ):
+                # Nothing ran (safe for any method); a new connection may reach the owner.
+                elsewhere += 1
+                attempt -= 1
+                time.sleep(0.02 * elsewhere)
                 continue
             if response.status_code >= 400:
                 raise error_for(response)
             return response
         raise AssertionError("unreachable")
+
+
+def _step_header(step_key: str | None) -> dict[str, str]:
+    # Percent-encoded: a run id may hold characters a header cannot carry.
+    return {STEP_HEADER: urllib.parse.quote(step_key, safe="/:")} if step_key else {}
 
 
 @functools.cache

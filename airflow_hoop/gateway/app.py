@@ -19,6 +19,7 @@ from airflow_hoop.errors import (
     HoopError,
     LedgerError,
     PolicyRefusedError,
+    StepElsewhereError,
     VaultError,
 )
 from airflow_hoop.gateway.access.auth import Authenticator
@@ -42,9 +43,13 @@ from airflow_hoop.gateway.vault import GatewayVaultClient
 
 log = logging.getLogger(__name__)
 
+#: On a 409: the gateway process that holds the step (its instance id: host-pid-random).
+OWNER_HEADER = "X-Hoop-Step-Owner"
+
 #: HTTP status of each typed error; unlisted HoopErrors are 500.
 _STATUS: list[tuple[type[HoopError], int]] = [
     (GatewayAuthError, 401),
+    (StepElsewhereError, 409),
     (PolicyRefusedError, 403),
     (BadRequestError, 400),
     (VaultError, 503),
@@ -146,7 +151,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         if status >= 500:
             log.warning("%s", exc)
-        return JSONResponse({"message": str(exc)}, status_code=status)
+        headers = None
+        if isinstance(exc, StepElsewhereError):
+            # The owner by name; and a new connection for the retry, so that another worker
+            # process of a multi-worker gateway may accept it (docs/deploy.md).
+            headers = {OWNER_HEADER: exc.owner, "Connection": "close"}
+        return JSONResponse({"message": str(exc)}, status_code=status, headers=headers)
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)

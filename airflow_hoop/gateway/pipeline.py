@@ -117,6 +117,7 @@ class ExecPipeline:
             parameters,
             wire_parameters,
             shell=prepared.shell,
+            issued_at=caller.issued_at,
             read_only=runs_read_only(target, step.dag_id, approval),
         )
         window = settings.sync_timeout_seconds

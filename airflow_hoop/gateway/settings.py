@@ -104,6 +104,13 @@ class GatewayVault(BaseModel):
     )
     identity_audience: str = "hoop-gateway"
     jwks_cache_seconds: int = 300
+    max_identity_token_seconds: int = Field(
+        600,
+        gt=0,
+        description="longest lifetime (exp - iat) of a step identity token the gateway "
+        "accepts: bounds how long a token outlives its step's Vault token when the step is "
+        "not ended on the gateway (identity role ttl: 5m in deploy/vault/setup.sh)",
+    )
     step_token_policies: list[str] = Field(default_factory=lambda: ["hoop-step-creds"])
     step_token_ttl_seconds: int = 900
     masking_kv_mount: str = Field("secret", description="KV v2 mount of masking HMAC keys")

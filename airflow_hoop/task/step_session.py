@@ -89,6 +89,7 @@ class GovernedStep:
             token=self.vault.identity_token if self.vault is not None else _api_key(config),
             timeout=config.timeout_seconds,
             poll_interval=config.poll_interval_seconds,
+            step_key=step.key,
         )
         self.used_gateway = False
         self.running_session: str | None = None
@@ -111,7 +112,9 @@ class GovernedStep:
             # has no step to end (its connections hold static credentials).
             self.client.close()
             return
-        if self.used_gateway and not self.config.hoop_dev:
+        # Any step that ever held an identity token is ended on the gateway (an approval
+        # request or an agent's tool call too): a step's token dies with the step.
+        if (self.used_gateway or self.vault.issued_identity) and not self.config.hoop_dev:
             try:  # taken before the revoke below can clear it
                 token = self.vault.identity_token()
             except HoopError as exc:

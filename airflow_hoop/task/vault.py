@@ -59,6 +59,9 @@ class StepVaultSession:
         self._token: SecretStr | None = None
         self._identity: IdentityToken | None = None
         self._revoked = False
+        #: An identity token was ever issued: its step must be ended on the gateway, or the
+        #: token would be honoured there until its exp (task/step_session.py).
+        self.issued_identity = False
         session = requests.Session()
         session.trust_env = False
         self._client = hvac.Client(
@@ -142,6 +145,7 @@ class StepVaultSession:
         with self._lock:
             if self._identity is None or not self._identity.fresh():
                 self._identity = self._call("identity token", self._fetch_identity)
+                self.issued_identity = True
             return self._identity.token.get_secret_value()
 
     def _fetch_identity(self) -> IdentityToken:

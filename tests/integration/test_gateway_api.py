@@ -204,9 +204,11 @@ def test_steps_end_revokes_the_database_user(
     assert [(r.db_user, r.reason, r.lease_id) for r in revoked] == [
         (user, "step-end", issued[0].lease_id)
     ]
-    # Ending again is harmless; a later statement gets a new user.
-    assert step.end().json()["revoked_db_users"] == []
-    assert _rows(_ok(step.exec("SELECT session_user")))[0][0] != user
+    # The step's token died with it (test_step_registry.py): ending again or a later
+    # statement is refused, and no new user is minted.
+    assert step.end().status_code == 401
+    assert step.exec("SELECT session_user").status_code == 401
+    assert not _pg_role_exists(admin_conn, user)
 
 
 # -- bad input ---------------------------------------------------------------------------------

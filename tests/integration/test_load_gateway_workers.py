@@ -17,9 +17,11 @@ import psycopg
 import pytest
 from support.gateway_support import StepClient, ledger_records, new_step
 
+from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked
+from airflow_hoop.wire.sessions import ExecRequest
 
 STEPS = 16
 
@@ -82,3 +84,42 @@ def test_step_end_on_any_worker_revokes_every_user(two_workers: StackInfo) -> No
     # The property under test needs ends that reached the worker holding nothing; with two
     # workers and 16 fresh connections that is all but certain (and was 7 of 12 when found).
     assert ended_elsewhere > 0, "every end reached the step's own worker: nothing was tested"
+
+
+def test_a_steps_statements_on_fresh_connections_reach_its_worker(two_workers: StackInfo) -> None:
+    """Each worker is a replica: the other answers 409 (recorded, nothing ran) and the task's
+    client retries on a new connection until its worker accepts it. One credential per step.
+
+    The kernel picks the worker of each new connection; steps run until one of them met the
+    other worker (the 409 path), at most 30."""
+    info = two_workers
+    run_ids: list[str] = []
+    issued: dict[str, int] = {}
+    refused = 0
+    for i in range(30):
+        client = StepClient(info, new_step(dag_id="test_workers_affinity", task_id=f"t{i}"))
+        try:
+            for n in range(4):
+                # A client per statement: a new connection each time, as after uvicorn's 5 s
+                # keep-alive timeout. The real client: X-Hoop-Step and the bounded retry.
+                with GatewayClient(info.gateway_url, client.token, step_key=client.step.key) as gw:
+                    gw.exec(ExecRequest(connection="warehouse", script=f"SELECT {n}"))
+            run_ids.append(client.step.run_id)
+        finally:
+            client.close()
+        issued, refused = _issued_and_refused(info, run_ids)
+        if refused and i >= 5:
+            break
+    assert issued == dict.fromkeys(run_ids, 1), issued
+    assert refused > 0, "every statement reached its step's worker: the 409 path was not run"
+
+
+def _issued_and_refused(info: StackInfo, run_ids: list[str]) -> tuple[dict[str, int], int]:
+    with psycopg.connect(info.admin_dsn(info.gateway_db)) as conn:
+        rows = conn.execute(
+            "SELECT run_id, kind, count(*) FROM ledger WHERE run_id = ANY(%s) "
+            "AND kind IN ('credential.issued', 'policy.refused') GROUP BY run_id, kind",
+            (run_ids,),
+        ).fetchall()
+    issued = {r[0]: r[2] for r in rows if r[1] == "credential.issued"}
+    return issued, sum(r[2] for r in rows if r[1] == "policy.refused")

@@ -37,7 +37,6 @@ from support.readonly_corpus import CORPUS, Attack, checksums, drop, objects
 
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.ledger.commands import command_sha256, parameters_sha256, statement_sha256
-from airflow_hoop.ledger.sql_label import label_sql
 from airflow_hoop.ledger.records import (
     CredentialIssued,
     CredentialRevoked,
@@ -45,6 +44,7 @@ from airflow_hoop.ledger.records import (
     SessionResult,
     StepRef,
 )
+from airflow_hoop.ledger.sql_label import label_sql
 
 #: Covered by the devstack's ``sensitive-writes`` rule (required_for: writes).
 DAG = "test_approval_readonly"

@@ -37,6 +37,9 @@ class StepPrincipal(BaseModel):
 
     kind: Literal["step"] = "step"
     step: StepRef
+    #: The identity token's ``iat``: a step's end refuses the tokens issued before it, while a
+    #: task resumed after a deferral (same try, a new Vault login) gets fresh ones.
+    issued_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -145,6 +148,7 @@ class Authenticator:
         self.issuer = vault.identity_issuer
         self.audience = vault.identity_audience
         self.leeway = settings.token_leeway_seconds
+        self.max_lifetime = vault.max_identity_token_seconds
         self._api_keys = settings.api_keys
         jwks_url = f"{vault.url.rstrip('/')}/v1/identity/oidc/.well-known/keys"
         self._jwks = _Jwks(jwks_url, vault.jwks_cache_seconds, http)
@@ -155,7 +159,8 @@ class Authenticator:
         token = _bearer(authorization)
         if token.startswith(_API_KEY_PREFIX):
             return self._api_key(token)
-        return StepPrincipal(step=await self.verify_identity_token(token))
+        step, issued_at = await self.verify(token)
+        return StepPrincipal(step=step, issued_at=issued_at)
 
     def _api_key(self, key: str) -> ApiKeyPrincipal:
         digest = ApiKey.digest(key)
@@ -172,13 +177,17 @@ class Authenticator:
         )
 
     async def verify_identity_token(self, token: str) -> StepRef:
+        return (await self.verify(token))[0]
+
+    async def verify(self, token: str) -> tuple[StepRef, float]:
+        """The step an identity token names, and its ``iat``."""
         cached = self._verified.lookup(token)
         if cached is not None:
-            step, expires_at = cached
+            step, expires_at, issued_at = cached
             if expires_at <= time.time() - self.leeway:  # PyJWT's own test of exp
                 self._verified.forget(token)
                 raise _expired()
-            return step
+            return step, issued_at
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -237,9 +246,19 @@ class Authenticator:
                 f"identity token rejected ({type(exc).__name__})",
                 "send an unmodified Vault identity token",
             ) from None
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > self.max_lifetime:
+            # Revoking a step's Vault token does not unsign its identity tokens: their
+            # lifetime is how long one outlives a revocation the gateway is not told of.
+            raise GatewayAuthError(
+                f"identity token lives {lifetime:.0f}s, longer than the gateway accepts "
+                f"({self.max_lifetime}s)",
+                "lower the Vault identity role's ttl (5m recommended), or raise "
+                "vault.max_identity_token_seconds in the gateway settings",
+            )
         step = _step_from(claims)
-        self._verified.remember(token, step, float(claims["exp"]))
-        return step
+        self._verified.remember(token, step, float(claims["exp"]), float(claims["iat"]))
+        return step, float(claims["iat"])
 
 
 def _expired() -> GatewayAuthError:

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.db.recovery_schema import RECOVERY_SCHEMA, grant_recovery
+from airflow_hoop.gateway.db.step_claims import STEPS_SCHEMA, grant_steps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -184,6 +185,7 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
     with conn.transaction():
         conn.execute(SCHEMA)
         conn.execute(RECOVERY_SCHEMA)  # instances, leases, close-once (ledger_io/recovery.py)
+        conn.execute(STEPS_SCHEMA)  # ended steps and step owners (db/step_claims.py)
         # Re-state the grants each time: a previous broader grant must not survive.
         conn.execute(sql.SQL("REVOKE ALL ON ledger, sessions FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON ledger TO {}").format(role))
@@ -195,6 +197,7 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
         conn.execute(sql.SQL("REVOKE ALL ON reviews FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON reviews TO {}").format(role))
         grant_recovery(conn, role)
+        grant_steps(conn, role)
 
 
 def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:

@@ -106,11 +106,13 @@ class SessionService:
         parameters: Any,
         wire_parameters: Any,
         shell: ShellInvocation | None = None,
+        issued_at: float = 0.0,
         *,
         read_only: bool = False,
     ) -> RunningSession:
         """Record the intent and start the statement; raises before anything runs on failure.
 
+        ``issued_at``: the caller's identity token's ``iat`` (a step's end refuses older ones).
         ``read_only``: run it as the step's READ user in a read-only transaction (an
         unapproved command under a ``required_for: writes`` rule).
         """
@@ -119,7 +121,7 @@ class SessionService:
             # Safe: that runner ends its transaction itself and never sends this script.
             read_only = not self.registry.in_transaction(step, target.name, read_only=False)
         try:
-            ctx = await self.registry.acquire(step, target, read_only=read_only)
+            ctx = await self.registry.acquire(step, target, issued_at, read_only=read_only)
         except LedgerError as exc:
             raise LedgerError(f"{exc.what}; the statement was not executed", exc.fix) from None
         # The masking key before anything runs: output that could not be masked must not be

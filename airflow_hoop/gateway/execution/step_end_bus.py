@@ -21,6 +21,7 @@ import logging
 import psycopg
 from pydantic import ValidationError
 
+from airflow_hoop.errors import HoopError
 from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.ledger.records import StepRef
 
@@ -78,6 +79,9 @@ class StepEndBus:
                     self._dsn, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # Ends told while this listener was away (or before this process
+                    # started) are in the table: read them once listening.
+                    await self._load_ended()
                     async for note in conn.notifies():
                         await self._on_end(note.payload)
             except asyncio.CancelledError:
@@ -85,6 +89,12 @@ class StepEndBus:
             except (psycopg.Error, OSError) as exc:
                 log.warning("step-end listener lost the gateway database (%s)", type(exc).__name__)
             await asyncio.sleep(_RECONNECT_S)
+
+    async def _load_ended(self) -> None:
+        try:
+            await self._registry.tenure.load_ended()
+        except HoopError as exc:
+            log.warning("could not read the ended steps (%s); checked per step instead", exc)
 
     async def _on_end(self, payload: str) -> None:
         self.received += 1

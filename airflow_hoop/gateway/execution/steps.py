@@ -28,6 +28,7 @@ from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import PostgresRunner
 from airflow_hoop.gateway.execution.runners.sandbox import Sandbox
 from airflow_hoop.gateway.execution.runners.shell import ShellRunner
+from airflow_hoop.gateway.execution.step_tenure import StepTenure
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient, StepCredential
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
@@ -107,12 +108,25 @@ class StepRegistry:
         # Revocations Vault did not confirm: retried by the reaper (revoking is idempotent)
         # and recorded once confirmed; the lease's TTL bounds them if every retry fails.
         self._unconfirmed: dict[str, tuple[StepRef, StepCredential, ReleaseReason]] = {}
+        #: Ended steps and which process holds each live step (``gateway_steps``).
+        self.tenure = StepTenure(store)
 
     # -- acquire -----------------------------------------------------------------------------
     async def acquire(
-        self, step: StepRef, target: ContextTarget, *, read_only: bool = False
+        self,
+        step: StepRef,
+        target: ContextTarget,
+        issued_at: float = 0.0,
+        *,
+        read_only: bool = False,
     ) -> StepContext:
-        """The live context of ``step`` on ``target`` in that mode, issuing a credential if needed."""
+        """The live context of ``step`` on ``target`` in that mode, issuing a credential if needed.
+
+        ``issued_at``: the caller's identity token's ``iat`` (0: refused by any end).
+
+        Raises StepEndedError (401) for an ended step and StepElsewhereError (409) for a step
+        another gateway process holds, each recorded, before any credential is minted.
+        """
         key = (step.key, target.name, read_only)
         ctx = self._usable(key)
         if ctx is not None:
@@ -126,7 +140,15 @@ class StepRegistry:
             stale = self._contexts.pop(key, None)
             if stale is not None:  # broken connection or lease near expiry: replace it
                 await self._release(stale, "expired" if not stale.runner.broken else "error")
+            # The claim, in the database, before the mint: it refuses an ended step and a step
+            # another process holds in one statement (db/step_claims.py).
+            await self.tenure.claim(step, target.name, issued_at)
             ctx = await target.open_context(self, step, read_only=read_only)
+            if self.tenure.ended_for(step, issued_at):
+                # The step's end arrived (step-end bus) while its credential was being minted;
+                # that release did not see this context yet: release it here.
+                await self._release(ctx, "step-end")
+                raise self.tenure.refused_ended(step)
             self._contexts[key] = ctx
             return ctx
 
@@ -236,6 +258,7 @@ class StepRegistry:
         (``revocations_pending``), saving the caller the Vault round trips. A gateway that dies
         in between leaves the lease to its TTL and to the recovery sweep.
         """
+        self.tenure.note_end(step)  # before releasing: a context being minted now sees it
         victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
         return await self._release_all(victims, "step-end", revoke_later=not wait)
 
@@ -391,6 +414,13 @@ class StepRegistry:
             if idle or (expiring and (not ctx.lock.locked() or expires_at < now)):
                 victims.append(ctx)
         released = await self._release_all(victims, "expired")
+        # A step this process holds nothing for any more may go to another process.
+        gone = {c.step.key for c in victims} - {k[0] for k in self._contexts}
+        if gone:
+            try:
+                await self.tenure.claims.release(sorted(gone))
+            except LedgerError as exc:  # the claim stays until this process stops
+                log.warning("could not release idle steps' claims: %s", exc)
         if self._unconfirmed:
             await self.retry_unconfirmed()
         return released

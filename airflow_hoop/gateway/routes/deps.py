@@ -13,6 +13,7 @@ import httpx
 from fastapi import Depends, Header, HTTPException, Request
 
 from airflow_hoop.gateway.access.auth import Authenticator, Principal, StepPrincipal
+from airflow_hoop.gateway.access.ended_steps import EndedStepGuard
 from airflow_hoop.gateway.approvals.gate import ApprovalGate
 from airflow_hoop.gateway.approvals.service import ReviewService
 from airflow_hoop.gateway.db.store import GatewayStore, SessionRow
@@ -48,6 +49,8 @@ class Services:
         self.reviews = reviews or ReviewService(settings, store)
         self.gate = ApprovalGate(store)
         self.pipeline = ExecPipeline(settings, store, self.gate, sessions)
+        #: Refuses every request of an ended step (access/ended_steps.py).
+        self.ended_steps = EndedStepGuard(registry)
 
 
 async def services(request: Request) -> Services:
@@ -61,7 +64,10 @@ Svc = Annotated[Services, Depends(services)]
 
 
 async def principal(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return await svc.auth.authenticate(authorization)
+    caller = await svc.auth.authenticate(authorization)
+    if isinstance(caller, StepPrincipal):
+        await svc.ended_steps.check(caller.step, caller.issued_at)  # dies with the step
+    return caller
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -176,6 +176,7 @@ async def exec_reviewed(session_id: str, svc: Svc, caller: Caller) -> Any:
                 request,
                 decode_parameters(statement.parameters),
                 statement.parameters,
+                issued_at=caller.issued_at,
                 read_only=runs_read_only(target, step.dag_id, approval),
             )
             finished = await svc.sessions.wait(running, svc.settings.sync_timeout_seconds)

@@ -222,7 +222,12 @@ async def end_step(
             ),
         )
     wait = revoke == "wait"
-    revoked = await svc.registry.end_step(caller.step, wait=wait)
+    try:
+        # In the table first: from now on every process refuses the step's token and mints
+        # nothing for it (access/ended_steps.py), even one that starts later.
+        await svc.registry.tenure.mark_ended(caller.step)
+    finally:  # released here even if the table could not be written (then: 503)
+        revoked = await svc.registry.end_step(caller.step, wait=wait)
     if svc.step_ends is not None:  # what other processes hold for the step goes too
         await svc.step_ends.publish(caller.step)
     return StepEndResponse(
