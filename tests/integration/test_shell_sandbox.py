@@ -30,6 +30,7 @@ from support.gateway_support import (
 )
 
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.devstack.stack import SHELL_MASKING
 from airflow_hoop.ledger.records import CredentialIssued, SessionIntent
 from airflow_hoop.wire.sessions import ExecResponse
 
@@ -53,6 +54,8 @@ def gateway(stack: StackInfo) -> Iterator[str]:
             "name": "broken",
             "read_only_paths": ["/nonexistent/hoop-tools"],
             "database": "warehouse",
+            # The warehouse is masked: a shell reaching it carries the detectors (siblings).
+            "masking": SHELL_MASKING,
             **common,
         },
     ]

@@ -29,7 +29,7 @@ def _report(tmp_path: Path, script: str) -> tuple[list[str], str]:
         "try_number": 1,
         "map_index": -1,
     }
-    builder = ReportBuilder(tmp_path, ReportScope(), lambda _script, _shell: False)
+    builder = ReportBuilder(tmp_path, ReportScope())
     builder.add(
         {
             "seq": 1,

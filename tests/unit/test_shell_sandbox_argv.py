@@ -105,7 +105,7 @@ def test_the_report_names_a_command_run_without_the_sandbox(tmp_path) -> None:
     from airflow_hoop.ledger.verification import Verification
 
     step = {"dag_id": "d", "task_id": "t", "run_id": "r", "try_number": 1, "map_index": -1}
-    builder = ReportBuilder(tmp_path, ReportScope(), lambda _script, _shell: True)
+    builder = ReportBuilder(tmp_path, ReportScope())
     for seq, (sandbox, db_user) in enumerate(
         [("none", None), ("none", "af_u"), ("bubblewrap", None), (None, None)]
     ):
