@@ -10,16 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     SecretStr,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,7 +25,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.gateway.connection_settings import ApprovalRule as ApprovalRule
+from airflow_hoop.gateway.connection_settings import Connection
+from airflow_hoop.gateway.connection_settings import PostgresConnection as PostgresConnection
+from airflow_hoop.gateway.connection_settings import ShellConnection as ShellConnection
+from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
 
 
@@ -118,197 +120,6 @@ class GatewayVault(BaseModel):
         "airflow-hoop/masking", description="path under the mount; a policy's hmac_key is below it"
     )
     masking_key_cache_seconds: int = Field(300, description="re-read masking keys after this")
-
-
-class ApprovalRule(BaseModel):
-    """Commands that need a human approval before the gateway runs them.
-
-    ``required_for: writes`` covers every statement PostgreSQL's parser does not label ``read``
-    or ``transaction_control`` (``ledger/sql_label.py``: conservative, anything not a plain
-    SELECT/VALUES/TABLE/SHOW/EXPLAIN calling only built-in side-effect-free functions is a
-    write; every shell command is a write); ``all`` covers every statement but transaction
-    control.
-    ``dags`` are fnmatch globs of DAG ids. An approval expires ``expires_after_seconds`` after it is granted and is
-    used once.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, description="shown as hoop's access_request_rule_name")
-    required_for: Literal["writes", "all"] = "writes"
-    dags: list[str] = Field(default_factory=lambda: ["*"])
-    groups: list[str] = Field(min_length=1)
-    min_approvals: int = Field(1, ge=1)
-    expires_after_seconds: int = Field(3600, gt=0)
-    triggerer_may_approve: bool = Field(
-        False, description="may the Airflow user who triggered the DAG run approve its reviews"
-    )
-
-
-class PostgresConnection(BaseModel):
-    """A target database reached through the gateway with per-step dynamic users."""
-
-    name: str = Field(min_length=1)
-    type: Literal["postgres"] = "postgres"
-    host: str = "127.0.0.1"
-    port: int = 5432
-    database: str
-    sslmode: str = "prefer"
-    vault_role: str = Field(description="database secrets engine role: <mount>/creds/<vault_role>")
-    vault_read_role: str | None = Field(
-        None,
-        description=(
-            "database secrets engine role of the step's READ user (SELECT/USAGE grants only): "
-            "every unapproved command under a 'required_for: writes' rule runs as it, in a "
-            "read-only transaction; required when such a rule exists"
-        ),
-    )
-    allowed_dags: list[str] = Field(
-        default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
-    )
-    approvals: list[ApprovalRule] = Field(
-        default_factory=list,
-        description="commands that need a human approval; the first rule matching the DAG applies",
-    )
-    masking: MaskingPolicy | None = Field(
-        None, description="what the output must not show (docs/masking.md); none: unmasked"
-    )
-
-    @model_validator(mode="after")
-    def _reads_have_a_read_role(self) -> PostgresConnection:
-        # Fail closed: unapproved reads must run as a user that cannot write, never as the
-        # writer (docs/security.md, "The database is the guarantee").
-        if self.vault_read_role is None and any(r.required_for == "writes" for r in self.approvals):
-            raise ValueError(
-                f"connection {self.name!r} has a 'required_for: writes' approval rule but no "
-                "vault_read_role: unapproved reads must run as a read-only database user. "
-                "Fix: create a Vault database role whose creation statements grant only "
-                "SELECT/USAGE and set vault_read_role to it (docs/getting-started.md)"
-            )
-        return self
-
-
-class ShellLimits(BaseModel):
-    """Resource limits of a shell command, set with ``setrlimit(2)`` in the child before exec.
-
-    ``None`` leaves a limit as the gateway process has it. ``RLIMIT_CORE`` is always 0: a core
-    dump would hold the command's environment, credentials included.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    address_space_bytes: int | None = Field(
-        2 * 1024**3, gt=0, description="RLIMIT_AS: virtual memory of each process"
-    )
-    cpu_seconds: int | None = Field(None, gt=0, description="RLIMIT_CPU: CPU time of each process")
-    open_files: int | None = Field(1024, gt=0, description="RLIMIT_NOFILE: open descriptors")
-    file_size_bytes: int | None = Field(
-        1024**3, gt=0, description="RLIMIT_FSIZE: largest file a process may write"
-    )
-    processes: int | None = Field(
-        None, gt=0, description="RLIMIT_NPROC: processes of the (run_as) user; ignored for root"
-    )
-
-
-class ShellConnection(BaseModel):
-    """hoop's ``custom`` connection: ``command`` runs on the gateway host, script on stdin.
-
-    The command's environment is ``env`` plus the request's ``env_vars`` (the connection wins
-    on a clash, as in hoop) plus, with ``database``, the step's dynamic database user as
-    ``PGHOST``/``PGPORT``/``PGDATABASE``/``PGUSER``/``PGPASSWORD``. Nothing of the gateway's
-    own environment is passed on.
-
-    The command runs in a bubblewrap sandbox (``sandbox: bubblewrap``, docs/shell.md): its own
-    PID, mount, IPC, UTS and network namespaces, read-only system directories, a private
-    ``/tmp``, its fresh working directory (and a requested ``cwd``) as the only writable
-    places, and no view of the gateway's files or other processes. ``network: none`` gives it
-    only its own loopback; ``database`` then reaches PostgreSQL through a unix socket the
-    gateway relays to that one database. ``sandbox: none`` runs it on the host as before; the
-    session records and ``check-config`` say so.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    type: Literal["custom"] = "custom"
-    command: list[str] = Field(default_factory=lambda: ["/bin/bash"], min_length=1)
-    env: dict[str, str] = Field(
-        default_factory=dict, description="base environment; PATH defaults to /usr/bin:/bin"
-    )
-    database: str | None = Field(
-        None, description="a postgres connection whose vault_role issues the step's PG* user"
-    )
-    run_as_user: str | None = Field(
-        None, description="OS user the command runs as (the gateway must be root to switch)"
-    )
-    run_as_group: str | None = None
-    cwd_roots: list[str] = Field(
-        default_factory=list, description="directories a request's cwd may be in; empty: none"
-    )
-    workdir_root: str | None = Field(None, description="where fresh working dirs are made")
-    timeout_seconds: float = Field(3600.0, gt=0)
-    kill_grace_seconds: float = Field(
-        2.0, ge=0, description="SIGTERM to SIGKILL delay for the process group"
-    )
-    max_output_bytes: int | None = Field(
-        None, gt=0, description="output cap; default: the gateway's max_output_bytes"
-    )
-    limits: ShellLimits = Field(default_factory=ShellLimits)
-    sandbox: Literal["bubblewrap", "none"] = Field(
-        "bubblewrap",
-        description="bubblewrap: each command in its own namespaces (the gateway refuses the "
-        "connection where they cannot be created); none: on the host, named in every record",
-    )
-    network: Literal["none", "host"] = Field(
-        "none",
-        description="none: the sandbox's own loopback only (database: through the gateway's "
-        "relay); host: the gateway host's network, unfiltered (restrict it with a network policy)",
-    )
-    read_only_paths: list[str] = Field(
-        default_factory=list,
-        description="host directories or files the sandbox also sees, read-only (e.g. /opt/tools)",
-    )
-    allowed_dags: list[str] = Field(
-        default_factory=list, description="fnmatch globs of DAG ids; empty means nobody (deny)"
-    )
-    approvals: list[ApprovalRule] = Field(
-        default_factory=list,
-        description="commands that need a human approval; the first rule matching the DAG applies",
-    )
-    masking: MaskingPolicy | None = Field(
-        None, description="what the output must not show (docs/masking.md); none: unmasked"
-    )
-
-    @field_validator("read_only_paths")
-    @classmethod
-    def _absolute(cls, value: list[str]) -> list[str]:
-        for path in value:
-            if not os.path.isabs(path):
-                raise ValueError(f"read_only_paths: {path!r} is not an absolute path")
-        return value
-
-    @field_validator("masking")
-    @classmethod
-    def _masked_for_the_task_too(cls, value: MaskingPolicy | None) -> MaskingPolicy | None:
-        if value is not None and value.allow_unmasked_to_task:
-            raise ValueError(
-                f"masking policy {value.name!r}: allow_unmasked_to_task is not supported on shell "
-                "connections (their output is masked as it streams)"
-            )
-        return value
-
-
-def _connection_type(value: Any) -> str:
-    # Settings files written before shell connections existed have no ``type``: postgres.
-    if isinstance(value, dict):
-        return str(value.get("type", "postgres"))
-    return str(getattr(value, "type", "postgres"))
-
-
-Connection = Annotated[
-    Annotated[PostgresConnection, Tag("postgres")] | Annotated[ShellConnection, Tag("custom")],
-    Discriminator(_connection_type),
-]
 
 
 class RecoverySettings(BaseModel):

@@ -20,8 +20,9 @@ from pydantic import BaseModel, JsonValue
 
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
+from airflow_hoop.gateway.execution.runners.outcome import RunOutcome
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
-from airflow_hoop.gateway.execution.runners.postgres import RunOutcome, is_transaction_control
+from airflow_hoop.gateway.execution.runners.postgres import is_transaction_control
 from airflow_hoop.gateway.execution.runners.shell import ShellInvocation, ShellOutcome, ShellRunner
 from airflow_hoop.gateway.execution.shell_exec import approval_parameters
 from airflow_hoop.gateway.execution.steps import ContextTarget, StepContext, StepRegistry

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
 from airflow_hoop.errors import HoopError
 from airflow_hoop.gateway.execution.runners import read_only
+from airflow_hoop.gateway.execution.runners.outcome import ResultSet, RunOutcome, render_output
 from airflow_hoop.gateway.masking.engine import ResultMasker
 from airflow_hoop.gateway.masking.methods import MaskingError
 from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
@@ -30,8 +31,6 @@ from airflow_hoop.wire.sessions import Column
 #: read_only_sql_transaction: what PostgreSQL answers a write in a read-only transaction.
 _READ_ONLY_SQL_TRANSACTION = "25006"
 _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
-#: Commands whose tag psql prints after their RETURNING rows (hoop's text output).
-_RETURNING_TAGS = ("INSERT", "UPDATE", "DELETE", "MERGE")
 #: Makes the open transaction fail (so that a later COMMIT is refused).
 _ABORT_TX = (
     "DO $$BEGIN RAISE EXCEPTION 'airflow-hoop: the output of a statement of this transaction "
@@ -48,41 +47,6 @@ class TargetUnavailableError(HoopError):
 
     link = "target"
     default_fix = "check that the target database runs and is reachable from the gateway"
-
-
-class ResultSet(BaseModel):
-    """One statement's result (a script may hold several statements)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    columns: list[Column] | None = None
-    rows: list[tuple[Any, ...]] = []
-    rowcount: int = -1
-    status_message: str | None = None
-    truncated: bool = False
-    #: The rows before masking, kept only when the policy lets the task have them.
-    unmasked_rows: list[tuple[Any, ...]] | None = None
-
-
-class RunOutcome(BaseModel):
-    """What one exec did on the target. ``rows`` are Python values (encode for the wire)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    status: Literal["success", "failed"]
-    exit_code: int
-    columns: list[Column] | None = None
-    rows: list[tuple[Any, ...]] = []
-    rowcount: int = -1
-    status_message: str | None = None
-    error: str | None = None
-    sqlstate: str | None = None
-    duration_ms: float
-    truncated: bool = False
-    output: str = ""
-    #: What the task gets when its masking policy allows unmasked results (else None).
-    unmasked_rows: list[tuple[Any, ...]] | None = None
-    unmasked_output: str | None = None
 
 
 class PostgresRunner:
@@ -290,16 +254,7 @@ class PostgresRunner:
             await self._conn.rollback()
         with contextlib.suppress(Exception):
             await self._conn.close()
-        output, capped = self._cap(f"{render_output(sets)}ERROR:  {error}\n")
-        return RunOutcome(
-            status="failed",
-            exit_code=1,
-            error=error,
-            sqlstate=_READ_ONLY_SQL_TRANSACTION,
-            duration_ms=_ms(started),
-            output=output,
-            truncated=capped,
-        )
+        return self._error_outcome(error, _READ_ONLY_SQL_TRANSACTION, sets, started)
 
     async def _run(
         self, script: str, parameters: Any, sets: list[ResultSet], masker: ResultMasker | None
@@ -366,11 +321,17 @@ class PostgresRunner:
         if rollback and not self.broken:
             with contextlib.suppress(psycopg.Error):
                 await self._conn.rollback()
-        output, capped = self._cap(f"{render_output(sets)}ERROR:  {primary}\n")
+        return self._error_outcome(primary, sqlstate, sets, started)
+
+    def _error_outcome(
+        self, error: str, sqlstate: str | None, sets: list[ResultSet], started: float
+    ) -> RunOutcome:
+        """A failed exec as psql shows it: the results before the error, then the error."""
+        output, capped = self._cap(f"{render_output(sets)}ERROR:  {error}\n")
         return RunOutcome(
             status="failed",
             exit_code=1,
-            error=primary,
+            error=error,
             sqlstate=sqlstate,
             duration_ms=_ms(started),
             output=output,
@@ -430,34 +391,6 @@ def _unmasked(sets: list[ResultSet]) -> list[ResultSet] | None:
         rs if rs.unmasked_rows is None else rs.model_copy(update={"rows": rs.unmasked_rows})
         for rs in sets
     ]
-
-
-def render_output(sets: list[ResultSet]) -> str:
-    """hoop's text output, as ``psql -A -F '\\t'`` prints it."""
-    parts: list[str] = []
-    for rs in sets:
-        if rs.columns is None:
-            if rs.status_message:
-                parts.append(f"{rs.status_message}\n")
-            continue
-        lines = ["\t".join(c.name for c in rs.columns)]
-        lines.extend("\t".join(_text(v) for v in row) for row in rs.rows)
-        n = len(rs.rows)
-        lines.append(f"({n} row{'' if n == 1 else 's'})")
-        if rs.status_message and rs.status_message.split(" ", 1)[0] in _RETURNING_TAGS:
-            lines.append(rs.status_message)  # psql prints the tag after RETURNING rows too
-        parts.append("\n".join(lines) + "\n")
-    return "".join(parts)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "\\x" + bytes(value).hex()
-    return str(value)
 
 
 def is_transaction_control(script: str) -> bool:

@@ -39,8 +39,8 @@ from pydantic import BaseModel
 
 from airflow_hoop.gateway.execution.runners.bwrap import INNER_DB_DIR
 from airflow_hoop.gateway.execution.runners.db_relay import DatabaseRelay
+from airflow_hoop.gateway.execution.runners.outcome import RunOutcome
 from airflow_hoop.gateway.execution.runners.output import OutputCapture
-from airflow_hoop.gateway.execution.runners.postgres import RunOutcome
 from airflow_hoop.gateway.execution.runners.sandbox import Sandbox, remove_tree
 from airflow_hoop.gateway.execution.runners.strays import MARK_VARIABLE, kill_marked, new_mark
 from airflow_hoop.gateway.settings import PostgresConnection, ShellConnection
