@@ -36,17 +36,19 @@ BENCHMARKS = [
     Benchmark(
         name="step_overhead",
         title="Step overhead",
-        issue="#2 [spine]",
+        issue="#2 [spine], #15 [enforce]",
         goal="a governed one-statement step adds at most 60 ms (median) to a direct one; a "
-        "further statement in an open step at most 5 ms",
+        "further statement in an open step at most 5 ms; a further read-only statement (an "
+        "unapproved read under a `required_for: writes` rule, in the gateway's read-only "
+        "transaction) at most 3.5 ms",
         doc="step-overhead.md",
     ),
     Benchmark(
         name="shell_overhead",
         title="Shell overhead",
-        issue="#3 [shell]",
-        goal="a governed `true` adds at most 30 ms (median); output through the gateway at "
-        "least 50 MB/s",
+        issue="#3 [shell], #15 [enforce]",
+        goal="a governed `true` adds at most 30 ms (median), at most 15 ms with the bubblewrap "
+        "sandbox (#15); output through the gateway at least 50 MB/s",
         doc="shell.md",
     ),
     Benchmark(

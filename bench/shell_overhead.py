@@ -175,7 +175,7 @@ def main() -> None:
     print(f"{'what':40} {'n':>5} {'median ms':>10} {'p95 ms':>9}")
     for name, t in timings.items():
         print(f"{name:40} {t.n:>5} {t.median:>10.2f} {t.p95:>9.2f}")
-    print(f"added per `true` command (median): {added_true:.2f} ms (goal <= 30)")
+    print(f"added per `true` command (median): {added_true:.2f} ms (goal <= 15, in the sandbox)")
     print(f"added per 10 MB command (median): {added_big:.2f} ms")
     for name, value in throughput.items():
         print(
@@ -190,7 +190,8 @@ def main() -> None:
                 what="added per `true` command",
                 unit="ms",
                 value=added_true,
-                **at_most(added_true, 30, "ms"),
+                # #3 asked for 30 ms; #15 put every command in bubblewrap and asked for 15.
+                **at_most(added_true, 15, "ms"),
             )
         )
         rows.append(BenchRow(what="added per 10 MB command", unit="ms", value=added_big))
@@ -205,7 +206,7 @@ def main() -> None:
         ]
         BenchReport(
             benchmark="shell_overhead",
-            issue="#3 [shell]",
+            issue="#3 [shell], #15 [enforce]",
             command=command(),
             machine=machine,
             tables=[

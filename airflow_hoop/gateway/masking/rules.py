@@ -20,6 +20,7 @@ Example (YAML)::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -172,9 +173,10 @@ class MaskingPolicy(BaseModel):
             seen.add(name)
         return self
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """SHA-256 of the policy's canonical JSON: changes whenever the policy does."""
+        """SHA-256 of the policy's canonical JSON (once: a policy is not changed after it is
+        loaded; a changed policy is a new settings object, hence a new version)."""
         return sha256_hex(canonical(self.model_dump(mode="json")))
 
     @property

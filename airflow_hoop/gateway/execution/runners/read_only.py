@@ -24,6 +24,7 @@ Session settings (``default_transaction_read_only``, ``SESSION CHARACTERISTICS``
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import psycopg
@@ -56,17 +57,33 @@ _GUARD = (
 _ENDING_TAGS = ("COMMIT", "ROLLBACK", "PREPARE TRANSACTION")
 
 
+#: Scripts up to this size are split once and cached by text, as ``sql_label`` caches labels:
+#: a step sends the same few statements again and again.
+_CACHED_CHARS = 8192
+
+
 def split_statements(script: str) -> list[str]:
     """The script's statements, by PostgreSQL's own parser (libpg_query).
 
     A script it cannot parse is sent whole: over the extended protocol the server then refuses
     it (a syntax error, or "cannot insert multiple commands into a prepared statement").
     """
+    if len(script) <= _CACHED_CHARS:
+        return list(_split_cached(script))
+    return list(_split(script))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_cached(script: str) -> tuple[str, ...]:
+    return _split(script)
+
+
+def _split(script: str) -> tuple[str, ...]:
     try:
-        parts = [p for p in pg_split(script) if p.strip()]
+        parts = tuple(p for p in pg_split(script) if p.strip())
     except ParseError:
-        return [script]
-    return parts or [script]
+        return (script,)
+    return parts or (script,)
 
 
 async def queue(
@@ -84,7 +101,12 @@ async def queue(
     opening = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     if opening:
         await conn.execute(BEGIN_READ_ONLY, prepare=False)
-        await conn.execute(_MARK, prepare=False)
+        if not (autocommit and len(statements) == 1):
+            await conn.execute(_MARK, prepare=False)
+        # Else no mark: one statement, then our COMMIT, and no guard to read a mark. Alone in
+        # its message it cannot be two; a ``SET TRANSACTION READ WRITE`` would have nothing
+        # left to run; anything that runs a query (a function, DO, CALL) takes the snapshot
+        # first, after which PostgreSQL refuses READ WRITE (docs/security.md).
     cursors = []
     for i, statement in enumerate(statements):
         # Right after the mark the transaction is the gateway's by construction; before any
