@@ -25,6 +25,7 @@ from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.wire.ledger import LedgerPage
 from airflow_hoop.wire.reviews import Review, ReviewCreate, ReviewCreated
 from airflow_hoop.wire.sessions import (
+    VAULT_ACCESSOR_HEADER,
     ExecRequest,
     ExecResponse,
     OutputChunk,
@@ -63,9 +64,12 @@ class GatewayClient:
         user_client: str = "airflow-hoop",
         unreachable_fix: str = "start the gateway or correct the 'hoop' connection's host",
         step_key: str | None = None,
+        vault_accessor: Callable[[], str | None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        # The step's Vault token by its accessor (after the token: that logs in first).
+        self._accessor = vault_accessor
         # What to do when the gateway cannot be reached: the caller knows where its URL is set.
         self._unreachable_fix = unreachable_fix
         self.poll_interval = poll_interval
@@ -266,7 +270,7 @@ class GatewayClient:
         """A streamed answer (not read ahead), opened with this client's bearer and errors."""
         try:
             with self._http.stream(
-                method, path, params=params, headers={"Authorization": f"Bearer {self._token()}"}
+                method, path, params=params, headers=self._auth(self._token())
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -280,6 +284,13 @@ class GatewayClient:
 
     def _get(self, path: str, model: type[M], params: dict[str, Any] | None = None) -> M:
         return model.model_validate_json(self._send("GET", path, params=params, retry=True).content)
+
+    def _auth(self, bearer: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {bearer}"}
+        accessor = self._accessor() if self._accessor is not None else None
+        if accessor:
+            headers[VAULT_ACCESSOR_HEADER] = accessor
+        return headers
 
     def _send(
         self,
@@ -297,9 +308,7 @@ class GatewayClient:
             attempt += 1
             try:
                 bearer = token or self._token()
-                response = self._http.request(
-                    method, path, headers={"Authorization": f"Bearer {bearer}"}, **kwargs
-                )
+                response = self._http.request(method, path, headers=self._auth(bearer), **kwargs)
             except httpx.TransportError as exc:
                 if attempt < attempts:
                     time.sleep(0.2 * attempt)

@@ -71,6 +71,7 @@ _GATEWAY_POLICY = f"""\
 path "auth/token/create" {{ capabilities = ["update"] }}
 path "sys/leases/revoke" {{ capabilities = ["update"] }}
 path "sys/leases/revoke/*" {{ capabilities = ["update"] }}
+path "auth/token/lookup-accessor" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/sign/{CHECKPOINT_KEY}" {{ capabilities = ["update"] }}
 path "{TRANSIT_MOUNT}/keys/{CHECKPOINT_KEY}" {{ capabilities = ["read"] }}
 path "{MASKING_KV_MOUNT}/data/{MASKING_KEY_PATH}/*" {{ capabilities = ["read"] }}

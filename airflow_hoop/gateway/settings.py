@@ -113,6 +113,13 @@ class GatewayVault(BaseModel):
         "accepts: bounds how long a token outlives its step's Vault token when the step is "
         "not ended on the gateway (identity role ttl: 5m in deploy/vault/setup.sh)",
     )
+    token_recheck_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="how long Vault's answer that a step's own Vault token is alive (looked "
+        "up by the accessor each request names) is trusted; 0: asked on every request. After "
+        "an out-of-band revocation, requests are refused at most this much later",
+    )
     step_token_policies: list[str] = Field(default_factory=lambda: ["hoop-step-creds"])
     step_token_ttl_seconds: int = 900
     masking_kv_mount: str = Field("secret", description="KV v2 mount of masking HMAC keys")

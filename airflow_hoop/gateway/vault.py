@@ -51,6 +51,16 @@ class StepCredential(BaseModel):
         return f"StepCredential(connection={self.connection!r}, username={self.username!r})"
 
 
+class TokenLookup(BaseModel):
+    """What Vault says of a live token, looked up by its accessor (nothing secret)."""
+
+    entity_id: str
+    #: The token's login metadata (JWT auth: the step claims mapped by the role).
+    meta: dict[str, str] = {}
+    #: Seconds the token has left (0: no expiry of its own).
+    ttl: int = 0
+
+
 class GatewayVaultClient:
     """The gateway's own Vault client (its token may create step tokens and revoke leases)."""
 
@@ -192,6 +202,26 @@ class GatewayVaultClient:
             lambda: self._client.sys.revoke_lease(lease_id=lease_id),
         )
 
+    # -- the steps' own tokens (access/token_liveness.py) ------------------------------------
+    async def lookup_accessor(self, accessor: str) -> TokenLookup | None:
+        """The live token ``accessor`` names, or None when Vault knows none (revoked, expired,
+        never issued). Needs ``auth/token/lookup-accessor`` (update) in the gateway policy."""
+        return await self._call(
+            "looking up a step's Vault token by its accessor", None, self._lookup, accessor
+        )
+
+    def _lookup(self, accessor: str) -> TokenLookup | None:
+        try:
+            resp = self._client.auth.token.lookup_accessor(accessor)
+        except hvac.exceptions.InvalidRequest:  # 400 "invalid accessor": no such live token
+            return None
+        data = resp["data"]
+        return TokenLookup(
+            entity_id=str(data.get("entity_id") or ""),
+            meta={str(k): str(v) for k, v in (data.get("meta") or {}).items()},
+            ttl=int(data.get("ttl") or 0),
+        )
+
     # -- checkpoint signing (transit) ---------------------------------------------------------
     async def sign_digest(self, digest: bytes) -> tuple[int, str]:
         """Sign 32 bytes with the transit checkpoint key: (key version, base64 signature)."""
@@ -250,8 +280,9 @@ class GatewayVaultClient:
             reason = _PASSWORD_LITERAL.sub(r"\1'***'", reason)[:300]
             raise VaultError(
                 f"Vault refused {what}{whose}: {reason}",
-                "check the gateway token's policies (auth/token/create, the database role's "
-                "creds path, sys/leases/revoke) and the database role",
+                "check the gateway token's policies (auth/token/create, "
+                "auth/token/lookup-accessor, the database role's creds path, sys/leases/revoke) "
+                "and the database role",
             ) from None
 
 

@@ -90,6 +90,7 @@ class GovernedStep:
             timeout=config.timeout_seconds,
             poll_interval=config.poll_interval_seconds,
             step_key=step.key,
+            vault_accessor=self.vault.accessor if self.vault is not None else None,
         )
         self.used_gateway = False
         self.running_session: str | None = None

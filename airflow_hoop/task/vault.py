@@ -57,6 +57,9 @@ class StepVaultSession:
         self.step = step
         self._lock = threading.Lock()
         self._token: SecretStr | None = None
+        #: The step's Vault token's accessor: every gateway request names it, and the gateway
+        #: honours the step's identity token only while that token lives (not a credential).
+        self._accessor: str | None = None
         self._identity: IdentityToken | None = None
         self._revoked = False
         #: An identity token was ever issued: its step must be ended on the gateway, or the
@@ -80,17 +83,27 @@ class StepVaultSession:
                     "this step's Vault token was already revoked", "start a new task try"
                 )
             if self._token is None:
-                self._token = SecretStr(self._call("login", self._login))
+                token, accessor = self._call("login", self._login)
+                self._token = SecretStr(token)
                 self._client.token = self._token.get_secret_value()
+                self._accessor = accessor or self._call("token lookup", self._own_accessor)
 
-    def _login(self) -> str:
+    def accessor(self) -> str | None:
+        """The accessor of the step's Vault token, which names it to the gateway; None before
+        the login and after the revoke (a step's end needs none)."""
+        return self._accessor
+
+    def _own_accessor(self) -> str:
+        return str(self._client.auth.token.lookup_self()["data"]["accessor"])
+
+    def _login(self) -> tuple[str, str | None]:
         cfg = self.config
         if cfg.auth == "token":
             if not cfg.token:
                 raise ConfigError(
                     "auth=token needs a Vault token in the 'hoop' connection's password"
                 )
-            return cfg.token.get_secret_value()
+            return cfg.token.get_secret_value(), None
         if cfg.auth == "approle":
             if not (cfg.approle_role_id and cfg.approle_secret_id):
                 raise ConfigError(
@@ -106,7 +119,7 @@ class StepVaultSession:
             resp = self._client.auth.jwt.jwt_login(
                 role=cfg.jwt_role, jwt=self._workload_jwt(), path=cfg.jwt_mount, use_token=False
             )
-        return str(resp["auth"]["client_token"])
+        return str(resp["auth"]["client_token"]), str(resp["auth"]["accessor"])
 
     def _workload_jwt(self) -> str:
         """The step's JWT, signed with the workload-issuer key (claims carry the step)."""
@@ -168,6 +181,7 @@ class StepVaultSession:
                 self._call("revoke", self._client.auth.token.revoke_self)
             finally:
                 self._token = None
+                self._accessor = None
             return True
 
     def _call(self, what: str, fn: Any) -> Any:

@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from airflow_hoop.ledger.records import MaskingRecord
 
+#: Names the step's own Vault token by its accessor on every request of a step: the gateway
+#: honours the step's identity token only while that Vault token lives (an accessor can look a
+#: token up, never act as it). gateway/access/token_liveness.py.
+VAULT_ACCESSOR_HEADER = "X-Hoop-Vault-Accessor"
+
 
 class ExecExtension(BaseModel):
     """Our request extension: bound parameters and transaction mode."""

@@ -67,7 +67,9 @@ def test_sigkill_during_a_long_statement_is_swept_revoked_and_verifiable(
             failure: list[BaseException] = []
 
             def run_task() -> None:  # the task side, as the operator runs it
-                with GatewayClient(victim.url, step.token) as client:
+                with GatewayClient(
+                    victim.url, step.token, vault_accessor=step.vault.accessor
+                ) as client:
                     try:
                         client.exec(
                             ExecRequest(connection="warehouse", script="SELECT pg_sleep(120)")

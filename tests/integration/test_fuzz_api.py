@@ -66,7 +66,7 @@ class Credentials:
             generated = headers.pop(name)
         choice = pick % 4
         if choice == 0:
-            headers["Authorization"] = f"Bearer {self.step.token()}"
+            headers.update(self.step.headers())
             self.used["identity token"] += 1
         elif choice in (1, 2) and self.keys:
             headers["Authorization"] = f"Bearer {self.keys[(pick >> 2) % len(self.keys)]}"
@@ -93,7 +93,7 @@ def _aim_at_real_connection(case: Case, pick: int, credentials: Credentials) -> 
         case.body["connection"] = CONNECTION
         case.body.pop("airflow_hoop", None)  # keep it on the SQL path, not cwd/encoding
         assert case.headers is not None
-        case.headers["Authorization"] = f"Bearer {credentials.step.token()}"
+        case.headers.update(credentials.step.headers())
 
 
 def _gateway_rows(

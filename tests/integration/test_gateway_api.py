@@ -432,7 +432,7 @@ def test_expired_identity_token_is_401(
     role = short_lived_identity
     with step_client(stack, url=fast_gateway, jwt_role=role, identity_role=role) as client:
         token = client.vault.identity_token()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = client.headers()
         assert client.http.get("/api/sessions", headers=headers).status_code == 200
         time.sleep(
             max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time())
@@ -581,20 +581,22 @@ def test_gateway_shutdown_interrupts_and_revokes(stack: StackInfo, admin_conn: A
 def test_vault_failures_answer_503_and_run_nothing(stack: StackInfo) -> None:
     vault = yaml.safe_load(Path(stack.gateway_settings_path).read_text())["vault"]
     bad_token = {**vault, "auth": {"method": "token", "token": "s.not-a-real-token"}}
-    with step_client(stack) as client:
-        token = client.token()
-        with extra_gateway(stack, "bad-vault-token", vault=bad_token) as url:
-            before = ledger_count(stack)
-            response = client.http.post(
-                f"{url}/api/sessions",
-                json={"connection": CONNECTION, "script": "SELECT 1"},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            assert response.status_code == 503, response.text
-            message = response.json()["message"]
-            assert message.startswith("[vault] Vault refused issuing a database credential")
-            assert "s.not-a-real-token" not in message and "Fix:" in message
-            assert ledger_count(stack) == before
+    with (
+        step_client(stack) as client,
+        extra_gateway(stack, "bad-vault-token", vault=bad_token) as url,
+    ):
+        before = ledger_count(stack)
+        response = client.http.post(
+            f"{url}/api/sessions",
+            json={"connection": CONNECTION, "script": "SELECT 1"},
+            headers=client.headers(),
+        )
+        assert response.status_code == 503, response.text
+        message = response.json()["message"]
+        # Its first Vault call: is the step's own Vault token alive (token_liveness.py)?
+        assert message.startswith("[vault] Vault refused looking up a step's Vault token")
+        assert "s.not-a-real-token" not in message and "Fix:" in message
+        assert ledger_count(stack) == before
     dead = {**vault, "url": "http://127.0.0.1:9"}  # nothing listens on the discard port
     with step_client(stack) as client:
         token = client.token()

@@ -110,7 +110,9 @@ def test_the_documented_rule_sends_a_step_to_one_replica(
                 # The task's own client: it names the step in X-Hoop-Step on every request.
                 for n in range(4):
                     # A client (a connection) per statement: the rule holds, not keep-alive.
-                    with GatewayClient(url, step.token, step_key=step.step.key) as client:
+                    with GatewayClient(
+                        url, step.token, step_key=step.step.key, vault_accessor=step.vault.accessor
+                    ) as client:
                         client.exec(ExecRequest(connection=CONNECTION, script=f"SELECT {n}"))
                 owners, issued = _instances(stack, step.step.run_id)
                 assert len(owners) == 1 and issued == 1, (owners, issued)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
-from support.gateway_support import StepClient, new_step
+from support.gateway_support import StepClient, auth_headers, new_step
 from support.hoop_contract.psql_outputs import run_psql
 from support.hoop_contract.replay import API_KEY, Recording, ReplayServer, recording_names
 
@@ -67,14 +67,21 @@ class Target:
     """One gateway a test talks to: the hoop stand-in (one recording) or our real gateway."""
 
     def __init__(
-        self, kind: str, url: str, token: Callable[[], str], step: StepRef, live: bool
+        self,
+        kind: str,
+        url: str,
+        token: Callable[[], str],
+        step: StepRef,
+        live: bool,
+        accessor: Callable[[], str | None] | None = None,
     ) -> None:
         self.kind = kind
         self.url = url
         self.token = token
         self.step = step
         self.live = live  # our gateway: sessions must be created before they are read
-        self.client = GatewayClient(url, token=token, poll_interval=0.05)
+        self.accessor = accessor
+        self.client = GatewayClient(url, token=token, poll_interval=0.05, vault_accessor=accessor)
 
     @property
     def correlation_id(self) -> str:
@@ -100,7 +107,10 @@ class Target:
             base_url=self.url,
             trust_env=False,
             timeout=30,
-            headers={"Authorization": f"Bearer {self.token()}", "User-Client": "contract-test"},
+            headers={
+                **auth_headers(self.token(), self.accessor() if self.accessor else None),
+                "User-Client": "contract-test",
+            },
         )
 
 
@@ -132,7 +142,14 @@ def target(request: pytest.FixtureRequest) -> Iterator[Use]:
     def live(_recording: str) -> Iterator[Target]:
         step = StepClient(stack, new_step("test_hoop_contract", "contract"))
         steps.append(step)
-        target = Target("airflow-hoop", stack.gateway_url, step.token, step.step, live=True)
+        target = Target(
+            "airflow-hoop",
+            stack.gateway_url,
+            step.token,
+            step.step,
+            live=True,
+            accessor=step.vault.accessor,
+        )
         try:
             yield target
         finally:

@@ -102,7 +102,12 @@ def test_a_steps_statements_on_fresh_connections_reach_its_worker(two_workers: S
             for n in range(4):
                 # A client per statement: a new connection each time, as after uvicorn's 5 s
                 # keep-alive timeout. The real client: X-Hoop-Step and the bounded retry.
-                with GatewayClient(info.gateway_url, client.token, step_key=client.step.key) as gw:
+                with GatewayClient(
+                    info.gateway_url,
+                    client.token,
+                    step_key=client.step.key,
+                    vault_accessor=client.vault.accessor,
+                ) as gw:
                     gw.exec(ExecRequest(connection="warehouse", script=f"SELECT {n}"))
             run_ids.append(client.step.run_id)
         finally:

@@ -29,6 +29,7 @@ import yaml
 from support.faults_support import GatewayProcess, role_exists, wait_until
 from support.gateway_support import (
     StepClient,
+    auth_headers,
     extra_gateway,
     gateway_dsn,
     ledger_records,
@@ -257,15 +258,16 @@ def test_a_revoke_vault_did_not_confirm_is_recorded_only_once_confirmed(
 def test_a_changed_token_is_verified_again(stack: StackInfo) -> None:
     with step_client(stack) as client:
         token = client.token()
-        assert client.http.get("/api/sessions", headers={"Authorization": f"Bearer {token}"})
+        accessor = client.vault.accessor()
+        assert client.http.get("/api/sessions", headers=auth_headers(token, accessor))
         head, payload, signature = token.split(".")
         forged = (
             f"{head}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
         )
-        response = client.http.get("/api/sessions", headers={"Authorization": f"Bearer {forged}"})
+        response = client.http.get("/api/sessions", headers=auth_headers(forged, accessor))
         assert response.status_code == 401, response.text
         assert response.json()["message"].startswith("[gateway auth] identity token rejected")
-        ok = client.http.get("/api/sessions", headers={"Authorization": f"Bearer {token}"})
+        ok = client.http.get("/api/sessions", headers=auth_headers(token, accessor))
         assert ok.status_code == 200
 
 

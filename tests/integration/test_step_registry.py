@@ -15,6 +15,7 @@ import httpx
 import psycopg
 
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.wire.sessions import VAULT_ACCESSOR_HEADER
 from tests.support.gateway_support import CONNECTION, StepClient, extra_gateway, new_step
 
 
@@ -33,12 +34,11 @@ def _refusals(stack: StackInfo, step: StepClient, reason: str) -> int:
     return int(row[0])
 
 
-def _replay(url: str, token: str, script: str = "SELECT 1") -> httpx.Response:
+def _replay(url: str, sent: dict[str, str], script: str = "SELECT 1") -> httpx.Response:
+    """An exec with headers a step sent before (its identity token and Vault accessor)."""
     with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
         return http.post(
-            "/api/sessions",
-            json={"connection": CONNECTION, "script": script},
-            headers={"Authorization": f"Bearer {token}"},
+            "/api/sessions", json={"connection": CONNECTION, "script": script}, headers=sent
         )
 
 
@@ -49,27 +49,27 @@ def test_replay_after_end_is_refused_on_every_replica_and_mints_nothing(
         step = StepClient(stack, new_step())
         try:
             assert step.exec("SELECT 1").status_code == 200
-            token = step.token()
+            sent = step.headers()
             with httpx.Client(base_url=running, trust_env=False) as http:
                 # The running replica has seen (and cached) the live token before the end.
-                seen = http.get("/api/sessions", headers={"Authorization": f"Bearer {token}"})
+                seen = http.get("/api/sessions", headers=sent)
                 assert seen.status_code == 200
             assert step.end().status_code == 200
             before = _roles(admin_conn)
             # The gateway that ended the step, and a replica that was running meanwhile.
             for url in (stack.gateway_url, running):
-                refused = _replay(url, token)
+                refused = _replay(url, sent)
                 assert refused.status_code == 401, refused.text
                 assert "has ended" in refused.json()["message"]
                 reads = httpx.get(
                     f"{url}/api/sessions",
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=sent,
                     trust_env=False,
                 )
                 assert reads.status_code == 401
             # A replica started after the end (or the gateway restarted): it never heard it.
             with extra_gateway(stack, "later") as later:
-                refused = _replay(later, token)
+                refused = _replay(later, sent)
                 assert refused.status_code == 401, refused.text
             assert _roles(admin_conn) - before == set()  # no database user minted
             assert _refusals(stack, step, "step ended") >= 5
@@ -83,10 +83,10 @@ def test_replay_after_the_task_revoked_its_vault_token_and_ended(
     """The task's end: steps/end and the Vault revoke side by side (task/step_session.py)."""
     step = StepClient(stack, new_step())
     assert step.exec("SELECT 1").status_code == 200
-    token = step.token()
+    sent = step.headers()
     step.close()  # steps/end, then the step's Vault token revoked
     before = _roles(admin_conn)
-    assert _replay(stack.gateway_url, token).status_code == 401
+    assert _replay(stack.gateway_url, sent).status_code == 401
     assert _roles(admin_conn) - before == set()
 
 
@@ -98,8 +98,8 @@ def test_a_step_held_by_one_replica_gets_409_on_another(
         try:
             assert step.exec("CREATE TEMP TABLE t409 (n int)").status_code == 200
             before = _roles(admin_conn)
-            token = step.token()
-            answer = _replay(second, token, "INSERT INTO t409 VALUES (1)")
+            sent = step.headers()
+            answer = _replay(second, sent, "INSERT INTO t409 VALUES (1)")
             assert answer.status_code == 409, answer.text
             owner = answer.headers["X-Hoop-Step-Owner"]
             assert owner in answer.json()["message"]
@@ -111,9 +111,7 @@ def test_a_step_held_by_one_replica_gets_409_on_another(
             assert again.status_code == 200, again.text
             # Ending the step on the other replica ends it everywhere.
             with httpx.Client(base_url=second, trust_env=False) as http:
-                ended = http.post(
-                    "/api/airflow-hoop/steps/end", headers={"Authorization": f"Bearer {token}"}
-                )
+                ended = http.post("/api/airflow-hoop/steps/end", headers=sent)
             assert ended.status_code == 200, ended.text
             assert step.exec("SELECT 1").status_code == 401
         finally:
@@ -125,10 +123,10 @@ def test_a_fenced_owner_hands_the_step_over(stack: StackInfo) -> None:
     step = StepClient(stack, new_step())
     try:
         with extra_gateway(stack, "first") as first:
-            token = step.token()
-            assert _replay(first, token).status_code == 200
+            sent = step.headers()
+            assert _replay(first, sent).status_code == 200
         # ``first`` stopped (stopped_at set): the stack's gateway may now claim the step.
-        answer: Any = _replay(stack.gateway_url, token)
+        answer: Any = _replay(stack.gateway_url, sent)
         assert answer.status_code == 200, answer.text
     finally:
         step.close()
@@ -166,7 +164,7 @@ def test_a_task_resumed_after_a_deferral_logs_in_again_and_runs(stack: StackInfo
     ref = new_step()
     first = StepClient(stack, ref)
     assert first.exec("SELECT 1").status_code == 200
-    old = first.token()
+    old = first.headers()
     first.close()  # the process exits at the deferral: steps/end and the Vault revoke
     time.sleep(1.1)  # iat has a one-second grain: a token of the end's second is refused
     resumed = StepClient(stack, ref)
@@ -178,3 +176,69 @@ def test_a_task_resumed_after_a_deferral_logs_in_again_and_runs(stack: StackInfo
             assert _replay(other, old).status_code == 401
     finally:
         resumed.close()
+
+
+def test_a_vault_token_revoked_out_of_band_kills_the_steps_requests(
+    stack: StackInfo, admin_conn: Callable[..., psycopg.Connection], bao_root: Any
+) -> None:
+    """No steps/end: an operator revokes the step's Vault token (``vault token revoke``, or a
+    task killed before its end). Within ``vault.token_recheck_seconds`` (1 s here) every request
+    with the step's identity token is refused, on every replica, recorded, and nothing is
+    minted: the token the request names by its accessor no longer exists."""
+    step = StepClient(stack, new_step())
+    try:
+        assert step.exec("SELECT 1").status_code == 200
+        sent = step.headers()
+        bao_root.auth.token.revoke_accessor(sent[VAULT_ACCESSOR_HEADER])
+        time.sleep(1.2)  # the gateway trusts Vault's last answer for token_recheck_seconds
+        before = _roles(admin_conn)
+        refused = _replay(stack.gateway_url, sent)
+        assert refused.status_code == 401, refused.text
+        assert "revoked or expired" in refused.json()["message"]
+        with extra_gateway(stack, "revoked") as other:  # never saw the step: asks Vault at once
+            assert _replay(other, sent).status_code == 401
+        assert _roles(admin_conn) - before == set()
+        assert _refusals(stack, step, "revoked or expired") >= 2
+    finally:
+        step.http.close()
+
+
+def test_a_step_revoked_before_its_first_statement_gets_no_user(
+    stack: StackInfo, admin_conn: Callable[..., psycopg.Connection], bao_root: Any
+) -> None:
+    fresh = StepClient(stack, new_step())
+    try:
+        sent = fresh.headers()  # logged in, identity token fetched, nothing sent yet
+        bao_root.auth.token.revoke_accessor(sent[VAULT_ACCESSOR_HEADER])
+        before = _roles(admin_conn)
+        refused = _replay(stack.gateway_url, sent)
+        assert refused.status_code == 401, refused.text
+        assert _roles(admin_conn) - before == set()
+    finally:
+        fresh.http.close()
+
+
+def test_the_vault_token_a_request_names_must_be_its_steps_own(
+    stack: StackInfo, admin_conn: Callable[..., psycopg.Connection]
+) -> None:
+    """A kept identity token cannot borrow the accessor of another live login (another step's,
+    or none at all): the accessor's token must be the identity token's entity, the same step."""
+    victim, other = StepClient(stack, new_step()), StepClient(stack, new_step())
+    try:
+        before = _roles(admin_conn)
+        borrowed = {
+            **victim.headers(),
+            VAULT_ACCESSOR_HEADER: other.headers()[VAULT_ACCESSOR_HEADER],
+        }
+        refused = _replay(stack.gateway_url, borrowed)
+        assert refused.status_code == 401, refused.text
+        assert "is not step" in refused.json()["message"]
+        bare = {"Authorization": victim.headers()["Authorization"]}
+        missing = _replay(stack.gateway_url, bare)
+        assert missing.status_code == 401, missing.text
+        assert VAULT_ACCESSOR_HEADER in missing.json()["message"]
+        assert _roles(admin_conn) - before == set()
+        assert victim.exec("SELECT 1").status_code == 200  # its own accessor: runs
+    finally:
+        victim.close()
+        other.close()

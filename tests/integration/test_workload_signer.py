@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from support.gateway_support import CONNECTION, new_step, step_rows
+from support.gateway_support import CONNECTION, auth_headers, new_step, step_rows
 
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
@@ -67,7 +67,7 @@ def test_a_step_signed_by_vault_transit_runs_as_itself(stack: StackInfo) -> None
     # No workload_key_path: this worker has no key file, only the signer login.
     config = StepVaultConfig(url=stack.bao_addr, jwt_issuer=stack.jwt_issuer, **signer)
     session = StepVaultSession(config, step)
-    headers = {"Authorization": f"Bearer {session.identity_token()}"}
+    headers = auth_headers(session.identity_token(), session.accessor())
     try:
         with httpx.Client(base_url=stack.gateway_url, trust_env=False, timeout=60) as http:
             response = http.post(

@@ -26,6 +26,7 @@ from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import LedgerRecord, StepRef
 from airflow_hoop.task.vault import StepVaultSession
 from airflow_hoop.task.vault_config import StepVaultConfig
+from airflow_hoop.wire.sessions import VAULT_ACCESSOR_HEADER
 
 CONNECTION = "warehouse"
 
@@ -38,6 +39,14 @@ def new_step(dag_id: str = "test_gateway", task_id: str = "task", try_number: in
         run_id=f"manual__{uuid.uuid4().hex[:10]}",
         try_number=try_number,
     )
+
+
+def auth_headers(token: str, accessor: str | None) -> dict[str, str]:
+    """A step's request headers: its identity token, and its Vault token by accessor."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if accessor:
+        headers[VAULT_ACCESSOR_HEADER] = accessor
+    return headers
 
 
 class StepClient:
@@ -62,7 +71,8 @@ class StepClient:
         return self.vault.identity_token()
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"}
+        """The step's identity token and its Vault token's accessor, as the client sends them."""
+        return auth_headers(self.token(), self.vault.accessor())
 
     def exec(
         self,

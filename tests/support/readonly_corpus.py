@@ -59,6 +59,23 @@ CORPUS: list[Attack] = [
     _a("security definer, PUBLIC may execute", "SELECT ro_definer_{x}()"),
     _a("procedure", "CALL ro_proc_{x}()"),
     _a("DO block", "DO $$BEGIN INSERT INTO {t} VALUES (900, 'do'); END$$"),
+    # Alone and with autocommit the gateway sends no query before them (read_only.py): the
+    # snapshot their own execution takes must make PostgreSQL refuse the READ WRITE they ask.
+    # (Approved, they fail too: the snapshot comes first in a read-write transaction as well.)
+    _a(
+        "procedure asking for READ WRITE",
+        "CALL ro_rwproc_{x}()",
+        ACTIVE_TX,
+        READ_ONLY,
+        approved_runs=False,
+    ),
+    _a(
+        "DO block asking for READ WRITE",
+        "DO $$BEGIN SET TRANSACTION READ WRITE; INSERT INTO {t} VALUES (910, 'rw'); END$$",
+        ACTIVE_TX,
+        READ_ONLY,
+        approved_runs=False,
+    ),
     # -- shadowed names: a built-in's name with another signature ---------------------------
     _a("shadowed upper(int)", "SELECT upper(7)"),
     _a("shadowed schema-qualified lower(int)", "SELECT public.lower(8)"),
@@ -197,6 +214,8 @@ def objects(suffix: str) -> list[str]:
         f"$$ DELETE FROM {a} RETURNING id $$",
         f"CREATE VIEW ro_view_{x} AS SELECT ro_ins_{x}() AS n",
         f"CREATE PROCEDURE ro_proc_{x}() LANGUAGE sql AS $$ DELETE FROM {t} $$",
+        f"CREATE PROCEDURE ro_rwproc_{x}() LANGUAGE plpgsql AS "
+        f"$$BEGIN SET TRANSACTION READ WRITE; DELETE FROM {t}; END$$",
         f"CREATE OR REPLACE FUNCTION public.upper(int) RETURNS text LANGUAGE sql AS "
         f"$$ {ins} RETURNING 'up' $$",
         f"CREATE OR REPLACE FUNCTION public.lower(int) RETURNS text LANGUAGE sql AS "
@@ -219,6 +238,7 @@ def objects(suffix: str) -> list[str]:
         f"ALTER FUNCTION ro_upd_{x}() OWNER TO {writer}",
         f"ALTER FUNCTION ro_srf_{x}() OWNER TO {writer}",
         f"ALTER PROCEDURE ro_proc_{x}() OWNER TO {writer}",
+        f"ALTER PROCEDURE ro_rwproc_{x}() OWNER TO {writer}",
     ]
 
 
@@ -231,7 +251,7 @@ def drop(suffix: str) -> list[str]:
         f"DROP SEQUENCE IF EXISTS ro_seq_{x}",
         f'DROP FUNCTION IF EXISTS ro_ins_{x}(), ro$ins_{x}(), "Select_{x}"(), ro_upd_{x}(), '
         f"ro_srf_{x}(), ro_definer_{x}()",
-        f"DROP PROCEDURE IF EXISTS ro_proc_{x}()",
+        f"DROP PROCEDURE IF EXISTS ro_proc_{x}(), ro_rwproc_{x}()",
         "DROP FUNCTION IF EXISTS public.upper(int), public.lower(int), public.length(int)",
     ]
 

@@ -40,6 +40,9 @@ class StepPrincipal(BaseModel):
     #: The identity token's ``iat``: a step's end refuses the tokens issued before it, while a
     #: task resumed after a deferral (same try, a new Vault login) gets fresh ones.
     issued_at: float = 0.0
+    #: The identity token's ``sub``: the Vault entity that logged in as the step. The Vault
+    #: token the request names must be this entity's (access/token_liveness.py).
+    entity_id: str = ""
 
     @property
     def name(self) -> str:
@@ -159,8 +162,8 @@ class Authenticator:
         token = _bearer(authorization)
         if token.startswith(_API_KEY_PREFIX):
             return self._api_key(token)
-        step, issued_at = await self.verify(token)
-        return StepPrincipal(step=step, issued_at=issued_at)
+        step, issued_at, entity_id = await self.verify(token)
+        return StepPrincipal(step=step, issued_at=issued_at, entity_id=entity_id)
 
     def _api_key(self, key: str) -> ApiKeyPrincipal:
         digest = ApiKey.digest(key)
@@ -179,15 +182,15 @@ class Authenticator:
     async def verify_identity_token(self, token: str) -> StepRef:
         return (await self.verify(token))[0]
 
-    async def verify(self, token: str) -> tuple[StepRef, float]:
-        """The step an identity token names, and its ``iat``."""
+    async def verify(self, token: str) -> tuple[StepRef, float, str]:
+        """The step an identity token names, its ``iat`` and its ``sub`` (the Vault entity)."""
         cached = self._verified.lookup(token)
         if cached is not None:
-            step, expires_at, issued_at = cached
+            step, expires_at, issued_at, entity_id = cached
             if expires_at <= time.time() - self.leeway:  # PyJWT's own test of exp
                 self._verified.forget(token)
                 raise _expired()
-            return step, issued_at
+            return step, issued_at, entity_id
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -215,7 +218,10 @@ class Authenticator:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iat", "iss", "aud"], "verify_signature": True},
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub"],
+                    "verify_signature": True,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise _expired() from None
@@ -232,7 +238,7 @@ class Authenticator:
         except jwt.MissingRequiredClaimError as exc:
             raise GatewayAuthError(
                 f"identity token lacks the {exc.claim!r} claim",
-                "use a Vault identity token (it always carries exp, iat, iss, aud)",
+                "use a Vault identity token (it always carries exp, iat, iss, aud, sub)",
             ) from None
         except jwt.ImmatureSignatureError:
             raise GatewayAuthError(
@@ -257,8 +263,11 @@ class Authenticator:
                 "vault.max_identity_token_seconds in the gateway settings",
             )
         step = _step_from(claims)
-        self._verified.remember(token, step, float(claims["exp"]), float(claims["iat"]))
-        return step, float(claims["iat"])
+        entity_id = str(claims["sub"])
+        self._verified.remember(
+            token, step, float(claims["exp"]), float(claims["iat"]), entity_id=entity_id
+        )
+        return step, float(claims["iat"]), entity_id
 
 
 def _expired() -> GatewayAuthError:

@@ -23,13 +23,13 @@ DEFAULT_MAX_ENTRIES = 4096
 
 
 class _Entry:
-    __slots__ = ("expires_at", "issued_at", "step", "verified_at")
+    __slots__ = ("entity_id", "expires_at", "issued_at", "step", "verified_at")
 
     def __init__(
-        self, step: StepRef, expires_at: float, issued_at: float, verified_at: float
+        self, step: StepRef, expires_at: float, issued_at: float, verified_at: float, entity_id: str
     ) -> None:
         self.step, self.expires_at, self.verified_at = step, expires_at, verified_at
-        self.issued_at = issued_at
+        self.issued_at, self.entity_id = issued_at, entity_id
 
 
 class VerifiedTokens:
@@ -40,16 +40,18 @@ class VerifiedTokens:
         self.max_entries = max_entries
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
 
-    def remember(self, token: str, step: StepRef, expires_at: float, issued_at: float) -> None:
+    def remember(
+        self, token: str, step: StepRef, expires_at: float, issued_at: float, entity_id: str = ""
+    ) -> None:
         """Record a token that passed full verification (signature, issuer, audience, claims)."""
         key = _key(token)
-        self._entries[key] = _Entry(step, expires_at, issued_at, time.monotonic())
+        self._entries[key] = _Entry(step, expires_at, issued_at, time.monotonic(), entity_id)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def lookup(self, token: str) -> tuple[StepRef, float, float] | None:
-        """(step, exp, iat) of a remembered token, or None when it must be verified in full.
+    def lookup(self, token: str) -> tuple[StepRef, float, float, str] | None:
+        """(step, exp, iat, sub) of a remembered token, or None when it must be verified in full.
 
         The caller still checks ``exp`` against the clock: expiry is never cached.
         """
@@ -60,7 +62,7 @@ class VerifiedTokens:
         if time.monotonic() - entry.verified_at > self.max_age_seconds:
             del self._entries[key]
             return None
-        return entry.step, entry.expires_at, entry.issued_at
+        return entry.step, entry.expires_at, entry.issued_at, entry.entity_id
 
     def forget(self, token: str) -> None:
         self._entries.pop(_key(token), None)

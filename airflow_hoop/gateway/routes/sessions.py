@@ -16,7 +16,7 @@ from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, StepPrincipal
 from airflow_hoop.gateway.db.store import SessionRow
 from airflow_hoop.gateway.execution.sessions import RunningSession
 from airflow_hoop.gateway.pipeline import Rejected
-from airflow_hoop.gateway.routes.deps import Caller, Svc, owned_session
+from airflow_hoop.gateway.routes.deps import Caller, EndingCaller, Svc, owned_session
 from airflow_hoop.wire.sessions import (
     ExecRequest,
     ExecResponse,
@@ -203,7 +203,7 @@ def _session_info(row: SessionRow) -> SessionInfo:
 # -- airflow-hoop extensions -----------------------------------------------------------------
 @router.post("/airflow-hoop/steps/end")
 async def end_step(
-    svc: Svc, caller: Caller, revoke: Annotated[RevokeMode, Query()] = "wait"
+    svc: Svc, caller: EndingCaller, revoke: Annotated[RevokeMode, Query()] = "wait"
 ) -> StepEndResponse:
     """The step is over: close its connections, revoke its database users, record it.
 
