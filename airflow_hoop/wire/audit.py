@@ -7,9 +7,9 @@ an auditor key). Read-only: nothing here describes a change to the ledger.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 #: The most rows one search page answers.
 MAX_SEARCH_PAGE = 200
@@ -21,6 +21,17 @@ MAX_RUN_RECORDS = 50_000
 MAX_OUTPUT_CHARS = 65_536
 
 Status = Literal["success", "failed", "killed", "interrupted", "open"]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here (422) rather than by the database (503).
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+#: A filter value that PostgreSQL can compare with (no NUL).
+FilterText = Annotated[str, AfterValidator(_no_nul)]
 
 
 class AuditQuery(BaseModel):
@@ -36,12 +47,12 @@ class AuditQuery(BaseModel):
 
     since: datetime | None = None
     until: datetime | None = None
-    dag_ids: list[str] | None = Field(None, max_length=MAX_DAG_IDS)
-    dag_id: str | None = Field(None, max_length=250)
-    task_id: str | None = Field(None, max_length=250)
-    run_id: str | None = Field(None, max_length=250)
-    connection: str | None = Field(None, max_length=250)
-    user: str | None = Field(None, max_length=250)
+    dag_ids: list[FilterText] | None = Field(None, max_length=MAX_DAG_IDS)
+    dag_id: FilterText | None = Field(None, max_length=250)
+    task_id: FilterText | None = Field(None, max_length=250)
+    run_id: FilterText | None = Field(None, max_length=250)
+    connection: FilterText | None = Field(None, max_length=250)
+    user: FilterText | None = Field(None, max_length=250)
     status: Status | None = None
     before_seq: int | None = Field(None, ge=1)
     limit: int = Field(50, ge=1, le=MAX_SEARCH_PAGE)
