@@ -122,7 +122,8 @@ def test_page_has_every_benchmark_in_order_with_goals(results: Path) -> None:
     assert "| best |  |  |  | 12,346 records/s | >= 5,000 records/s (median) | met |" in ledger
     summary = page.split("## Summary")[1].split("## ")[0]
     assert (
-        "| [Step overhead](#step-overhead) | #2 [spine], #15 [enforce] | 0 of 1 | 8 cores, 31.2 GiB |" in summary
+        "| [Step overhead](#step-overhead) | #2 [spine], #15 [enforce] | 0 of 1 | 8 cores, 31.2 GiB |"
+        in summary
     )
     assert "| [Ledger](#ledger) | #5 [evidence] | 1 of 1 |" in summary
 
