@@ -62,6 +62,13 @@ class StepEndedError(GatewayAuthError):
     )
 
 
+class VaultTokenGoneError(GatewayAuthError):
+    """The Vault token a step's request names is revoked or expired (401); the refusal is
+    recorded and what the gateway held for the step is released."""
+
+    default_fix = "a step's requests end with its Vault token; a running task logs in again"
+
+
 class StepElsewhereError(HoopError):
     """Another gateway process holds the step (409); nothing ran, the refusal is recorded."""
 

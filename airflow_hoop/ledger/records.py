@@ -210,7 +210,8 @@ class CredentialRevoked(_Body):
     lease_id: str
     db_user: str
     # "interrupted": revoked by the recovery sweep after the gateway that held it died.
-    reason: Literal["step-end", "expired", "error", "shutdown", "interrupted"]
+    #: token-revoked: the step's Vault token was found revoked (gateway/access/token_liveness.py)
+    reason: Literal["step-end", "expired", "error", "shutdown", "interrupted", "token-revoked"]
 
 
 class ReviewStatement(BaseModel):

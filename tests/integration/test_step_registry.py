@@ -34,6 +34,21 @@ def _refusals(stack: StackInfo, step: StepClient, reason: str) -> int:
     return int(row[0])
 
 
+def _revoked_for(stack: StackInfo, user: str) -> list[str]:
+    """Reasons of the ``credential.revoked`` records of database user ``user``."""
+    deadline = time.monotonic() + 10
+    while True:
+        with psycopg.connect(stack.admin_dsn(stack.gateway_db)) as conn:
+            rows = conn.execute(
+                "SELECT body::jsonb->'body'->>'reason' FROM ledger "
+                "WHERE kind = 'credential.revoked' AND body::jsonb->'body'->>'db_user' = %s",
+                (user,),
+            ).fetchall()
+        if rows or time.monotonic() > deadline:
+            return [r[0] for r in rows]
+        time.sleep(0.1)
+
+
 def _replay(url: str, sent: dict[str, str], script: str = "SELECT 1") -> httpx.Response:
     """An exec with headers a step sent before (its identity token and Vault accessor)."""
     with httpx.Client(base_url=url, trust_env=False, timeout=30) as http:
@@ -187,7 +202,9 @@ def test_a_vault_token_revoked_out_of_band_kills_the_steps_requests(
     minted: the token the request names by its accessor no longer exists."""
     step = StepClient(stack, new_step())
     try:
-        assert step.exec("SELECT 1").status_code == 200
+        ran = step.exec("SELECT session_user")
+        assert ran.status_code == 200, ran.text
+        user = ran.json()["airflow_hoop"]["rows"][0][0]
         sent = step.headers()
         bao_root.auth.token.revoke_accessor(sent[VAULT_ACCESSOR_HEADER])
         time.sleep(1.2)  # the gateway trusts Vault's last answer for token_recheck_seconds
@@ -195,6 +212,12 @@ def test_a_vault_token_revoked_out_of_band_kills_the_steps_requests(
         refused = _replay(stack.gateway_url, sent)
         assert refused.status_code == 401, refused.text
         assert "revoked or expired" in refused.json()["message"]
+        # What the gateway held for the step goes at once: its user revoked and recorded.
+        deadline = time.monotonic() + 10
+        while user in _roles(admin_conn) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert user not in _roles(admin_conn)
+        assert _revoked_for(stack, user) == ["token-revoked"]
         with extra_gateway(stack, "revoked") as other:  # never saw the step: asks Vault at once
             assert _replay(other, sent).status_code == 401
         assert _roles(admin_conn) - before == set()

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from airflow_hoop.errors import GatewayAuthError, VaultError
+from airflow_hoop.errors import GatewayAuthError, VaultError, VaultTokenGoneError
 from airflow_hoop.gateway.vault import TokenLookup
 from airflow_hoop.ledger.records import StepRef
 
@@ -87,10 +87,8 @@ class VaultTokenLiveness:
                 return self._belongs(known, step, entity_id)
             if found is None:
                 self._known.pop(accessor, None)
-                raise GatewayAuthError(
-                    f"the Vault token of step {step.key} is revoked or expired",
-                    "the step's requests end with its Vault token; a running task logs in "
-                    "again (a new try or a resumed task)",
+                raise VaultTokenGoneError(
+                    f"the Vault token of step {step.key} is revoked or expired"
                 )
             known = _Known(found, time.monotonic())
             self._known[accessor] = known
@@ -98,10 +96,7 @@ class VaultTokenLiveness:
             while len(self._known) > _MAX_ENTRIES:
                 self._known.popitem(last=False)
         if known.expires_at <= now:
-            raise GatewayAuthError(
-                f"the Vault token of step {step.key} has expired",
-                "a running task logs in again (a new try or a resumed task)",
-            )
+            raise VaultTokenGoneError(f"the Vault token of step {step.key} has expired")
         self._belongs(known, step, entity_id)
 
     @staticmethod

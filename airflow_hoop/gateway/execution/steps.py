@@ -35,7 +35,7 @@ from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, Ste
 
 log = logging.getLogger(__name__)
 
-ReleaseReason = Literal["step-end", "expired", "error", "shutdown"]
+ReleaseReason = Literal["step-end", "expired", "error", "shutdown", "token-revoked"]
 #: (step key, connection name, read-only?)
 ContextKey = tuple[str, str, bool]
 Connection = PostgresConnection | ShellConnection
@@ -261,6 +261,12 @@ class StepRegistry:
         self.tenure.note_end(step)  # before releasing: a context being minted now sees it
         victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
         return await self._release_all(victims, "step-end", revoke_later=not wait)
+
+    async def release_step(self, step: StepRef, reason: ReleaseReason) -> list[str]:
+        """Release what this process holds for ``step`` without ending it (a resumed task may
+        log in again); the users are revoked and recorded in the background."""
+        victims = [c for k, c in list(self._contexts.items()) if k[0] == step.key]
+        return await self._release_all(victims, reason, revoke_later=True)
 
     async def release_all(self, reason: ReleaseReason = "shutdown") -> list[str]:
         released = await self._release_all(list(self._contexts.values()), reason)

@@ -12,7 +12,7 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Header, HTTPException, Request
 
-from airflow_hoop.errors import GatewayAuthError
+from airflow_hoop.errors import GatewayAuthError, VaultTokenGoneError
 from airflow_hoop.gateway.access.auth import Authenticator, Principal, StepPrincipal
 from airflow_hoop.gateway.access.ended_steps import EndedStepGuard
 from airflow_hoop.gateway.access.token_liveness import VaultTokenLiveness
@@ -92,6 +92,9 @@ async def principal(
             await svc.liveness.check(caller.step, caller.entity_id, vault_accessor)
         except GatewayAuthError as exc:
             await record_step_refusal(svc.store, caller.step, "-", exc.what)
+            if isinstance(exc, VaultTokenGoneError):
+                # Its database users go too, here and now, not at the idle reaper.
+                await svc.registry.release_step(caller.step, "token-revoked")
             raise
     return caller
 
