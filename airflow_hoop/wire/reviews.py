@@ -134,6 +134,11 @@ class ReviewCreate(BaseModel):
     command_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     justification: str = Field("", max_length=MAX_JUSTIFICATION)
     context: dict[str, str] = Field(default_factory=dict, max_length=20)
+    wait_deadline: datetime | None = Field(
+        None,
+        description="when the requesting task stops waiting; the gateway's webhook reminds "
+        "approvers before it (docs/notifications.md)",
+    )
 
 
 class ReviewCreated(BaseModel):
