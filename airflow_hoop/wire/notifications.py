@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 from urllib.parse import quote, urlparse
 
@@ -84,6 +84,12 @@ def summarize(scripts: list[str], command_sha256: str) -> str:
     lines.append(f"command sha256 {command_sha256[:16]}…")
     text = "\n".join(lines)
     return text if len(text) <= MAX_SUMMARY else text[: MAX_SUMMARY - 1] + "…"
+
+
+def reminder_time(created: datetime, deadline: datetime, lead_seconds: float) -> datetime:
+    """``lead_seconds`` before the deadline, or half-way through the wait when that is later."""
+    wait = (deadline - created).total_seconds()
+    return deadline - timedelta(seconds=min(lead_seconds, max(wait, 0.0) / 2))
 
 
 def approvals_link(

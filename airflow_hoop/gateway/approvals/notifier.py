@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, utc_now
@@ -23,15 +23,9 @@ from airflow_hoop.gateway.approvals.wire import to_review
 from airflow_hoop.gateway.db.notification_outbox import NotificationOutbox, NotificationRow
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.notification_settings import NotificationSettings
-from airflow_hoop.wire.notifications import ApprovalNotification, NotificationKind
+from airflow_hoop.wire.notifications import ApprovalNotification, NotificationKind, reminder_time
 
 log = logging.getLogger(__name__)
-
-
-def reminder_time(created: datetime, deadline: datetime, lead_seconds: float) -> datetime:
-    """``lead_seconds`` before the deadline, or half-way through the wait when that is later."""
-    wait = (deadline - created).total_seconds()
-    return deadline - timedelta(seconds=min(lead_seconds, max(wait, 0.0) / 2))
 
 
 class ReviewNotifier:
