@@ -78,23 +78,23 @@ class ReviewNotifier:
         task.add_done_callback(self._tasks.discard)
 
     async def _requested(self, row: ReviewRow, wait_deadline: datetime | None) -> None:
+        # The reminder first: a slow receiver of the request must not delay its schedule.
+        if wait_deadline is not None and wait_deadline > utc_now():
+            due = reminder_time(row.created_at, wait_deadline, self.settings.reminder_lead_seconds)
+            try:
+                await self.outbox.add(
+                    row.id,
+                    "reminder",
+                    "review.reminder",
+                    due,
+                    state="scheduled",
+                    wait_deadline=wait_deadline,
+                )
+            except Exception as exc:
+                log.warning(
+                    "[notifications] cannot schedule the reminder of review %s: %s", row.id, exc
+                )
         await self._send(row, "requested", "review.requested", wait_deadline)
-        if wait_deadline is None or wait_deadline <= utc_now():
-            return
-        due = reminder_time(row.created_at, wait_deadline, self.settings.reminder_lead_seconds)
-        try:
-            await self.outbox.add(
-                row.id,
-                "reminder",
-                "review.reminder",
-                due,
-                state="scheduled",
-                wait_deadline=wait_deadline,
-            )
-        except Exception as exc:
-            log.warning(
-                "[notifications] cannot schedule the reminder of review %s: %s", row.id, exc
-            )
 
     async def _send(
         self,
