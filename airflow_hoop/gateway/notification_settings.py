@@ -56,15 +56,23 @@ class WebhookSettings(BaseModel):
                 f"webhook secret_file {value} is readable by others (mode "
                 f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it"
             )
+        _read_key(value)  # now, so that check-config and the start name a short key
         return value
 
     def secret(self) -> SecretStr:
         """The key, read at each start (rotate the file, restart the gateway)."""
-        with open(self.secret_file, "rb") as fh:
+        return SecretStr(_read_key(self.secret_file).decode("utf-8", "surrogateescape"))
+
+
+def _read_key(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
             key = fh.read().strip()
-        if len(key) < 32:
-            raise ValueError(f"webhook secret_file {self.secret_file} holds fewer than 32 bytes")
-        return SecretStr(key.decode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        raise ValueError(f"cannot read webhook secret_file {path}: {exc.strerror}") from None
+    if len(key) < 32:
+        raise ValueError(f"webhook secret_file {path} holds fewer than 32 bytes; use a random key")
+    return key
 
 
 class NotificationSettings(BaseModel):

@@ -189,12 +189,26 @@ def test_webhook_secret_must_be_private(tmp_path):
 
 
 def test_webhook_secret_too_short_and_bad_url_are_refused(tmp_path):
-    short = WebhookSettings(
-        url="https://hooks.example/x", secret_file=_secret(tmp_path, 0o600, b"short\n")
-    )
-    with pytest.raises(ValueError, match="fewer than 32 bytes"):
-        short.secret()
+    with pytest.raises(ValidationError, match="fewer than 32 bytes"):
+        WebhookSettings(
+            url="https://hooks.example/x", secret_file=_secret(tmp_path, 0o600, b"short\n")
+        )
     with pytest.raises(ValidationError, match="must be http"):
         WebhookSettings(url="file:///etc/passwd", secret_file=_secret(tmp_path, 0o600))
     with pytest.raises(ValidationError):
         NotificationSettings(webhook={"url": "http://x", "secret_file": "/nonexistent/key"})
+
+
+def test_a_wait_deadline_without_a_time_zone_is_bad_input():
+    from airflow_hoop.wire.reviews import ReviewCreate
+
+    body = {
+        "connection": "warehouse",
+        "target_task_id": "load",
+        "statements": [{"script": "DELETE FROM t"}],
+        "command_sha256": "a" * 64,
+    }
+    with pytest.raises(ValidationError, match="timezone"):
+        ReviewCreate.model_validate({**body, "wait_deadline": "2026-01-01T00:00:00"})
+    ok = ReviewCreate.model_validate({**body, "wait_deadline": "2026-01-01T00:00:00+00:00"})
+    assert ok.wait_deadline is not None

@@ -73,7 +73,13 @@ class ReviewNotifier:
 
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:  # never reaches the review; the row says what was (not) sent
+                log.exception("[notifications] unexpected error; the review goes on")
+
+        task = asyncio.create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
