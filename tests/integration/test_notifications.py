@@ -215,7 +215,10 @@ def test_a_receiver_that_hangs_or_fails_never_blocks_or_fails_the_review(
     ) as sensor:
         response = _ask(sensor, "load", [_insert()])
         assert not receiver.release.is_set()
-        created = _created(response)  # answered while the receiver still holds the webhook
+        created = _created(response)
+        # Answered before the delivery ended: the request did not wait for the receiver.
+        state = _rows(stack, created.review.id).get("requested", ("sending",))[0]
+        assert state == "sending", state
         wait_for(receiver.arrived.is_set, what="the webhook to arrive")
     review_id = created.review.id
     receiver.mode = "error"
@@ -304,6 +307,10 @@ def _smtp_notifier(subject: str = "{{ hoop_notification.subject }}") -> Any:
 
 
 def _trigger_event(trigger: Any) -> dict[str, Any]:
+    from airflow_hoop.triggers import review
+
+    review._clients.clear()  # one client per event loop: this test makes a loop per call
+
     async def first() -> dict[str, Any]:
         async for event in trigger.run():
             return dict(event.payload)

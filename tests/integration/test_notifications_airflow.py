@@ -4,7 +4,7 @@ triggerer (LocalExecutor) with the real gateway, OpenBao and Postgres; Airflow's
 
 Both runs wait in parallel: the operator with ``requires_approval=True`` (approved) and the
 sensor (rejected). Each mails the request when it asks, the reminder when its trigger wakes it
-before the 40 s timeout (lead 15 s), and the decision when it resumes with it.
+half-way through its 60 s wait (lead 30 s), and the decision when it resumes with it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def notify_airflow(stack: StackInfo, mails: tuple[int, list[Mail]]) -> Iterator[
             stack,
             dags,
             AIRFLOW_CONN_HOOP_TEST_SMTP=json.dumps(smtp),
-            AIRFLOW__HOOP__APPROVAL_REMINDER_LEAD_SECONDS="15",
+            AIRFLOW__HOOP__APPROVAL_REMINDER_LEAD_SECONDS="30",
         ) as services:
             services.wait_dag(OP)
             services.wait_dag(SENSOR)

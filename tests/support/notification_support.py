@@ -65,6 +65,7 @@ def smtp_sink() -> Iterator[tuple[int, list[Mail]]]:
 class Posted:
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.perf_counter() when it arrived
 
 
 @dataclass
@@ -87,7 +88,8 @@ def webhook_receiver(path: str = "/hooks/approvals") -> Iterator[WebhookReceiver
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
-            receiver.posted.append(Posted({k.lower(): v for k, v in self.headers.items()}, body))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            receiver.posted.append(Posted(headers, body, time.perf_counter()))
             receiver.arrived.set()
             if receiver.mode == "hold":
                 receiver.release.wait(30)

@@ -31,7 +31,7 @@ with DAG(
         sql=INSERT,
         requires_approval=True,
         approval_justification="load {{ dag_run.conf['table'] }}",
-        approval_timeout=40,
+        approval_timeout=60,
         approval_notifiers=[MAIL],
     )
 
@@ -46,7 +46,7 @@ with DAG(
             task_id="approve_load",
             target_task_id="load",
             justification="load {{ dag_run.conf['table'] }}",
-            timeout=40,
+            timeout=60,
             approval_notifiers=MAIL,
         )
         >> HoopPostgresOperator(task_id="load", conn_id="warehouse_via_hoop", sql=INSERT)
