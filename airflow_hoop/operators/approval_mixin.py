@@ -27,7 +27,7 @@ class RequiresApprovalMixin:
             return self._run(context)
 
         def execute_approved(self, context, event):
-            self.approval_granted(event)
+            self.approval_granted(event, context, resume_method="execute_approved")
             return self._run(context)
 
     The review is bound to this task instance and this try (a retry asks again) and to the

@@ -88,8 +88,17 @@ def default_notifiers() -> list[Any]:
 
 
 def notifiers_of(task: Any) -> list[Any]:
-    """The task's ``approval_notifiers`` followed by the deployment's defaults."""
-    return [*(getattr(task, "approval_notifiers", None) or ()), *default_notifiers()]
+    """The task's ``approval_notifiers`` followed by the deployment's defaults.
+
+    A wrong ``[hoop] approval_notifiers`` is logged, not raised: notifications never stop a
+    review's wait.
+    """
+    try:
+        defaults = default_notifiers()
+    except ConfigError as exc:
+        log.warning("%s; approvals go on without the default notifiers", exc)
+        defaults = []
+    return [*(getattr(task, "approval_notifiers", None) or ()), *defaults]
 
 
 def deadline_in(seconds: float) -> datetime:
