@@ -82,7 +82,13 @@ def default_notifiers() -> list[Any]:
                 "name a module attribute holding a BaseNotifier (module.attribute)",
             ) from None
         if not hasattr(found, "notify") and callable(found):
-            found = found()  # a factory
+            try:
+                found = found()  # a factory
+            except Exception as exc:
+                raise ConfigError(
+                    f"[hoop] approval_notifiers: {path}() failed ({type(exc).__name__})",
+                    "name a notifier, or a factory that returns notifiers without arguments",
+                ) from None
         out.extend(found if isinstance(found, list | tuple) else [found])
     return out
 

@@ -212,3 +212,16 @@ def test_a_wait_deadline_without_a_time_zone_is_bad_input():
         ReviewCreate.model_validate({**body, "wait_deadline": "2026-01-01T00:00:00"})
     ok = ReviewCreate.model_validate({**body, "wait_deadline": "2026-01-01T00:00:00+00:00"})
     assert ok.wait_deadline is not None
+
+
+def test_a_wrong_default_notifier_setting_never_stops_the_wait(monkeypatch, caplog):
+    from airflow_hoop.operators import approval_notify
+
+    class Task:
+        approval_notifiers = ["own"]
+
+    for setting in ("no_such_module.notifier", "json.dumps"):  # not importable; factory fails
+        monkeypatch.setenv("AIRFLOW__HOOP__APPROVAL_NOTIFIERS", setting)
+        assert approval_notify.notifiers_of(Task()) == ["own"]
+        assert "approval_notifiers" in caplog.text
+        caplog.clear()
