@@ -185,12 +185,11 @@ def test_webhook_posts_request_reminder_and_decision_signed(stack, notify_url, r
     assert decided.decision is not None and decided.decision.decision == "APPROVED"
     assert decided.decision.reason == "ok by me" and decided.status == "APPROVED"
     assert got[1][1].wait_deadline is not None
-    rows = _rows(stack, review_id)
-    assert {k: v[0] for k, v in rows.items()} == {
-        "requested": "sent",
-        "reminder": "sent",
-        "decided:1": "sent",
-    }
+    expected = {"requested": "sent", "reminder": "sent", "decided:1": "sent"}
+    wait_for(
+        lambda: {k: v[0] for k, v in _rows(stack, review_id).items()} == expected,
+        what=f"the deliveries recorded {expected}",
+    )
 
 
 def test_reminder_is_not_sent_once_decided(stack, notify_url, receiver):
