@@ -91,6 +91,7 @@ def notify_url(stack: StackInfo, receiver: WebhookReceiver, secret_file: str) ->
 def _receiver_ok(receiver: WebhookReceiver) -> Iterator[None]:
     receiver.mode = "ok"
     receiver.release.clear()
+    receiver.arrived.clear()
     yield
     receiver.release.set()
 
