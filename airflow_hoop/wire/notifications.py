@@ -79,11 +79,16 @@ def summarize(scripts: list[str], command_sha256: str) -> str:
             count = script.count("\n") + 1
             shown = f"[script of {count} line(s), not shown: open the review to read it]"
         lines.append(shown)
+    tail = []
     if len(scripts) > MAX_STATEMENTS:
-        lines.append(f"(+{len(scripts) - MAX_STATEMENTS} more statement(s))")
-    lines.append(f"command sha256 {command_sha256[:16]}…")
+        tail.append(f"(+{len(scripts) - MAX_STATEMENTS} more statement(s))")
+    tail.append(f"command sha256 {command_sha256[:16]}…")
+    # The statements give way to the tail: the count and the digest are always shown.
+    room = MAX_SUMMARY - sum(len(t) + 1 for t in tail)
     text = "\n".join(lines)
-    return text if len(text) <= MAX_SUMMARY else text[: MAX_SUMMARY - 1] + "…"
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return "\n".join([text, *tail])
 
 
 def reminder_time(created: datetime, deadline: datetime, lead_seconds: float) -> datetime:
