@@ -229,7 +229,9 @@ def test_a_receiver_that_hangs_or_fails_never_blocks_or_fails_the_review(
         lambda: (r := _rows(stack, review_id)) and all(v[0] == "failed" for v in r.values()) and r,
         what="both deliveries recorded failed",
     )
-    assert rows["requested"][1] == 2 and "ReadTimeout" in (rows["requested"][2] or "")
+    # 1st attempt held past the 2 s timeout; the 2nd may meet the receiver's 500 already.
+    assert rows["requested"][1] == 2
+    assert any(e in (rows["requested"][2] or "") for e in ("ReadTimeout", "HTTP 500"))
     assert rows["decided:1"][1] == 2 and "HTTP 500" in (rows["decided:1"][2] or "")
 
 
