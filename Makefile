@@ -99,6 +99,7 @@ bench: setup
 	$(call run_bench,export_month,$(EXPORT_ARGS))
 	$(call run_bench,masking,$(MASKING_ARGS))
 	$(call run_bench,approval_latency,$(APPROVAL_ARGS))
+	$(call run_bench,notifications,$(NOTIFY_ARGS))
 	$(call run_bench,ui,$(UI_ARGS))
 	$(call run_bench,load,$(LOAD_ARGS))
 	$(PY) bench/report.py --results $(RESULTS) --out $(PAGE)
@@ -112,6 +113,7 @@ bench-quick:
 		EXPORT_ARGS="--records 20000 -n 1" \
 		MASKING_ARGS="--rows 20000 --runs 2 --shell-mb 4" \
 		APPROVAL_ARGS="-n 2 --sensors 10 --window 10" \
+		NOTIFY_ARGS="-n 5" \
 		UI_ARGS="--records 20000 --statements 50 -n 3" \
 		LOAD_ARGS="--tasks 20 --parallelism 4"
 

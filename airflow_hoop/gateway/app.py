@@ -23,6 +23,8 @@ from airflow_hoop.errors import (
     VaultError,
 )
 from airflow_hoop.gateway.access.auth import Authenticator
+from airflow_hoop.gateway.approvals.notifier import ReviewNotifier
+from airflow_hoop.gateway.approvals.service import ReviewService
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.runners.postgres import TargetUnavailableError
 from airflow_hoop.gateway.execution.runners.sandbox import shell_unavailable
@@ -83,8 +85,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             auth = Authenticator(settings, http)
             step_ends = StepEndBus(settings.database_dsn.get_secret_value(), registry)
             await step_ends.start()
+            # Approval notifications (docs/notifications.md): none without a webhook.
+            notifier = ReviewNotifier.create(settings.notifications, store)
             app.state.services = Services(
-                settings, store, auth, registry, sessions, http, step_ends=step_ends
+                settings,
+                store,
+                auth,
+                registry,
+                sessions,
+                http,
+                reviews=ReviewService(settings, store, notifier),
+                step_ends=step_ends,
             )
             app.state.checkpoints = CheckpointSigner(settings.checkpoints, store, vault)
             registry.start_reaper()
@@ -94,9 +105,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 settings.recovery, store, vault, is_running=sessions.is_running
             )
             await recovery.start()
+            if notifier is not None:
+                notifier.start()
             try:
                 yield
             finally:
+                if notifier is not None:
+                    await notifier.stop()
                 await recovery.stop()
                 await step_ends.stop()
                 await registry.stop_reaper()

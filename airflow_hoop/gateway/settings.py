@@ -31,6 +31,7 @@ from airflow_hoop.gateway.connection_settings import PostgresConnection as Postg
 from airflow_hoop.gateway.connection_settings import ShellConnection as ShellConnection
 from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
+from airflow_hoop.gateway.notification_settings import NotificationSettings
 
 
 class VaultAuth(BaseModel):
@@ -245,6 +246,10 @@ class GatewaySettings(BaseSettings):
     recovery: RecoverySettings = Field(
         default_factory=RecoverySettings,
         description="heartbeat and sweep of sessions left by a dead gateway (docs/faults.md)",
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings,
+        description="approval notifications: the signed webhook (docs/notifications.md)",
     )
 
     @classmethod

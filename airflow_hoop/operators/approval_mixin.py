@@ -7,7 +7,8 @@ when it asks for an approval.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
@@ -26,7 +27,7 @@ class RequiresApprovalMixin:
             return self._run(context)
 
         def execute_approved(self, context, event):
-            self.approval_granted(event)
+            self.approval_granted(event, context, resume_method="execute_approved")
             return self._run(context)
 
     The review is bound to this task instance and this try (a retry asks again) and to the
@@ -38,13 +39,68 @@ class RequiresApprovalMixin:
     approval_timeout: float = 24 * 3600.0
     approval_poll_interval: float = DEFAULT_POLL_INTERVAL
     approval_hoop_conn_id: str | None = None
+    #: Airflow notifiers told of the request, a reminder and the decision (docs/notifications.md).
+    approval_notifiers: Sequence[Any] = ()
 
     def wait_for_own_approval(self, context: Mapping[str, Any], resume_method: str) -> None:
         """Return at once when approved (or not required); otherwise defer to the trigger."""
         if not self.requires_approval:
             return
-        from datetime import timedelta
+        from airflow_hoop.operators import approval_notify
 
+        deadline = approval_notify.deadline_in(self.approval_timeout)
+        created = self._wait(context, resume_method, deadline, remind=True)
+        if created is not None:
+            self._approved_or_fail(created.review, created.review.status)
+
+    def approval_granted(
+        self,
+        event: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
+        resume_method: str = "execute_approved",
+    ) -> Review:
+        """After the deferral: the approved review, or AirflowFailException (no retry).
+
+        With ``context``: a reminder event sends the notifiers' reminder and defers again
+        (``resume_method``), and the decision is posted to the notifiers.
+        """
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        from airflow_hoop.operators import approval_notify
+        from airflow_hoop.operators.approval_request import ApprovalRejected, outcome
+
+        if context is not None:
+            notifiers = approval_notify.notifiers_of(self)
+            deadline = approval_notify.event_deadline(event)
+            if event.get("status") == approval_notify.REMIND and "review" in event:
+                from airflow_hoop.wire.reviews import Review
+
+                review = Review.model_validate(event["review"])
+                approval_notify.notify(notifiers, context, review, "review.reminder", deadline)
+                deadline = deadline or approval_notify.deadline_in(self.approval_timeout)
+                created = self._wait(context, resume_method, deadline, remind=False)
+                assert created is not None  # _wait defers unless the review is settled
+                if created.review.status in approval_notify.DECIDED:
+                    approval_notify.notify(notifiers, context, created.review, "review.decided")
+                return self._approved_or_fail(created.review, created.review.status)
+            decided = approval_notify.decided_review(event)
+            if decided is not None:
+                approval_notify.notify(notifiers, context, decided, "review.decided")
+        try:
+            return outcome(event)
+        except ApprovalRejected as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def _wait(
+        self, context: Mapping[str, Any], resume_method: str, deadline: Any, *, remind: bool
+    ) -> Any:
+        """Ask (idempotent: the open review, a fresh poll token); defer unless settled.
+
+        Returns the ``ReviewCreated`` when the review is already settled.
+        """
+        from datetime import datetime, timezone
+
+        from airflow_hoop.operators import approval_notify
         from airflow_hoop.operators.approval_request import (
             command_for,
             request_approval,
@@ -62,34 +118,38 @@ class RequiresApprovalMixin:
             target_try_number=int(ti.try_number),
             justification=self.approval_justification,
             hoop_conn_id=self.approval_hoop_conn_id,
+            wait_deadline=deadline,
         )
-        status = settled(created.review)
-        if status is not None:
-            self._approved_or_fail(created.review, status)
-            return
+        notifiers = approval_notify.notifiers_of(self)
+        if created.created:
+            approval_notify.notify(notifiers, context, created.review, "review.requested", deadline)
+        if settled(created.review) is not None:
+            return created
+        remaining = (deadline - datetime.now(timezone.utc)).total_seconds()
+        remind_at = (
+            approval_notify.remind_at(created.review.created_at, deadline)
+            if remind and notifiers
+            else None
+        )
         self.defer(  # type: ignore[attr-defined]
-            trigger=trigger_for(created, gateway_url, self.approval_poll_interval),
+            trigger=trigger_for(
+                created,
+                gateway_url,
+                self.approval_poll_interval,
+                remind_at=remind_at,
+                wait_deadline=deadline,
+            ),
             method_name=resume_method,
-            timeout=timedelta(seconds=self.approval_timeout),
+            timeout=timedelta(seconds=max(remaining, 1.0)),
         )
-
-    def approval_granted(self, event: Mapping[str, Any]) -> Review:
-        """After the deferral: the approved review, or AirflowFailException (no retry)."""
-        from airflow.providers.common.compat.sdk import AirflowFailException
-
-        from airflow_hoop.operators.approval_request import ApprovalRejected, outcome
-
-        try:
-            return outcome(event)
-        except ApprovalRejected as exc:
-            raise AirflowFailException(str(exc)) from None
+        return None
 
     def _approved_or_fail(self, review: Review, status: str) -> Review:
         from airflow.providers.common.compat.sdk import AirflowFailException
 
-        from airflow_hoop.operators.approval_request import ApprovalRejected, check
+        from airflow_hoop.operators.approval_request import ApprovalRejected, check, settled
 
         try:
-            return check(review, status)
+            return check(review, settled(review) or status)
         except ApprovalRejected as exc:
             raise AirflowFailException(str(exc)) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, NoReturn
 
 from pydantic import BaseModel
@@ -126,6 +127,7 @@ def request_approval(
     target_try_number: int | None = None,
     justification: str = "",
     hoop_conn_id: str | None = None,
+    wait_deadline: datetime | None = None,
 ) -> tuple[ReviewCreated, str]:
     """Ask as the running step; returns the review (new or already open) and the gateway URL."""
     hook = HoopHook(hoop_conn_id or command.hoop_conn_id or HoopHook.default_conn_name)
@@ -146,6 +148,7 @@ def request_approval(
         command_sha256=command.command_sha256,
         justification=justification or "",
         context={k: v[:500] for k, v in extra.items() if v},
+        wait_deadline=wait_deadline,
     )
     try:
         created = step.client.request_review(body)
@@ -166,15 +169,24 @@ def request_approval(
 
 
 def trigger_for(
-    created: ReviewCreated, gateway_url: str, poll_interval: float, *, end_task: bool = False
+    created: ReviewCreated,
+    gateway_url: str,
+    poll_interval: float,
+    *,
+    end_task: bool = False,
+    remind_at: float | None = None,
+    wait_deadline: datetime | None = None,
 ) -> ReviewTrigger:
-    """The trigger that waits for the review; ``end_task``: succeed the task from the trigger."""
+    """The trigger that waits for the review; ``end_task``: succeed the task from the trigger;
+    ``remind_at``: wake the task then for its notifiers' reminder (docs/notifications.md)."""
     return ReviewTrigger(
         gateway_url=gateway_url,
         review_id=created.review.id,
         poll_token=created.poll_token,
         poll_interval=poll_interval or DEFAULT_POLL_INTERVAL,
         end_task_on_approval=end_task,
+        remind_at=remind_at,
+        wait_deadline=None if wait_deadline is None else wait_deadline.isoformat(),
     )
 
 

@@ -35,6 +35,8 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
     slot, until a person decides in the Airflow UI. ``approval_justification`` (templated) is
     shown to the reviewer; ``approval_timeout`` (seconds, default 24 h) fails the task when
     nobody decides; a rejection fails it without retries, the reason in the log.
+    ``approval_notifiers`` (Airflow notifiers, e.g. ``SmtpNotifier``) are told of the request,
+    of a reminder before the timeout and of the decision (docs/notifications.md).
     """
 
     template_fields: Sequence[str] = (
@@ -51,6 +53,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         approval_justification: str = "",
         approval_timeout: float = 24 * 3600.0,
         approval_poll_interval: float = DEFAULT_POLL_INTERVAL,
+        approval_notifiers: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, **kwargs)
@@ -60,6 +63,14 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         self.approval_timeout = approval_timeout
         self.approval_poll_interval = approval_poll_interval
         self.approval_hoop_conn_id = hoop_conn_id
+        # One notifier or a list, as Airflow's on_*_callback take them (docs/notifications.md).
+        self.approval_notifiers = (
+            list(approval_notifiers)
+            if isinstance(approval_notifiers, list | tuple)
+            else [approval_notifiers]
+            if approval_notifiers is not None
+            else []
+        )
 
     def get_db_hook(self) -> HoopPostgresHook:
         from airflow_hoop.hooks.postgres import HoopPostgresHook
@@ -78,7 +89,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
 
     def execute_approved(self, context: Any, event: dict[str, Any]) -> Any:
         """Resumed after the review was decided: run the approved SQL (or fail)."""
-        self.approval_granted(event)
+        self.approval_granted(event, context, resume_method="execute_approved")
         return self._execute_sql(context)
 
     def _execute_sql(self, context: Any) -> Any:

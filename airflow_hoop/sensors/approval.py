@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -42,6 +41,12 @@ class HoopApprovalSensor(BaseSensorOperator):
     ``poke``/``reschedule`` behave as on any sensor. ``timeout`` fails the sensor (or skips
     it with ``soft_fail``). A rejection fails it without retries, the reason in the log; with
     ``skip_on_reject=True`` it is skipped instead (and so is the target, by trigger rules).
+
+    ``approval_notifiers`` (Airflow notifiers: ``SmtpNotifier``, ``SlackWebhookNotifier``, any)
+    are told of the request, of a reminder before ``timeout`` and of the decision, with a
+    masked summary and a link to the Approvals tab (docs/notifications.md). With notifiers, an
+    approval resumes the sensor on a worker (to post the decision) instead of ending it in the
+    triggerer.
     """
 
     template_fields: Sequence[str] = ("justification",)
@@ -57,6 +62,7 @@ class HoopApprovalSensor(BaseSensorOperator):
         skip_on_reject: bool = False,
         deferrable: bool = True,
         poke_interval: float = DEFAULT_POLL_INTERVAL,
+        approval_notifiers: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -66,45 +72,101 @@ class HoopApprovalSensor(BaseSensorOperator):
         self.hoop_conn_id = hoop_conn_id
         self.skip_on_reject = skip_on_reject
         self.deferrable = deferrable
+        self.approval_notifiers = (
+            list(approval_notifiers)
+            if isinstance(approval_notifiers, list | tuple)
+            else [approval_notifiers]
+            if approval_notifiers is not None
+            else []
+        )
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        from airflow_hoop.operators import approval_notify
+
+        deadline = approval_notify.deadline_in(self.timeout)
+        return self._wait(context, deadline, remind=True)
+
+    def poke(self, context: Any) -> bool:
+        """Non-deferrable mode: ask (idempotent) and look at the review's state."""
+        from airflow_hoop.operators import approval_notify
+        from airflow_hoop.operators.approval_request import settled
+
+        created, _ = self._request(context)
+        notifiers = approval_notify.notifiers_of(self)
+        if created.created:
+            approval_notify.notify(notifiers, context, created.review, "review.requested")
+        status = settled(created.review)
+        if status is None:
+            return False
+        if status in approval_notify.DECIDED:
+            approval_notify.notify(notifiers, context, created.review, "review.decided")
+        self._finish(created.review.model_dump(mode="json"), status)
+        return True
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        """Resumed from the trigger: approved → success; otherwise fail (or skip).
+
+        A reminder event sends the notifiers' reminder and waits again.
+        """
+        from airflow_hoop.operators import approval_notify
+        from airflow_hoop.wire.reviews import Review
+
+        notifiers = approval_notify.notifiers_of(self)
+        deadline = approval_notify.event_deadline(event)
+        if event.get("status") == approval_notify.REMIND and "review" in event:
+            review = Review.model_validate(event["review"])
+            approval_notify.notify(notifiers, context, review, "review.reminder", deadline)
+            return self._wait(context, deadline or approval_notify.deadline_in(self.timeout))
+        decided = approval_notify.decided_review(event)
+        if decided is not None:
+            approval_notify.notify(notifiers, context, decided, "review.decided")
+        return self._finish(event.get("review"), event.get("status"), event)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _wait(self, context: Any, deadline: Any, *, remind: bool = False) -> Any:
+        """Ask (idempotent: the open review, a fresh poll token) and defer unless settled."""
+        from datetime import datetime, timezone
+
+        from airflow_hoop.operators import approval_notify
         from airflow_hoop.operators.approval_request import settled, trigger_for
 
-        started = time.monotonic()
-        created, gateway_url = self._request(context)
-        if settled(created.review) is not None:
-            return self._finish(created.review.model_dump(mode="json"), settled(created.review))
+        created, gateway_url = self._request(context, deadline)
+        notifiers = approval_notify.notifiers_of(self)
+        if created.created:
+            approval_notify.notify(notifiers, context, created.review, "review.requested", deadline)
+        status = settled(created.review)
+        if status is not None:
+            if not remind and status in approval_notify.DECIDED:  # decided while reminding
+                approval_notify.notify(notifiers, context, created.review, "review.decided")
+            return self._finish(created.review.model_dump(mode="json"), status)
         self.log.info(
             "deferring until review %s is decided (poll every %ss)",
             created.review.id,
             self.poke_interval,
         )
-        remaining = max(self.timeout - (time.monotonic() - started), 1.0)
+        remaining = (deadline - datetime.now(timezone.utc)).total_seconds()
+        remind_at = (
+            approval_notify.remind_at(created.review.created_at, deadline)
+            if remind and notifiers
+            else None
+        )
         self.defer(
-            trigger=trigger_for(created, gateway_url, self.poke_interval, end_task=True),
+            # With notifiers the sensor resumes on approval, to post the decision.
+            trigger=trigger_for(
+                created,
+                gateway_url,
+                self.poke_interval,
+                end_task=not notifiers,
+                remind_at=remind_at,
+                wait_deadline=deadline,
+            ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=remaining),
+            timeout=timedelta(seconds=max(remaining, 1.0)),
         )
 
-    def poke(self, context: Any) -> bool:
-        """Non-deferrable mode: ask (idempotent) and look at the review's state."""
-        from airflow_hoop.operators.approval_request import settled
-
-        created, _ = self._request(context)
-        status = settled(created.review)
-        if status is None:
-            return False
-        self._finish(created.review.model_dump(mode="json"), status)
-        return True
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
-        """Resumed from the trigger: approved → success; otherwise fail (or skip)."""
-        return self._finish(event.get("review"), event.get("status"), event)
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _request(self, context: Any) -> Any:
+    def _request(self, context: Any, deadline: Any = None) -> Any:
         from airflow_hoop.operators.approval_request import command_for, request_approval
 
         dag = context["dag"]
@@ -125,6 +187,7 @@ class HoopApprovalSensor(BaseSensorOperator):
             target_map_index=self.target_map_index,
             justification=self.justification,
             hoop_conn_id=self.hoop_conn_id,
+            wait_deadline=deadline,
         )
 
     def _finish(self, review: Any, status: str | None, event: dict[str, Any] | None = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Statuses a human (or the gateway) has settled: the wait is over.
 SETTLED = frozenset({"APPROVED", "REJECTED", "REVOKED", "PROCESSING", "EXECUTED"})
+#: The event that wakes a waiting task to send its approval reminder (docs/notifications.md).
+REMIND = "REMIND"
 
 # One client per triggerer event loop: connections are reused across all waiting triggers.
 _clients: dict[int, httpx.AsyncClient] = {}
@@ -59,6 +62,8 @@ class ReviewTrigger(BaseTrigger):
         poll_token: str,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         end_task_on_approval: bool = False,
+        remind_at: float | None = None,
+        wait_deadline: str | None = None,
     ) -> None:
         super().__init__()
         self.gateway_url = gateway_url.rstrip("/")
@@ -66,6 +71,11 @@ class ReviewTrigger(BaseTrigger):
         self.poll_token = poll_token
         self.poll_interval = max(float(poll_interval), 0.2)
         self.end_task_on_approval = end_task_on_approval
+        #: Epoch seconds: while still pending then, wake the task for its reminder (once: the
+        #: task defers again without it). None: no reminder.
+        self.remind_at = remind_at
+        #: When the task's wait times out (ISO); echoed in every event for the task's re-defer.
+        self.wait_deadline = wait_deadline
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,6 +86,8 @@ class ReviewTrigger(BaseTrigger):
                 "poll_token": self.poll_token,
                 "poll_interval": self.poll_interval,
                 "end_task_on_approval": self.end_task_on_approval,
+                "remind_at": self.remind_at,
+                "wait_deadline": self.wait_deadline,
             },
         )
 
@@ -92,7 +104,8 @@ class ReviewTrigger(BaseTrigger):
                     self._log_decisions(event)
                     yield TaskSuccessEvent(xcoms={"return_value": event["review_id"]})
                 else:
-                    yield TriggerEvent(event)  # the task resumes and fails, skips or runs
+                    # the task resumes and fails, skips or runs (or sends its reminder)
+                    yield TriggerEvent({**event, "wait_deadline": self.wait_deadline})
                 return
             await asyncio.sleep(self.poll_interval)
 
@@ -134,6 +147,13 @@ class ReviewTrigger(BaseTrigger):
         if review.status in SETTLED or expired:
             return {
                 "status": "EXPIRED" if expired else review.status,
+                "review_id": review.id,
+                "review": review.model_dump(mode="json"),
+            }
+        if self.remind_at is not None and time.time() >= self.remind_at:
+            # Still pending near the timeout: the task sends its notifiers' reminder.
+            return {
+                "status": REMIND,
                 "review_id": review.id,
                 "review": review.model_dump(mode="json"),
             }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from airflow_hoop.ledger.records import ReviewStatement, ReviewTarget
 
@@ -134,6 +134,11 @@ class ReviewCreate(BaseModel):
     command_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     justification: str = Field("", max_length=MAX_JUSTIFICATION)
     context: dict[str, str] = Field(default_factory=dict, max_length=20)
+    wait_deadline: AwareDatetime | None = Field(
+        None,
+        description="when the requesting task stops waiting; the gateway's webhook reminds "
+        "approvers before it (docs/notifications.md)",
+    )
 
 
 class ReviewCreated(BaseModel):

@@ -150,6 +150,7 @@ def _schema_type(schema: dict[str, Any]) -> str:
 # -- configuration ----------------------------------------------------------------------------
 def configuration_markdown() -> str:
     from airflow_hoop.gateway.masking.rules import ColumnRule, DetectorRule, MaskingPolicy
+    from airflow_hoop.gateway.notification_settings import NotificationSettings, WebhookSettings
     from airflow_hoop.gateway.settings import (
         ApiKey,
         ApprovalRule,
@@ -189,6 +190,12 @@ def configuration_markdown() -> str:
         ("vault", GatewayVault, "`vault:`"),
         ("vault.auth", VaultAuth, "`vault.auth:`"),
         ("checkpoints", CheckpointSettings, "`checkpoints:`"),
+        (
+            "notifications",
+            NotificationSettings,
+            "`notifications:` ([approval notifications](notifications.md))",
+        ),
+        ("notifications.webhook", WebhookSettings, "`notifications.webhook:`"),
         ("api_keys[]", ApiKey, "each entry of `api_keys:`"),
         ("connections[] (postgres)", PostgresConnection, "an entry of `connections:`"),
         ("connections[] (custom: shell)", ShellConnection, "an entry with `type: custom`"),

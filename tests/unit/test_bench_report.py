@@ -107,6 +107,7 @@ def test_page_has_every_benchmark_in_order_with_goals(results: Path) -> None:
         "export_month",
         "masking",
         "approval_latency",
+        "notifications",
         "ui",
         "load",
     ]
@@ -156,7 +157,7 @@ def test_cli_writes_the_page(results: Path, tmp_path: Path) -> None:
         check=True,
     )
     assert out.read_text() == report.render(results)
-    assert "2 of 8 benchmarks with results" in done.stdout
+    assert "2 of 9 benchmarks with results" in done.stdout
 
 
 def test_a_report_survives_its_json_round_trip(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from airflow_hoop.errors import BadRequestError, HoopError, PolicyRefusedError
 from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal, StepPrincipal
 from airflow_hoop.gateway.access.policy import check_exec, record_refusal
 from airflow_hoop.gateway.approvals.gate import needs_approval, rule_for
+from airflow_hoop.gateway.approvals.notifier import ReviewNotifier
 from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, utc_now
 from airflow_hoop.gateway.approvals.wire import recorded, stored_statements, to_review
 from airflow_hoop.gateway.db.store import GatewayStore
@@ -73,10 +74,17 @@ def same_task_instance(step: StepRef, target: ReviewTarget) -> bool:
 class ReviewService:
     """Requests, decisions and reads; stateless apart from the database."""
 
-    def __init__(self, settings: GatewaySettings, store: GatewayStore) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: GatewayStore,
+        notifier: ReviewNotifier | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.rows = ReviewStore(store)
+        #: Approval notifications (webhook): told after each commit, never awaited.
+        self.notifier = notifier
 
     # -- requests ----------------------------------------------------------------------------
     async def request(self, step: StepRef, body: ReviewCreate) -> ReviewCreated:
@@ -168,6 +176,8 @@ class ReviewService:
             rule=rule.name,
         )
         appended = await self.rows.insert(row, step.key, record)
+        if self.notifier is not None:
+            self.notifier.requested(row, body.wait_deadline)
         review = to_review(row)
         assert review.airflow_hoop is not None
         review.airflow_hoop.request_seq = appended.seq
@@ -218,6 +228,8 @@ class ReviewService:
                 self.store, row.requester_step, refused.actor, row.connection, refused.reason, None
             )
             raise refused.error from None
+        if self.notifier is not None:
+            self.notifier.decided(new)
         review = to_review(new)
         assert review.airflow_hoop is not None
         review.airflow_hoop.decisions[-1].ledger_seq = appended.seq

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from airflow_hoop.errors import ConfigError
+from airflow_hoop.gateway.db.notification_outbox import NOTIFICATIONS_SCHEMA, grant_notifications
 from airflow_hoop.gateway.db.recovery_schema import RECOVERY_SCHEMA, grant_recovery
 from airflow_hoop.gateway.db.step_claims import STEPS_SCHEMA, grant_steps
 
@@ -186,6 +187,7 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
         conn.execute(SCHEMA)
         conn.execute(RECOVERY_SCHEMA)  # instances, leases, close-once (ledger_io/recovery.py)
         conn.execute(STEPS_SCHEMA)  # ended steps and step owners (db/step_claims.py)
+        conn.execute(NOTIFICATIONS_SCHEMA)  # approval notifications (db/notification_outbox.py)
         # Re-state the grants each time: a previous broader grant must not survive.
         conn.execute(sql.SQL("REVOKE ALL ON ledger, sessions FROM {}").format(role))
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON ledger TO {}").format(role))
@@ -198,6 +200,7 @@ def migrate(conn: psycopg.Connection[Any], gateway_role: str) -> None:
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON reviews TO {}").format(role))
         grant_recovery(conn, role)
         grant_steps(conn, role)
+        grant_notifications(conn, role)
 
 
 def _check_role(conn: psycopg.Connection[Any], gateway_role: str) -> None:
