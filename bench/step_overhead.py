@@ -237,7 +237,10 @@ def bench_report(results: dict[str, Any], revoke_at_end: str = "background") -> 
     steps += [row(f"governed: {k}", v) for k, v in results["breakdown"].items()]
     statements = [
         row("further statement, governed", results["further statement, governed"]),
-        row("further statement, direct (both compared with it)", results["further statement, direct"]),
+        row(
+            "further statement, direct (both compared with it)",
+            results["further statement, direct"],
+        ),
         BenchRow(
             what="added per further statement",
             unit="ms",
