@@ -116,7 +116,7 @@ def test_the_facet_names_the_step_its_user_and_its_ledger_records(lineage_run, s
     assert facet["result_seqs"] == results
     assert facet["last_seq"] == max(intents + results)
     # No checkpoint lookup from a task (steps may not read the ledger): said, not guessed.
-    assert facet["covering_checkpoint_seq"] is None
+    assert facet.get("covering_checkpoint_seq") is None  # OpenLineage drops null fields
     assert "steps may not read the ledger" in facet["checkpoint_status"]
     assert facet["_schemaURL"].startswith("urn:airflow-hoop:")
 
