@@ -242,3 +242,16 @@ def test_every_pgaudit_entry_joins_one_intent_record(audited: StackInfo) -> None
         assert conn.execute("SELECT to_regclass('corr_x') IS NOT NULL").fetchone() == (True,)
         ids = [r[0] for r in conn.execute("SELECT id FROM corr_items ORDER BY id").fetchall()]
     assert ids == [1, 2], "each statement meant what the task wrote, nothing more"
+
+
+def test_a_shell_steps_psql_session_names_the_step(audited: StackInfo) -> None:
+    """A shell step's database user comes with PGAPPNAME: its psql sessions name the step."""
+    step = _step("test_corr_shell ")
+    with step_client(audited, step) as client:
+        response = client.exec(
+            "psql -tAc \"SELECT current_setting('application_name')\"", connection="ops_shell"
+        )
+        assert response.status_code == 200, response.text
+        result = ExecResponse.model_validate(response.json())
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == application_name(step.key)

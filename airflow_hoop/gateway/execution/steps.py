@@ -228,6 +228,7 @@ class StepRegistry:
                 max_output=self.settings.max_output_bytes,
                 credential=cred,
                 database=database,
+                application_name=application_name(step.key) if cred is not None else None,
             )
         except HoopError:
             if cred is not None:
