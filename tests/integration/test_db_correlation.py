@@ -21,6 +21,7 @@ name still exists.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 import uuid
@@ -35,6 +36,7 @@ from support.pgaudit_log import AuditEntry, read_entries
 from airflow_hoop.devstack import stack as devstack
 from airflow_hoop.devstack.database_setup import WAREHOUSE_WRITER
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.execution.runners.read_only import OWN_STATEMENTS
 from airflow_hoop.gateway.masking.postgres import _LOOKUP
 from airflow_hoop.ledger.correlation import application_name, find_comment
@@ -60,7 +62,12 @@ _AFTER = frozenset({"COMMIT", _LOOKUP.replace("%s", "$1", 1).replace("%s", "$2",
 @pytest.fixture(scope="module")
 def audited() -> Iterator[StackInfo]:
     """A stack of its own with pgaudit on, and the tables a DBA made (as the superuser)."""
-    info = devstack.up(gateway=True, pgaudit=True)
+    try:
+        info = devstack.up(gateway=True, pgaudit=True)
+    except ConfigError as exc:  # no PostgreSQL, OpenBao or pgaudit: skip on a laptop, fail in CI
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
     try:
         with psycopg.connect(info.admin_dsn(info.warehouse_db), autocommit=True) as conn:
             for statement in (
