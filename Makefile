@@ -20,6 +20,11 @@ system-deps:
 		echo "Installing postgresql-15 (server binaries for the embedded stack)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
 	fi
+	@# pgaudit: the embedded stack's optional audit log, joined to the ledger (docs/correlation.md).
+	@if [ ! -e "$(PGBIN)/../lib/pgaudit.so" ]; then \
+		echo "Installing postgresql-15-pgaudit (database-side correlation tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-pgaudit >/dev/null; \
+	fi
 	@# Chromium drives the approvals UI test in a real browser (Playwright, executable_path).
 	@if ! command -v chromium >/dev/null 2>&1; then \
 		echo "Installing chromium (headless browser for the UI tests)"; \

@@ -85,12 +85,19 @@ def stack() -> None:
     default=None,
     help="Where the stack keeps its data (default: a new directory under /dev/shm or /tmp).",
 )
-def stack_up(run_dir: Path | None) -> None:
+@click.option(
+    "--pgaudit",
+    is_flag=True,
+    help="Load pgaudit into PostgreSQL and log every statement (docs/correlation.md).",
+)
+def stack_up(run_dir: Path | None, pgaudit: bool) -> None:
     """Bring the stack up and print how to reach it and how to point Airflow at it."""
     from airflow_hoop.devstack import stack as devstack
 
-    info = devstack.up(run_dir)
+    info = devstack.up(run_dir, pgaudit=pgaudit)
     console.print(f"Stack running in {info.run_dir}")
+    if pgaudit:
+        console.print(f"  pgaudit entries in {info.pg_json_log}")
     console.print(
         f"  gateway {info.gateway_url}\n  OpenBao {info.bao_addr}\n  PostgreSQL 127.0.0.1:{info.pg_port}"
     )

@@ -51,6 +51,11 @@ class StackInfo(BaseModel):
     #: Where the gateway anchors its signed checkpoints (outside its database).
     anchor_dir: str | None = None
 
+    @property
+    def pg_json_log(self) -> Path:
+        """PostgreSQL's JSON log, pgaudit's entries in it (a stack started with ``pgaudit``)."""
+        return Path(self.pg_data) / "log" / "postgresql.json"
+
     def admin_dsn(self, dbname: str) -> str:
         """Superuser DSN over the unix socket (trust auth; the stack is throwaway)."""
         return (
@@ -76,7 +81,13 @@ class StackInfo(BaseModel):
             "warehouse_via_hoop": {
                 "conn_type": "hoop_postgres",
                 "schema": "warehouse",
-                "extra": {"hoop_conn_id": "hoop_default"},
+                # Where the gateway's warehouse connection points: OpenLineage names the
+                # target database, as the stock PostgresHook would (docs/correlation.md).
+                "extra": {
+                    "hoop_conn_id": "hoop_default",
+                    "lineage_authority": f"127.0.0.1:{self.pg_port}",
+                    "lineage_database": self.warehouse_db,
+                },
             },
         }
 

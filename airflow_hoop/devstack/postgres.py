@@ -24,6 +24,22 @@ OS_USER = "postgres"
 PRIVATE_DIR_PREFIX = "airflow-hoop-pg-"
 
 _INSTALL_FIX = "apt-get install postgresql-15, or point PGBIN at a PostgreSQL 15 bin directory"
+_PGAUDIT_FIX = "apt-get install postgresql-15-pgaudit (make system-deps), or start without pgaudit"
+#: pgaudit's session logging when the stack turns it on (docs/correlation.md): every read,
+#: write and DDL statement as sent, one entry each; parameters stay out of the log (they may
+#: be secrets). PostgreSQL's JSON log (``data/log/postgresql.json``) keeps each entry on one
+#: line with its session's application_name, user and backend PID, whatever the statement's
+#: newlines: a reader parses it with a JSON parser, not a regular expression.
+PGAUDIT_SETTINGS = {
+    "shared_preload_libraries": "'pgaudit'",
+    "pgaudit.log": "'read, write, ddl'",
+    "pgaudit.log_parameter": "off",
+    "pgaudit.log_relation": "off",
+    "logging_collector": "on",
+    "log_destination": "'jsonlog'",
+    "log_directory": "'log'",
+    "log_filename": "'postgresql.log'",
+}
 # sun_path is 108 bytes on Linux; the socket file is "<dir>/.s.PGSQL.<port>".
 _MAX_SOCKET_DIR = 90
 _START_TIMEOUT_S = 30
@@ -133,8 +149,13 @@ def _run(cmd: list[str], cluster: PgCluster, what: str, timeout: float) -> None:
         )
 
 
-def initdb(cluster: PgCluster) -> None:
-    """Create the data directory: superuser ``pgsuper``, trust on the socket, SCRAM on TCP."""
+def initdb(cluster: PgCluster, *, pgaudit: bool = False) -> None:
+    """Create the data directory: superuser ``pgsuper``, trust on the socket, SCRAM on TCP.
+
+    ``pgaudit``: load pgaudit and log every statement's audit line to the cluster's log.
+    """
+    if pgaudit and not (cluster.bin_dir.parent / "lib" / "pgaudit.so").exists():
+        raise ConfigError("pgaudit is not installed for this PostgreSQL", _PGAUDIT_FIX)
     _run(
         [
             str(cluster.bin_dir / "initdb"),
@@ -159,6 +180,7 @@ def initdb(cluster: PgCluster) -> None:
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
+        **(PGAUDIT_SETTINGS if pgaudit else {}),
     }
     with open(cluster.data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
         conf.write("\n# airflow-hoop devstack (throwaway, loopback only)\n")

@@ -74,13 +74,18 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def up(
-    run_dir: Path | None = None, *, gateway: bool = True, vault_audit_raw: bool = False
+    run_dir: Path | None = None,
+    *,
+    gateway: bool = True,
+    vault_audit_raw: bool = False,
+    pgaudit: bool = False,
 ) -> StackInfo:
     """Start and configure a fresh stack; return how to reach it (also saved as stack.json).
 
     ``run_dir`` must be absent or empty; by default a new directory on /dev/shm (or the temp
     dir) is used. With ``gateway=False`` everything but the gateway process comes up.
-    ``vault_audit_raw`` makes OpenBao's audit log keep secrets in clear (leak tests only). On any
+    ``vault_audit_raw`` makes OpenBao's audit log keep secrets in clear (leak tests only).
+    ``pgaudit`` loads pgaudit into PostgreSQL (``StackInfo.pg_json_log``). On any
     failure whatever was started is stopped again and the error is raised.
     """
     pg_bin = postgres.pg_bin_dir()  # fail before starting anything when a binary is missing
@@ -120,7 +125,7 @@ def up(
         info.bao_pid = bao.pid
         _children[bao.pid] = bao
         _save(info)
-        postgres.initdb(cluster)
+        postgres.initdb(cluster, pgaudit=pgaudit)
         postgres.start(cluster)
         passwords = database_setup.create_roles_and_databases(
             cluster.socket_dir, pg_port, warehouse_db=info.warehouse_db, gateway_db=info.gateway_db

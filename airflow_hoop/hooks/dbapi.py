@@ -25,6 +25,7 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
     SessionKilledError,
 )
+from airflow_hoop.task.step_evidence import note_exec
 from airflow_hoop.task.step_session import GovernedStep
 from airflow_hoop.wire.sessions import ExecExtension, ExecRequest, ExecResponse
 from airflow_hoop.wire.values import decode_value, encode_parameters
@@ -96,6 +97,8 @@ class GatewayConnection:
             request, on_poll=lambda info: setattr(self.step, "running_session", info.id)
         )
         self.step.running_session = None
+        if response.airflow_hoop is not None:  # its seqs and user, for the lineage facet
+            note_exec(identity, response.airflow_hoop)
         if self.hoop_dev or _TX_CONTROL.match(script) or self.autocommit:
             # hoop.dev: every session is a psql process that commits on its own.
             self._pending = False

@@ -87,6 +87,30 @@ class HoopPostgresHook(DbApiHook):
             "HoopPostgresHook has no SQLAlchemy URL: every statement must go through the gateway"
         )
 
+    # -- OpenLineage (apache-airflow-providers-openlineage; docs/correlation.md) ---------------
+    def get_openlineage_database_info(self, connection: Any) -> Any:
+        """The target database behind the gateway connection, from the connection's extra."""
+        from airflow_hoop.hooks.lineage import database_info
+
+        return database_info(connection.extra_dejson, self._target())
+
+    def get_openlineage_database_dialect(self, connection: Any) -> str:
+        return "postgres"
+
+    def get_openlineage_default_schema(self) -> str | None:
+        """The extra's ``lineage_default_schema`` (default ``public``), without a query: the
+        lineage is built after the step ended, when the gateway refuses the step."""
+        from airflow_hoop.hooks.lineage import DEFAULT_SCHEMA
+
+        schema = self.connection.extra_dejson.get("lineage_default_schema")
+        return str(schema) if schema else DEFAULT_SCHEMA
+
+    def get_openlineage_database_specific_lineage(self, task_instance: Any) -> Any:
+        """The ``airflowHoop`` run facet: the step, its database users and ledger seqs."""
+        from airflow_hoop.hooks.lineage import step_lineage
+
+        return step_lineage(task_instance)
+
     def _get_pandas_df(self, sql: Any, parameters: Any = None, **kwargs: Any) -> Any:
         import pandas as pd
 

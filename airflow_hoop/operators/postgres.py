@@ -83,6 +83,16 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         )
         return hook
 
+    def get_openlineage_facets_on_start(self) -> Any:
+        """The SQL's inputs and outputs as the stock operator's lineage names them, parsed
+        without a database query and without a SQLAlchemy engine (a direct connection would
+        bypass the gateway): ``hooks/lineage.py``."""
+        try:
+            from airflow_hoop.hooks.lineage import sql_lineage
+        except ImportError:  # the OpenLineage provider is not installed
+            return None
+        return sql_lineage(self.get_db_hook(), getattr(self, "sql", None))
+
     def execute(self, context: Any) -> Any:
         self.wait_for_own_approval(context, resume_method="execute_approved")
         return self._execute_sql(context)

@@ -243,7 +243,11 @@ class SessionService:
                         outcome = await ctx.runner.execute(shell, running.live)
                     else:
                         outcome = await ctx.runner.execute(
-                            script, parameters, autocommit=autocommit, masker=running.masker
+                            script,
+                            parameters,
+                            autocommit=autocommit,
+                            masker=running.masker,
+                            seq=running.intent_seq,
                         )
                     ctx.touch()
         except Exception as exc:  # never lose the result record to an unexpected error

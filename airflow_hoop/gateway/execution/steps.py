@@ -31,6 +31,7 @@ from airflow_hoop.gateway.execution.runners.shell import ShellRunner
 from airflow_hoop.gateway.execution.step_tenure import StepTenure
 from airflow_hoop.gateway.settings import GatewaySettings, PostgresConnection, ShellConnection
 from airflow_hoop.gateway.vault import GatewayVaultClient, StepCredential
+from airflow_hoop.ledger.correlation import StatementTag, application_name
 from airflow_hoop.ledger.records import CredentialIssued, CredentialRevoked, StepRef
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,9 @@ class StepRegistry:
                 max_output=self.settings.max_output_bytes,
                 connect_timeout=self.settings.target_connect_timeout_seconds,
                 read_only=read_only,
+                # The step in the database's own views and logs (docs/correlation.md).
+                application_name=application_name(step.key),
+                tag=StatementTag.for_step(step),
             )
         except HoopError:
             try:
@@ -224,6 +228,7 @@ class StepRegistry:
                 max_output=self.settings.max_output_bytes,
                 credential=cred,
                 database=database,
+                application_name=application_name(step.key) if cred is not None else None,
             )
         except HoopError:
             if cred is not None:

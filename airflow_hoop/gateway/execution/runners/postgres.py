@@ -7,6 +7,11 @@ trip instead of BEGIN, statement, COMMIT).
 
 A read-only runner (the step's READ user) runs every script in a read-only transaction it
 opens itself, one statement at a time, all in one pipeline (``read_only.py``).
+
+Correlation (docs/correlation.md): the session's ``application_name`` names the step, and every
+script statement goes out behind a comment naming the step and its intent record's seq
+(``ledger/correlation.py``); the runner's own statements (BEGIN, mark, guard, COMMIT) carry
+none. Both cost nothing extra on the wire: a startup parameter and a few bytes of text.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from airflow_hoop.gateway.masking.engine import ResultMasker
 from airflow_hoop.gateway.masking.methods import MaskingError
 from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
 from airflow_hoop.gateway.settings import PostgresConnection
+from airflow_hoop.ledger.correlation import StatementTag
 from airflow_hoop.wire.sessions import Column
 
 #: read_only_sql_transaction: what PostgreSQL answers a write in a read-only transaction.
@@ -59,8 +65,11 @@ class PostgresRunner:
         max_rows: int,
         max_output: int,
         read_only: bool = False,
+        tag: StatementTag | None = None,
     ) -> None:
         self._conn = conn
+        #: The step's statement comment (None: statements go out as the task sent them).
+        self._tag = tag
         #: Every script in a read-only transaction the runner opens itself (``read_only.py``).
         self.read_only = read_only
         self._max_rows = max_rows
@@ -79,7 +88,10 @@ class PostgresRunner:
         max_output: int,
         connect_timeout: int = 10,
         read_only: bool = False,
+        application_name: str = "airflow-hoop gateway",
+        tag: StatementTag | None = None,
     ) -> PostgresRunner:
+        """Log in as the step's user; ``application_name`` rides in the startup packet."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 host=target.host,
@@ -92,7 +104,7 @@ class PostgresRunner:
                 # Read-only: psycopg must never open a transaction itself (its BEGIN would be
                 # read-write); the runner sends its own BEGIN TRANSACTION READ ONLY.
                 autocommit=read_only,
-                application_name="airflow-hoop gateway",
+                application_name=application_name,
             )
         except psycopg.Error as exc:
             # The libpq message names host and user, never the password.
@@ -101,7 +113,7 @@ class PostgresRunner:
                 f"cannot connect to connection {target.name!r} "
                 f"({target.host}:{target.port}/{target.database}) as {username}: {first}"
             ) from None
-        return cls(conn, max_rows=max_rows, max_output=max_output, read_only=read_only)
+        return cls(conn, max_rows=max_rows, max_output=max_output, read_only=read_only, tag=tag)
 
     @property
     def broken(self) -> bool:
@@ -119,9 +131,14 @@ class PostgresRunner:
         *,
         autocommit: bool = False,
         masker: ResultMasker | None = None,
+        seq: int | None = None,
     ) -> RunOutcome:
-        """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors."""
+        """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors.
+
+        ``seq``: the exec's intent record, named in the comment sent before each statement.
+        """
         started = time.perf_counter()
+        comment = self._comment(seq, parameters)
         sets: list[ResultSet] = []
         # Did this exec open the transaction? Then a failure may roll it back safely.
         fresh = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -139,13 +156,15 @@ class PostgresRunner:
                     )
                 await self._transaction_control(script, sets)
             elif self.read_only:
-                ended = await self._run_read_only(script, parameters, sets, masker, autocommit)
+                ended = await self._run_read_only(
+                    script, parameters, sets, masker, autocommit, comment
+                )
                 if ended is not None:
                     return await self._left_transaction(ended, sets, started)
             elif autocommit and fresh and _may_skip_transaction(masker):
-                await self._run_autocommit(script, parameters, sets, masker)
+                await self._run_autocommit(comment + script, parameters, sets, masker)
             else:
-                await self._run(script, parameters, sets, masker)
+                await self._run(comment + script, parameters, sets, masker)
                 if autocommit:
                     await self._conn.commit()
         except psycopg.Error as exc:
@@ -172,6 +191,12 @@ class PostgresRunner:
             truncated=capped or any(s.truncated for s in sets),
             output=output,
         )
+
+    def _comment(self, seq: int | None, parameters: Any) -> str:
+        """The correlation comment for this exec ('' without a tag or a seq)."""
+        if self._tag is None or seq is None:
+            return ""
+        return self._tag.comment(seq, parameters=parameters is not None)
 
     def _commit_of_aborted(self, script: str) -> bool:
         """COMMIT of a failed transaction: Postgres silently rolls back; we say so loudly."""
@@ -213,6 +238,7 @@ class PostgresRunner:
         sets: list[ResultSet],
         masker: ResultMasker | None,
         autocommit: bool,
+        comment: str = "",
     ) -> int | None:
         """The script in the gateway's read-only transaction, one round trip (``read_only.py``).
 
@@ -223,7 +249,7 @@ class PostgresRunner:
         statements = [script] if parameters is not None else read_only.split_statements(script)
         async with self._conn.pipeline():
             cursors = await read_only.queue(
-                self._conn, statements, parameters, autocommit=autocommit
+                self._conn, statements, parameters, autocommit=autocommit, comment=comment
             )
         # The last statement may end the transaction too (nothing of the script follows it,
         # but a COMMIT AND CHAIN would leave the step a transaction without the guard's mark).

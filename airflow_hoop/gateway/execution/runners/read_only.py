@@ -53,6 +53,9 @@ _GUARD = (
     "THEN 'transaction_read_only' "
     f"ELSE '{GUARD_MARK}: the read-only transaction was ended' END)"
 )
+#: The gateway's own statements: they carry no correlation comment (docs/correlation.md); a
+#: log reader gives each to the script statement that follows it on the session.
+OWN_STATEMENTS = (BEGIN_READ_ONLY, _MARK, _GUARD, "COMMIT")
 #: Command tags of statements that end the transaction they run in.
 _ENDING_TAGS = ("COMMIT", "ROLLBACK", "PREPARE TRANSACTION")
 
@@ -92,8 +95,12 @@ async def queue(
     parameters: Any,
     *,
     autocommit: bool,
+    comment: str = "",
 ) -> list[psycopg.AsyncCursor[Any]]:
     """Queue the script in the connection's open pipeline; returns one cursor per statement.
+
+    ``comment`` (the step's correlation comment) goes in front of each script statement, never
+    in front of the gateway's own BEGIN, mark, guard or COMMIT.
 
     Nothing is sent before the pipeline syncs: the caller's ``async with conn.pipeline()``
     exit sends it all and raises the first error.
@@ -115,7 +122,7 @@ async def queue(
             await conn.execute(_GUARD, prepare=False)
         cur = conn.cursor()
         # prepare=False: a script's statement never becomes a cached prepared statement.
-        await cur.execute(statement, parameters, prepare=False)  # type: ignore[arg-type]
+        await cur.execute(comment + statement, parameters, prepare=False)  # type: ignore[arg-type]
         cursors.append(cur)
     if autocommit:
         await conn.execute("COMMIT", prepare=False)

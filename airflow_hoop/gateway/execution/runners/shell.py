@@ -110,8 +110,12 @@ class ShellRunner:
         max_output: int,
         credential: StepCredential | None = None,
         database: PostgresConnection | None = None,
+        application_name: str | None = None,
     ) -> None:
         self.connection = connection
+        #: PGAPPNAME beside the step's database user: the step in the database's logs
+        #: (docs/correlation.md). A default the command may override, not a guarantee.
+        self._application_name = application_name
         self.max_output = connection.max_output_bytes or max_output
         self._credential = credential
         self._database = database
@@ -192,6 +196,7 @@ class ShellRunner:
             "PGSSLMODE": db.sslmode,
             "PGUSER": cred.username,
             "PGPASSWORD": cred.password.get_secret_value(),
+            **({"PGAPPNAME": self._application_name} if self._application_name else {}),
         }
 
     # -- running ----------------------------------------------------------------------------

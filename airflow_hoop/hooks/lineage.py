@@ -1,0 +1,138 @@
+"""OpenLineage for governed SQL steps (``apache-airflow-providers-openlineage``, optional).
+
+A governed step emits what Airflow's SQL lineage emits for the stock operator: inputs and
+outputs from the provider's SQL parser, in the target database's namespace
+(``postgres://host:port``, datasets ``database.schema.table``), plus one run facet,
+``airflowHoop``, naming the step (dag, task, run, try, map index, step key), the database
+users the gateway issued it, the ledger seqs of its records and the covering checkpoint.
+
+The Airflow side knows the gateway connection, not the target database behind it: the
+``hoop_postgres`` connection's extra says where it is (``lineage_authority``: ``host:port``,
+``lineage_database``), as the stock hook reads it from its own connection. Without them the
+namespace is ``hoop://<gateway connection>``. Datasets are parsed from the SQL only: no
+``information_schema`` query (the step has ended when the facets are built, and the gateway
+refuses an ended step), so the datasets carry no schema facet.
+
+Imported only by the hook's and operator's OpenLineage methods, which the provider calls.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attr
+from openlineage.client.facet_v2 import RunFacet
+
+from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.task.step_evidence import evidence_for
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.providers.openlineage.sqlparser import DatabaseInfo
+
+#: The run facet's key in an event's ``run.facets``.
+FACET_NAME = "airflowHoop"
+DEFAULT_SCHEMA = "public"
+_SCHEMA_URL = "urn:airflow-hoop:openlineage:AirflowHoopRunFacet:1-0-0"
+#: The task cannot look for the covering checkpoint itself: steps may not read the ledger.
+CHECKPOINT_PENDING = (
+    "not known to the task (steps may not read the ledger): the gateway signs a checkpoint "
+    "covering last_seq within its checkpoint interval; find it with an auditor key "
+    "(GET /api/airflow-hoop/ledger/checkpoints?after_seq=<last_seq - 1>) or airflow-hoop "
+    "audit prove"
+)
+
+
+@attr.define
+class AirflowHoopRunFacet(RunFacet):
+    """The governed step behind an OpenLineage run: who it was, and where its records are."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    map_index: int
+    step_key: str
+    #: The database users the gateway issued the step (its own, short-lived).
+    db_users: list[str] = attr.field(factory=list)
+    #: Ledger seqs of the step's session intent and result records, in order.
+    intent_seqs: list[int] = attr.field(factory=list)
+    result_seqs: list[int] = attr.field(factory=list)
+    last_seq: int | None = None
+    #: Seq of the signed checkpoint covering ``last_seq``; None while there is none (yet).
+    covering_checkpoint_seq: int | None = None
+    checkpoint_status: str = CHECKPOINT_PENDING
+
+    @staticmethod
+    def _get_schema() -> str:
+        return _SCHEMA_URL
+
+
+def database_info(extra: dict[str, Any], gateway_connection: str) -> DatabaseInfo:
+    """The target database as OpenLineage names it (as ``PostgresHook`` would name it)."""
+    from airflow.providers.openlineage.sqlparser import DatabaseInfo
+
+    authority = extra.get("lineage_authority")
+    database = extra.get("lineage_database") or gateway_connection
+    if not authority:
+        return DatabaseInfo(scheme="hoop", authority=gateway_connection, database=database)
+    return DatabaseInfo(scheme="postgres", authority=str(authority), database=database)
+
+
+def sql_lineage(hook: Any, sql: Any) -> OperatorLineage:
+    """Inputs and outputs of ``sql`` by the provider's SQL parser, no database query."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.providers.openlineage.sqlparser import SQLParser
+
+    statements = [sql] if isinstance(sql, str) else sql
+    if not isinstance(statements, list) or not all(
+        isinstance(s, str) and s.strip() for s in statements
+    ):
+        return OperatorLineage()
+    connection = hook.connection
+    parser = SQLParser(
+        dialect=hook.get_openlineage_database_dialect(connection),
+        default_schema=hook.get_openlineage_default_schema(),
+    )
+    lineage: OperatorLineage = parser.generate_openlineage_metadata_from_sql(
+        sql=sql,
+        hook=hook,
+        database_info=hook.get_openlineage_database_info(connection),
+        database=None,  # the target's database (database_info), not the gateway connection
+        sqlalchemy_engine=None,
+        use_connection=False,
+    )
+    return lineage
+
+
+def step_facet(step: StepRef) -> AirflowHoopRunFacet:
+    """The facet of ``step`` from what the gateway answered its statements in this process."""
+    seen = evidence_for(step)
+    return AirflowHoopRunFacet(
+        dag_id=step.dag_id,
+        task_id=step.task_id,
+        run_id=step.run_id,
+        try_number=step.try_number,
+        map_index=step.map_index,
+        step_key=step.key,
+        db_users=seen.db_users if seen else [],
+        intent_seqs=seen.intent_seqs if seen else [],
+        result_seqs=seen.result_seqs if seen else [],
+        last_seq=seen.last_seq if seen else None,
+    )
+
+
+def step_lineage(task_instance: Any) -> OperatorLineage:
+    """The run facet of the task instance's step (its database-specific lineage)."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    map_index = getattr(task_instance, "map_index", None)
+    # The same fields, read the same way, as the step's identity (task/identity.py).
+    step = StepRef(
+        dag_id=task_instance.dag_id,
+        task_id=task_instance.task_id,
+        run_id=task_instance.run_id,
+        try_number=int(getattr(task_instance, "try_number", 1) or 1),
+        map_index=int(map_index) if map_index is not None else -1,
+    )
+    return OperatorLineage(run_facets={FACET_NAME: step_facet(step)})

@@ -1,0 +1,136 @@
+"""OpenLineage of governed SQL steps: the stock operator's datasets, plus the step's facet.
+
+A real DAG (``airflow dags test``, tests/support/dags/dag_lineage.py) with the OpenLineage
+provider's file transport: the stock ``SQLExecuteQueryOperator`` on a direct connection and
+``HoopPostgresOperator`` through the gateway run the same SQL. Their COMPLETE events must name
+the same input and output datasets (namespace ``postgres://host:port``, ``db.schema.table``);
+the governed one carries the ``airflowHoop`` run facet whose step, database user and ledger
+seqs are those of the ledger's own records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import psycopg
+import pytest
+from support.airflow_fixtures import AirflowHome
+
+try:  # the ``test`` extra installs it; skip on a laptop without it, fail in CI
+    import airflow.providers.openlineage  # noqa: F401
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("apache-airflow-providers-openlineage is not installed", allow_module_level=True)
+
+from airflow_hoop.cli.demo import read_ledger
+from airflow_hoop.devstack.database_setup import WAREHOUSE_WRITER
+from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.hooks.lineage import FACET_NAME
+from airflow_hoop.ledger.records import CredentialIssued, LedgerRecord, SessionIntent, SessionResult
+
+pytestmark = pytest.mark.airflow
+
+DAG = "test_lineage"
+TABLES = ("lineage_orders", "lineage_rates", "lineage_out")
+
+
+@pytest.fixture(scope="module")
+def lineage_run(
+    airflow_home: AirflowHome, stack: StackInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, str, list[dict[str, Any]]]:
+    with psycopg.connect(stack.admin_dsn(stack.warehouse_db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE lineage_orders (id int, amount numeric)")
+        conn.execute("CREATE TABLE lineage_rates (id int, rate numeric)")
+        conn.execute("CREATE TABLE lineage_out (id int, total numeric)")
+        conn.execute("INSERT INTO lineage_orders VALUES (1, 10), (2, 20)")
+        conn.execute("INSERT INTO lineage_rates VALUES (1, 1.5), (2, 2)")
+        for table in TABLES:
+            conn.execute(f"ALTER TABLE {table} OWNER TO {WAREHOUSE_WRITER}")
+    events_file = tmp_path_factory.mktemp("openlineage") / "events.jsonl"
+    transport = {"type": "file", "log_file_path": str(events_file), "append": True}
+    env = {
+        **airflow_home.env,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "airflow-hoop-tests",
+    }
+    proc = AirflowHome(airflow_home.home, env).dags_test(DAG)
+    run_id = airflow_home.latest_run(DAG)
+    text = events_file.read_text() if events_file.exists() else ""
+    events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return proc, run_id, events
+
+
+def _complete(events: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    found = [
+        e
+        for e in events
+        if e.get("eventType") == "COMPLETE" and e["job"]["name"] == f"{DAG}.{task}"
+    ]
+    assert len(found) == 1, [(e.get("eventType"), e["job"]["name"]) for e in events]
+    return found[0]
+
+
+def _datasets(event: dict[str, Any], side: str) -> set[tuple[str, str]]:
+    return {(d["namespace"], d["name"]) for d in event[side]}
+
+
+def test_both_tasks_succeed_and_emit_events(lineage_run, airflow_home):
+    proc, run_id, events = lineage_run
+    states = airflow_home.task_states(DAG, run_id)
+    assert states == {"direct": "success", "governed": "success"}, proc.stdout[-3000:]
+    assert events, f"no OpenLineage event was written: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+
+
+def test_governed_step_names_the_datasets_the_stock_operator_names(lineage_run, stack):
+    _, _, events = lineage_run
+    direct, governed = _complete(events, "direct"), _complete(events, "governed")
+    namespace = f"postgres://127.0.0.1:{stack.pg_port}"
+    expected_inputs = {
+        (namespace, f"{stack.warehouse_db}.public.lineage_orders"),
+        (namespace, f"{stack.warehouse_db}.public.lineage_rates"),
+    }
+    expected_outputs = {(namespace, f"{stack.warehouse_db}.public.lineage_out")}
+    # The stock lineage first (the list's SELECT may add lineage_out as an input).
+    assert expected_inputs <= _datasets(direct, "inputs")
+    assert _datasets(direct, "outputs") == expected_outputs
+    assert _datasets(governed, "inputs") == _datasets(direct, "inputs")
+    assert _datasets(governed, "outputs") == _datasets(direct, "outputs")
+    assert FACET_NAME not in direct["run"]["facets"]
+
+
+def test_the_facet_names_the_step_its_user_and_its_ledger_records(lineage_run, stack):
+    _, run_id, events = lineage_run
+    facet = _complete(events, "governed")["run"]["facets"][FACET_NAME]
+    records = [LedgerRecord.model_validate_json(r.body) for r in read_ledger(stack)]
+    mine = [
+        r
+        for r in records
+        if r.step is not None and r.step.dag_id == DAG and r.step.run_id == run_id
+    ]
+    assert mine and all(r.step and r.step.task_id == "governed" for r in mine)
+    step = mine[0].step
+    assert step is not None
+    assert (facet["dag_id"], facet["task_id"], facet["run_id"]) == (DAG, "governed", run_id)
+    assert (facet["try_number"], facet["map_index"]) == (step.try_number, step.map_index)
+    assert facet["step_key"] == step.key
+    issued = [r.body.db_user for r in mine if isinstance(r.body, CredentialIssued)]
+    assert facet["db_users"] == issued and len(issued) == 1
+    intents = [r.seq for r in mine if isinstance(r.body, SessionIntent)]
+    results = [r.seq for r in mine if isinstance(r.body, SessionResult)]
+    assert facet["intent_seqs"] == intents and len(intents) >= 2
+    assert facet["result_seqs"] == results
+    assert facet["last_seq"] == max(intents + results)
+    # No checkpoint lookup from a task (steps may not read the ledger): said, not guessed.
+    assert facet.get("covering_checkpoint_seq") is None  # OpenLineage drops null fields
+    assert "steps may not read the ledger" in facet["checkpoint_status"]
+    assert facet["_schemaURL"].startswith("urn:airflow-hoop:")
+
+
+def test_events_hold_no_secret(lineage_run, stack):
+    _, _, events = lineage_run
+    text = json.dumps(events)
+    for secret in (stack.bao_root_token, stack.auditor_api_key, stack.approver_api_key):
+        assert secret and secret not in text
