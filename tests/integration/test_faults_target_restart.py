@@ -73,11 +73,12 @@ def rhome(rstack: StackInfo) -> Iterator[AirflowHome]:
 
 
 def _sleeping_backend(stack: StackInfo) -> tuple[int, str] | None:
-    """The backend (pid, user) running the task's long pg_sleep on the target, once it runs."""
+    """The backend (pid, user) running the task's long pg_sleep on the target, once it runs
+    (the statement follows the gateway's correlation comment: ledger/correlation.py)."""
     with warehouse_db(stack) as conn:
         row = conn.execute(
             "SELECT pid, usename FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
-            "AND query LIKE 'SELECT pg_sleep(120)%%' AND pid <> pg_backend_pid()",
+            "AND query LIKE '%%SELECT pg_sleep(120)%%' AND pid <> pg_backend_pid()",
             (stack.warehouse_db,),
         ).fetchone()
     return None if row is None else (int(row[0]), str(row[1]))
