@@ -101,6 +101,7 @@ bench: setup
 	$(call run_bench,approval_latency,$(APPROVAL_ARGS))
 	$(call run_bench,ui,$(UI_ARGS))
 	$(call run_bench,load,$(LOAD_ARGS))
+	$(call run_bench,stream,$(STREAM_ARGS))
 	$(PY) bench/report.py --results $(RESULTS) --out $(PAGE)
 	@if [ -s $(RESULTS)/failed.txt ]; then echo "failed: $$(cat $(RESULTS)/failed.txt | xargs)"; exit 1; fi
 
@@ -113,7 +114,8 @@ bench-quick:
 		MASKING_ARGS="--rows 20000 --runs 2 --shell-mb 4" \
 		APPROVAL_ARGS="-n 2 --sensors 10 --window 10" \
 		UI_ARGS="--records 20000 --statements 50 -n 3" \
-		LOAD_ARGS="--tasks 20 --parallelism 4"
+		LOAD_ARGS="--tasks 20 --parallelism 4" \
+		STREAM_ARGS="--records 4000 --runs 2 --seconds 4"
 
 # sdist + wheel into dist/ (isolated build: hatchling from the index)
 dist: $(VENV)/.installed

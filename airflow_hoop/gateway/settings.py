@@ -31,6 +31,7 @@ from airflow_hoop.gateway.connection_settings import PostgresConnection as Postg
 from airflow_hoop.gateway.connection_settings import ShellConnection as ShellConnection
 from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
+from airflow_hoop.stream.settings import StreamSettings
 
 
 class VaultAuth(BaseModel):
@@ -238,6 +239,11 @@ class GatewaySettings(BaseSettings):
     recovery: RecoverySettings = Field(
         default_factory=RecoverySettings,
         description="heartbeat and sweep of sessions left by a dead gateway (docs/faults.md)",
+    )
+    siem_stream: StreamSettings | None = Field(
+        None,
+        description="the ledger streamed to a SIEM by the gateway itself, off unless "
+        "enabled (docs/signals.md)",
     )
 
     @classmethod

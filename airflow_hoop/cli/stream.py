@@ -1,0 +1,235 @@
+"""``airflow-hoop audit stream``: the ledger to a SIEM, from a durable cursor (docs/signals.md)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from airflow_hoop.errors import ChainBrokenError, GatewayUnavailableError, HoopError
+
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+EXIT_OK, EXIT_CHAIN_BROKEN, EXIT_FAILED = 0, 1, 2
+
+
+@click.command("stream")
+@click.option(
+    "--stack",
+    "stack_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An embedded stack: its gateway and auditor key.",
+)
+@click.option("--gateway", "gateway_url", help="Gateway URL.")
+@click.option(
+    "--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY."
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Stream settings (YAML: format, sink, cursor_file, batch_size, poll_seconds); "
+    "the options below override it.",
+)
+@click.option(
+    "--cursor",
+    "cursor_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cursor file: created on the first run, resumed from afterwards.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ocsf", "jsonl"]),
+    help="OCSF 1.1 events (default) or the ledger's raw stream lines.",
+)
+@click.option(
+    "--to",
+    "sink_kind",
+    type=click.Choice(["stdout", "file", "http", "syslog"]),
+    help="Where to deliver (default stdout).",
+)
+@click.option("--file", "file_path", type=click.Path(path_type=Path), help="--to file: path.")
+@click.option("--max-bytes", type=int, help="--to file: rotate above this size.")
+@click.option("--keep", type=int, help="--to file: rotated files kept.")
+@click.option("--url", help="--to http: the collector's URL.")
+@click.option("--http-format", type=click.Choice(["json", "ndjson"]), help="--to http: batch body.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="--to http: CA bundle to verify the collector's certificate with.",
+)
+@click.option(
+    "--token", envvar="HOOP_SIEM_TOKEN", help="--to http: bearer token; or $HOOP_SIEM_TOKEN."
+)
+@click.option("--syslog-host", help="--to syslog: collector host.")
+@click.option("--syslog-port", type=int, help="--to syslog: collector port.")
+@click.option(
+    "--syslog-transport", type=click.Choice(["udp", "tcp"]), help="--to syslog: transport."
+)
+@click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per delivery.")
+@click.option("--poll-seconds", type=float, help="Wait at the head of the ledger.")
+@click.option(
+    "--follow/--once",
+    default=True,
+    show_default=True,
+    help="Keep following the ledger, or stop at its current head.",
+)
+def audit_stream(
+    stack_dir: Path | None,
+    gateway_url: str | None,
+    api_key: str | None,
+    config_file: Path | None,
+    follow: bool,
+    **options: Any,
+) -> None:
+    """Deliver every ledger record, at least once and in order, to a SIEM.
+
+    Records go out as OCSF 1.1 events (or raw JSON Lines) to stdout, a rotating file, an
+    HTTP collector (batches, retries with backoff, TLS) or syslog (RFC 5424, UDP or TCP with
+    octet counting). Each record's chain link is checked first: a record that does not link
+    is not delivered and the stream stops naming its seq. After each delivered batch the
+    cursor file is replaced atomically; a restart resumes after it, so nothing is lost and
+    only a batch whose delivery was not acknowledged is sent again.
+
+    Exit codes: 0 stopped (--once at the head, or Ctrl-C/SIGTERM after the batch in flight);
+    1 the chain is broken (the seq is named; nothing after it was delivered); 2 the gateway,
+    the sink or the settings failed (the cursor stands at the last delivered record).
+    """
+    from airflow_hoop.client.audit import AuditClient
+    from airflow_hoop.stream.pump import follow as follow_ledger
+
+    try:
+        settings = _settings(config_file, options)
+        url, key = _source(stack_dir, gateway_url, api_key)
+    except HoopError as exc:
+        _fail(exc)
+        sys.exit(EXIT_FAILED)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        pump = settings.pump()
+    except HoopError as exc:
+        _fail(exc)
+        sys.exit(EXIT_FAILED)
+    err_console.print(
+        f"Streaming the ledger after seq {pump.seq} as {settings.format.kind} to "
+        f"{settings.sink.kind} (cursor {settings.cursor_file})",
+        markup=False,
+        highlight=False,
+    )
+    code = EXIT_OK
+    try:
+        with AuditClient(url, key) as client:
+            while not stop.is_set():
+                try:
+                    follow_ledger(
+                        pump,
+                        client.stream,
+                        batch_size=settings.batch_size,
+                        poll_seconds=settings.poll_seconds,
+                        keep_following=follow,
+                        stop=stop,
+                    )
+                    break
+                except GatewayUnavailableError as exc:
+                    if not follow:
+                        raise
+                    # The gateway restarts or the answer was cut: resume from the cursor.
+                    err_console.print(f"{exc} (retrying)", markup=False, style="yellow")
+                    stop.wait(min(30.0, settings.poll_seconds * 10))
+    except ChainBrokenError as exc:
+        _fail(exc)
+        code = EXIT_CHAIN_BROKEN
+    except HoopError as exc:
+        _fail(exc)
+        code = EXIT_FAILED
+    finally:
+        pump.close()
+    err_console.print(
+        f"{pump.delivered} records delivered; cursor at seq {pump.seq}",
+        markup=False,
+        highlight=False,
+    )
+    sys.exit(code)
+
+
+def _settings(config_file: Path | None, options: dict[str, Any]) -> Any:
+    from airflow_hoop.stream.settings import StreamSettings
+
+    overrides: dict[str, Any] = {}
+    for option, key in (
+        ("cursor_file", "cursor_file"),
+        ("fmt", "format"),
+        ("batch_size", "batch_size"),
+        ("poll_seconds", "poll_seconds"),
+    ):
+        if options.get(option) is not None:
+            overrides[key] = options[option]
+    sink = _sink(options)
+    if sink is not None:
+        overrides["sink"] = sink
+    if config_file is not None:
+        return StreamSettings.load(config_file, **overrides)
+    if "cursor_file" not in overrides:
+        raise click.UsageError("give --cursor FILE (or cursor_file in --config)")
+    return StreamSettings.build(overrides)
+
+
+_SINK_OPTIONS = {
+    "file": {"file_path": "path", "max_bytes": "max_bytes", "keep": "keep"},
+    "http": {
+        "url": "url",
+        "http_format": "batch_format",
+        "ca_file": "ca_file",
+        "token": "token",
+    },
+    "syslog": {"syslog_host": "host", "syslog_port": "port", "syslog_transport": "transport"},
+    "stdout": {},
+}
+
+
+def _sink(options: dict[str, Any]) -> dict[str, Any] | None:
+    kind = options.get("sink_kind")
+    if kind is None:
+        return None
+    sink: dict[str, Any] = {"kind": kind}
+    for option, key in _SINK_OPTIONS[kind].items():
+        if options.get(option) is not None:
+            sink[key] = options[option]
+    for other, keys in _SINK_OPTIONS.items():
+        # --token may come from the environment whatever the sink: not an error.
+        given = [o for o in keys if o != "token" and other != kind and options.get(o)]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} needs --to {other}")
+    return sink
+
+
+def _source(
+    stack_dir: Path | None, gateway_url: str | None, api_key: str | None
+) -> tuple[str, str]:
+    if stack_dir is not None:
+        from airflow_hoop.devstack.models import StackInfo
+
+        info = StackInfo.load(stack_dir)
+        return info.gateway_url, info.auditor_api_key
+    if not (gateway_url and api_key):
+        raise click.UsageError("give --stack RUN_DIR, or --gateway URL with --api-key")
+    return gateway_url, api_key
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _fail(exc: HoopError) -> None:
+    err_console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
