@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,12 @@ EXIT_OK, EXIT_CHAIN_BROKEN, EXIT_FAILED = 0, 1, 2
     "fmt",
     type=click.Choice(["ocsf", "jsonl"]),
     help="OCSF 1.1 events (default) or the ledger's raw stream lines.",
+)
+@click.option(
+    "--validate-events",
+    is_flag=True,
+    default=None,
+    help="Validate every OCSF event against the models before delivery (slower).",
 )
 @click.option(
     "--to",
@@ -101,7 +108,7 @@ def audit_stream(
     1 the chain is broken (the seq is named; nothing after it was delivered); 2 the gateway,
     the sink or the settings failed (the cursor stands at the last delivered record).
     """
-    from airflow_hoop.client.audit import AuditClient
+    from airflow_hoop.client.audit import AuditClient, StreamedRecord
     from airflow_hoop.stream.pump import follow as follow_ledger
 
     try:
@@ -110,13 +117,13 @@ def audit_stream(
     except HoopError as exc:
         _fail(exc)
         sys.exit(EXIT_FAILED)
-    stop = threading.Event()
-    _stop_on_signals(stop)
     try:
         pump = settings.pump()
     except HoopError as exc:
         _fail(exc)
         sys.exit(EXIT_FAILED)
+    stop = threading.Event()
+    previous = _stop_on_signals(stop)
     err_console.print(
         f"Streaming the ledger after seq {pump.seq} as {settings.format.kind} to "
         f"{settings.sink.kind} (cursor {settings.cursor_file})",
@@ -124,13 +131,19 @@ def audit_stream(
         highlight=False,
     )
     code = EXIT_OK
+    reached = threading.Event()  # one read ran to the head: the gateway and key are right
     try:
         with AuditClient(url, key) as client:
+
+            def read(after_seq: int) -> Iterator[StreamedRecord]:
+                yield from client.stream(after_seq)
+                reached.set()
+
             while not stop.is_set():
                 try:
                     follow_ledger(
                         pump,
-                        client.stream,
+                        read,
                         batch_size=settings.batch_size,
                         poll_seconds=settings.poll_seconds,
                         keep_following=follow,
@@ -138,8 +151,8 @@ def audit_stream(
                     )
                     break
                 except GatewayUnavailableError as exc:
-                    if not follow:
-                        raise
+                    if not (follow and reached.is_set()):
+                        raise  # a wrong URL or a gateway that never answered: say so now
                     # The gateway restarts or the answer was cut: resume from the cursor.
                     err_console.print(f"{exc} (retrying)", markup=False, style="yellow")
                     stop.wait(min(30.0, settings.poll_seconds * 10))
@@ -151,6 +164,8 @@ def audit_stream(
         code = EXIT_FAILED
     finally:
         pump.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     err_console.print(
         f"{pump.delivered} records delivered; cursor at seq {pump.seq}",
         markup=False,
@@ -171,6 +186,10 @@ def _settings(config_file: Path | None, options: dict[str, Any]) -> Any:
     ):
         if options.get(option) is not None:
             overrides[key] = options[option]
+    if options.get("validate_events"):
+        if overrides.get("format", "ocsf") != "ocsf":
+            raise click.UsageError("--validate-events applies to --format ocsf")
+        overrides["format"] = {"kind": "ocsf", "validate_events": True}
     sink = _sink(options)
     if sink is not None:
         overrides["sink"] = sink
@@ -196,17 +215,17 @@ _SINK_OPTIONS = {
 
 def _sink(options: dict[str, Any]) -> dict[str, Any] | None:
     kind = options.get("sink_kind")
+    for other, keys in _SINK_OPTIONS.items():
+        # --token may come from the environment whatever the sink: not an error.
+        given = [o for o in keys if o != "token" and other != kind and options.get(o)]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} needs --to {other}")
     if kind is None:
         return None
     sink: dict[str, Any] = {"kind": kind}
     for option, key in _SINK_OPTIONS[kind].items():
         if options.get(option) is not None:
             sink[key] = options[option]
-    for other, keys in _SINK_OPTIONS.items():
-        # --token may come from the environment whatever the sink: not an error.
-        given = [o for o in keys if o != "token" and other != kind and options.get(o)]
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} needs --to {other}")
     return sink
 
 
@@ -223,12 +242,13 @@ def _source(
     return gateway_url, api_key
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """Stop after the batch in flight on SIGTERM or Ctrl-C; returns the handlers replaced."""
+
     def handler(signum: int, _frame: Any) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _fail(exc: HoopError) -> None:

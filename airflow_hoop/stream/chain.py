@@ -10,14 +10,16 @@ link it could not check.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
+
+import msgspec
 
 from airflow_hoop.errors import ChainBrokenError
 from airflow_hoop.ledger.chain import link_hash
 from airflow_hoop.stream.cursor import Cursor
 from airflow_hoop.stream.ocsf import CheckpointRef
 
+_DECODE = msgspec.json.Decoder().decode
 #: Hashes kept to compare with checkpoints' signed heads (older ones are not compared).
 MAX_HASHES = 200_000
 
@@ -50,10 +52,10 @@ class ChainFollower:
             seq = self.seq + 1 if raw.seq > self.seq + 1 else raw.seq
             raise ChainBrokenError(seq, f"{what} (the stream was at {self.seq})")
         try:
-            record = json.loads(raw.data)
+            record = _DECODE(raw.data)
             prev = record["prev_hash"]
             body = record["body"]
-        except (ValueError, KeyError, TypeError):
+        except (msgspec.DecodeError, KeyError, TypeError):
             raise ChainBrokenError(raw.seq, "is not a ledger record") from None
         if prev != self.hash:
             where = "the cursor's" if raw.seq == self._start + 1 else "the previous record's"

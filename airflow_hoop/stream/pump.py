@@ -122,10 +122,9 @@ def follow(
     ``keep_following``). Returns the number of records delivered."""
     stop = stop or threading.Event()
     while not stop.is_set():
+        # One read runs to the ledger's head; then wait, so an idle stream asks once a poll.
         batch: list[RawRecord] = []
-        read_any = False
         for raw in read(pump.seq):
-            read_any = True
             batch.append(raw)
             if len(batch) >= batch_size:
                 pump.push(batch)
@@ -136,6 +135,5 @@ def follow(
             pump.push(batch)
         if not keep_following:
             break
-        if not read_any:
-            stop.wait(poll_seconds)
+        stop.wait(poll_seconds)
     return pump.delivered

@@ -387,3 +387,107 @@ def test_the_file_rotates_by_size_and_keeps_k_files(tmp_path: Path) -> None:
     assert all(p.stat().st_size <= 8192 for p in kept)
     # The newest records, contiguous and in order, up to the head.
     assert seqs == list(range(seqs[0], len(ledger.rows) + 1))
+
+
+# -- settings and the command line ---------------------------------------------------------------
+def test_stream_settings_from_a_file_with_options_winning(tmp_path: Path) -> None:
+    from airflow_hoop.stream.settings import StreamSettings
+
+    config = tmp_path / "stream.yaml"
+    config.write_text(
+        "format: jsonl\nsink: {kind: http, url: 'https://siem.example/in', token: t0k3n}\n"
+        "cursor_file: /var/lib/c.json\n"
+    )
+    settings = StreamSettings.load(config, batch_size=50)
+    assert settings.format.kind == "jsonl" and settings.batch_size == 50
+    assert settings.sink.kind == "http" and "t0k3n" not in repr(settings)
+    config.write_text("sink: {kind: ftp}\ncursor_file: c.json\n")
+    with pytest.raises(ConfigError, match="invalid stream settings"):
+        StreamSettings.load(config)
+
+
+def test_the_gateway_setting_is_off_by_default_and_validated(tmp_path: Path) -> None:
+    from airflow_hoop.gateway.settings import GatewaySettings
+
+    base = {
+        "database_dsn": "dbname=x",
+        "vault": {
+            "url": "http://127.0.0.1:1",
+            "auth": {"method": "token", "token": "t"},
+            "identity_issuer": "http://127.0.0.1:1/v1/identity/oidc",
+        },
+    }
+    assert GatewaySettings(**base).siem_stream is None
+    on = GatewaySettings(
+        **base,
+        siem_stream={
+            "enabled": True,
+            "sink": {"kind": "syslog", "transport": "tcp"},
+            "cursor_file": str(tmp_path / "c.json"),
+        },
+    )
+    assert on.siem_stream is not None and on.siem_stream.sink.kind == "syslog"
+    with pytest.raises(ConfigError, match="siem_stream"):
+        bad = tmp_path / "gw.yaml"
+        bad.write_text(
+            "database_dsn: dbname=x\nvault: {url: 'http://127.0.0.1:1', identity_issuer: x, "
+            "auth: {method: token, token: t}}\nsiem_stream: {enabled: true, sink: {kind: file}}\n"
+        )
+        GatewaySettings.load(bad)
+
+
+def test_the_command_refuses_options_of_another_sink(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from airflow_hoop.cli.stream import audit_stream
+
+    args = ["--gateway", "http://127.0.0.1:1", "--api-key", "hpk_x"]
+    args += ["--cursor", str(tmp_path / "c.json")]
+    result = CliRunner().invoke(audit_stream, [*args, "--url", "https://siem.example"])
+    assert result.exit_code == 2 and "--url needs --to http" in result.output
+    result = CliRunner().invoke(
+        audit_stream, ["--gateway", "http://127.0.0.1:1", "--cursor", str(tmp_path / "c.json")]
+    )
+    assert result.exit_code == 2 and "--api-key" in result.output
+
+
+def test_a_record_the_mapping_cannot_read_is_delivered_as_a_base_event(tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.append(PolicyRefused(connection="c", reason="r"), STEP)
+    row = ledger.rows[0]
+    record = json.loads(row.body)
+    record["body"] = {"kind": "gateway.key_certified", "key": "k1"}  # a kind added later
+    data = json.dumps(record, separators=(",", ":")).encode()
+    pump = pump_to_file(tmp_path)
+    pump.push([Raw(1, link_hash("00" * 32, data), data)])
+    (event,) = lines(tmp_path / "out.jsonl")
+    EVENT.validate_python(event)
+    assert (event["class_uid"], event["activity_id"]) == (0, 99)
+    assert event["unmapped"]["airflow_hoop"]["body"] == {
+        "kind": "gateway.key_certified",
+        "key": "k1",
+    }
+
+
+def test_an_unreachable_gateway_fails_at_once_even_when_following(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from airflow_hoop.cli.stream import audit_stream
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    args = ["--gateway", f"http://127.0.0.1:{port}", "--api-key", "hpk_x"]
+    result = CliRunner().invoke(audit_stream, [*args, "--cursor", str(tmp_path / "c.json")])
+    assert result.exit_code == 2, result.output
+    assert "[gateway]" in result.output
+
+
+def test_validated_events_are_the_same_bytes(tmp_path: Path) -> None:
+    """Run-time validation (validate_events) checks the events; it changes none of them."""
+    plain, checked, records = tmp_path / "plain", tmp_path / "checked", raws(every_kind())
+    pump_to_file(plain).push(records)
+    pump_to_file(checked, fmt=OcsfFormat(validate_events=True)).push(records)
+    assert (plain / "out.jsonl").read_bytes() == (checked / "out.jsonl").read_bytes()

@@ -67,15 +67,15 @@ class SiemStream:
                 rows = await self._read(self.pump.seq, settings.batch_size)
                 if rows:
                     await asyncio.to_thread(self._locked, self.pump.push, rows)
-                    continue  # a full batch: more may be waiting
-                await asyncio.sleep(settings.poll_seconds)
+                if len(rows) < settings.batch_size:  # at the head: wait for more
+                    await asyncio.sleep(settings.poll_seconds)
             except asyncio.CancelledError:
                 raise
             except ChainBrokenError as exc:
                 log.error("SIEM stream stopped at a broken chain (retried): %s", exc)
                 await asyncio.sleep(settings.retry_seconds)
             except ConfigError as exc:  # another process holds the cursor, or it is unreadable
-                log.info("SIEM stream not running in this process: %s", exc)
+                log.warning("SIEM stream not running in this process: %s", exc)
                 await asyncio.sleep(settings.retry_seconds)
             except HoopError as exc:
                 log.error("SIEM stream: delivery failed (retried from the cursor): %s", exc)
