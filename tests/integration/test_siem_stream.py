@@ -74,8 +74,9 @@ def _traffic(stack: StackInfo, url: str) -> None:
                 response = c.exec(MASKED_SQL)
                 assert response.status_code == 200, response.text
                 assert SECRET_EMAIL not in response.text  # masked by the warehouse policy
-                c.exec("SELECT 1", connection="no_such_connection")  # a refusal, recorded
         time.sleep(CHECKPOINTS["interval_seconds"] + 0.2)
+    with step_client(stack, new_step(dag_id="forbidden_siem"), url) as c:
+        assert c.exec("SELECT 1").status_code == 403  # a refusal, recorded
 
 
 @pytest.fixture(scope="module")
