@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,8 @@ from airflow_hoop.errors import ChainBrokenError, GatewayUnavailableError, HoopE
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_CHAIN_BROKEN, EXIT_FAILED = 0, 1, 2
+#: The HTTP sink's token (sent as ``Authorization: Bearer <token>``).
+TOKEN_ENV = "HOOP_SIEM_TOKEN"
 
 
 @click.command("stream")
@@ -64,15 +67,14 @@ EXIT_OK, EXIT_CHAIN_BROKEN, EXIT_FAILED = 0, 1, 2
 @click.option("--file", "file_path", type=click.Path(path_type=Path), help="--to file: path.")
 @click.option("--max-bytes", type=int, help="--to file: rotate above this size.")
 @click.option("--keep", type=int, help="--to file: rotated files kept.")
-@click.option("--url", help="--to http: the collector's URL.")
+@click.option(
+    "--url", help="--to http: the collector's URL (its token: $HOOP_SIEM_TOKEN, never an option)."
+)
 @click.option("--http-format", type=click.Choice(["json", "ndjson"]), help="--to http: batch body.")
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="--to http: CA bundle to verify the collector's certificate with.",
-)
-@click.option(
-    "--token", envvar="HOOP_SIEM_TOKEN", help="--to http: bearer token; or $HOOP_SIEM_TOKEN."
 )
 @click.option("--syslog-host", help="--to syslog: collector host.")
 @click.option("--syslog-port", type=int, help="--to syslog: collector port.")
@@ -206,7 +208,6 @@ _SINK_OPTIONS = {
         "url": "url",
         "http_format": "batch_format",
         "ca_file": "ca_file",
-        "token": "token",
     },
     "syslog": {"syslog_host": "host", "syslog_port": "port", "syslog_transport": "transport"},
     "stdout": {},
@@ -216,8 +217,7 @@ _SINK_OPTIONS = {
 def _sink(options: dict[str, Any]) -> dict[str, Any] | None:
     kind = options.get("sink_kind")
     for other, keys in _SINK_OPTIONS.items():
-        # --token may come from the environment whatever the sink: not an error.
-        given = [o for o in keys if o != "token" and other != kind and options.get(o)]
+        given = [o for o in keys if other != kind and options.get(o)]
         if given:
             raise click.UsageError(f"--{given[0].replace('_', '-')} needs --to {other}")
     if kind is None:
@@ -226,6 +226,11 @@ def _sink(options: dict[str, Any]) -> dict[str, Any] | None:
     for option, key in _SINK_OPTIONS[kind].items():
         if options.get(option) is not None:
             sink[key] = options[option]
+    # The token only from the environment (or --config): never on a command line, where any
+    # local user reads it in the process list.
+    token = os.environ.get(TOKEN_ENV)
+    if kind == "http" and token:
+        sink["token"] = token
     return sink
 
 

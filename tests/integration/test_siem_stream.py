@@ -143,9 +143,11 @@ def test_masked_values_stay_masked(ledger: Ledger, tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     for fmt in ("ocsf", "jsonl"):
         target = out.with_suffix(f".{fmt}")
+        checked = ["--validate-events"] if fmt == "ocsf" else []
         proc = ledger.stream(
-            tmp_path / fmt, "--format", fmt, "--to", "file", "--file", str(target), "--once"
-        )
+            tmp_path / fmt, "--format", fmt, *checked, "--to", "file", "--file", str(target),
+            "--once",
+        )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert SECRET_EMAIL.encode() not in target.read_bytes()
     events = _events(out.with_suffix(".ocsf"))

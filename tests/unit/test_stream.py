@@ -491,3 +491,21 @@ def test_validated_events_are_the_same_bytes(tmp_path: Path) -> None:
     pump_to_file(plain).push(records)
     pump_to_file(checked, fmt=OcsfFormat(validate_events=True)).push(records)
     assert (plain / "out.jsonl").read_bytes() == (checked / "out.jsonl").read_bytes()
+
+
+def test_the_http_token_comes_from_the_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from airflow_hoop.cli.stream import _settings, audit_stream
+
+    args = ["--gateway", "http://127.0.0.1:1", "--api-key", "hpk_x"]
+    args += ["--cursor", str(tmp_path / "c.json"), "--to", "http", "--url", "https://s.example"]
+    result = CliRunner().invoke(audit_stream, [*args, "--token", "t0k3n"])
+    assert result.exit_code == 2 and "No such option '--token'" in result.output
+    monkeypatch.setenv("HOOP_SIEM_TOKEN", "t0k3n")
+    options = {"cursor_file": tmp_path / "c.json", "sink_kind": "http", "url": "https://s.example"}
+    settings = _settings(None, options)
+    assert settings.sink.token.get_secret_value() == "t0k3n"
+    assert "t0k3n" not in repr(settings) and "t0k3n" not in settings.model_dump_json()
