@@ -262,7 +262,8 @@ def bench_report(machine: Machine, results: dict[str, Any]) -> BenchReport:
     def rate_row(what: str, runs: list[dict[str, Any]], goal: float | None) -> BenchRow:
         stats = Stats.of([r["per_s"] for r in runs])
         extra = at_least(stats.median, goal, "records/s") if goal else {}
-        return BenchRow.of(what, "records/s", stats, note=f"{runs[0]['records']} records", **extra)
+        note = f"{runs[0]['records']} records a run; slowest run {stats.min:,.0f}/s"
+        return BenchRow.of(what, "records/s", stats, note=note, **extra)
 
     lag_s = results["lag"]["lag_s"]
     lag_row = BenchRow(

@@ -168,8 +168,8 @@ def test_masked_values_stay_masked(ledger: Ledger, tmp_path: Path) -> None:
 class SlowReceiver(ThreadingHTTPServer):
     """Stores every batch it receives (before answering), slowly: a kill lands mid-stream."""
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Slow)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Slow)
         self.seqs: list[int] = []
         self.batches = 0
         self.lock = threading.Lock()
@@ -331,3 +331,43 @@ def test_the_bench_runs_and_reports_its_goals(tmp_path: Path) -> None:
         "<= 2 s (median)",
     ]
     assert all(row["median"] > 0 for row in rows)
+
+
+def test_the_gateway_side_stream_survives_a_sink_that_is_down(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The collector is down when the gateway starts: steps still run (the stream is beside
+    them, never in their way), and once the collector is up every record arrives, in order."""
+    from support.gateway_support import free_port
+
+    port = free_port()
+    siem = {
+        "enabled": True,
+        "format": "jsonl",
+        "sink": {
+            "kind": "http",
+            "url": f"http://127.0.0.1:{port}/ingest",
+            "batch_format": "ndjson",
+            "max_attempts": 1,
+        },
+        "cursor_file": str(tmp_path / "gw-cursor.json"),
+        "poll_seconds": 0.1,
+        "retry_seconds": 0.2,
+    }
+    settings = {"checkpoints": {"enabled": False}, "siem_stream": siem}
+    with extra_gateway(ledger.stack, "siem-down", database_dsn=ledger.dsn, **settings) as url:
+        with step_client(ledger.stack, new_step(dag_id="test_siem", task_id="down"), url) as c:
+            assert c.exec("SELECT 7").status_code == 200
+        time.sleep(0.5)  # a few failed deliveries
+        assert not (tmp_path / "gw-cursor.json").exists()
+        receiver = SlowReceiver(port)
+        thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+        thread.start()
+        try:
+            _wait_for(lambda: bool(receiver.seqs) and receiver.seqs[-1] >= ledger.rows()[-1][0])
+        finally:
+            receiver.shutdown()
+            receiver.server_close()
+    assert receiver.seqs == [r[0] for r in ledger.rows()[: len(receiver.seqs)]]
+    log = (Path(ledger.stack.run_dir) / "gateway-siem-down.log").read_text()
+    assert "[SIEM sink] the HTTP sink http://127.0.0.1:" in log
