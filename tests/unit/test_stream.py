@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.ledger_factory import Ledger, build, recompute, rewrite
 
 from airflow_hoop.errors import ChainBrokenError, ConfigError, SinkError
@@ -509,3 +511,43 @@ def test_the_http_token_comes_from_the_environment_only(
     settings = _settings(None, options)
     assert settings.sink.token.get_secret_value() == "t0k3n"
     assert "t0k3n" not in repr(settings) and "t0k3n" not in settings.model_dump_json()
+
+
+_LEDGER_FOR_PROPERTY = build(statements=30, every=7)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch_size=st.integers(1, 20),
+    fail_on=st.sets(st.integers(1, 40), max_size=6),
+    arrives=st.booleans(),
+)
+def test_at_least_once_in_order_whatever_fails(
+    tmp_path_factory: pytest.TempPathFactory, batch_size: int, fail_on: set[int], arrives: bool
+) -> None:
+    """Any pattern of failed deliveries, each followed by a restart from the cursor: every
+    record arrives, first deliveries in order, and a record is repeated only when the batch it
+    was in failed after it arrived."""
+    tmp = tmp_path_factory.mktemp("prop")
+    records = raws(_LEDGER_FOR_PROPERTY)
+    sink = FlakySink(fail_on=fail_on, arrives=arrives)
+    cursor = CursorFile(tmp / "cursor.json")
+    failed_batches: list[list[int]] = []
+    for _ in range(len(fail_on) + 1):
+        pump = StreamPump(JsonlFormat(), sink, cursor)  # type: ignore[arg-type]
+        try:
+            follow(pump, lambda after: [r for r in records if r.seq > after],
+                   batch_size=batch_size, keep_following=False)  # fmt: skip
+            break
+        except SinkError:
+            failed_batches.append(list(range(pump.seq + 1, pump.seq + 1 + batch_size)))
+        finally:
+            pump.close()
+    assert list(dict.fromkeys(sink.received)) == [r.seq for r in records]
+    repeated = {s for s in sink.received if sink.received.count(s) > 1}
+    if not arrives:
+        assert repeated == set()
+    assert repeated <= {s for batch in failed_batches for s in batch}
+    assert cursor.load().seq == records[-1].seq
