@@ -34,6 +34,20 @@ TOKEN_ENV = "HOOP_SIEM_TOKEN"
     "--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY."
 )
 @click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Pin the checkpoint public key (a public-key.json, or `bao read -format=json "
+    "transit/keys/ledger-checkpoint`): every checkpoint's signature is verified.",
+)
+@click.option(
+    "--signed-only",
+    is_flag=True,
+    default=None,
+    help="Hold each record until a checkpoint whose signature verifies covers it (needs the "
+    "key: --public-key, or --stack's Vault); lag becomes the checkpoint interval.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -94,6 +108,7 @@ def audit_stream(
     gateway_url: str | None,
     api_key: str | None,
     config_file: Path | None,
+    public_key_file: Path | None,
     follow: bool,
     **options: Any,
 ) -> None:
@@ -116,11 +131,8 @@ def audit_stream(
     try:
         settings = _settings(config_file, options)
         url, key = _source(stack_dir, gateway_url, api_key)
-    except HoopError as exc:
-        _fail(exc)
-        sys.exit(EXIT_FAILED)
-    try:
-        pump = settings.pump()
+        keys = _keys(public_key_file, stack_dir, settings.signed_only)
+        pump = settings.pump(keys=keys)
     except HoopError as exc:
         _fail(exc)
         sys.exit(EXIT_FAILED)
@@ -182,6 +194,7 @@ def _settings(config_file: Path | None, options: dict[str, Any]) -> Any:
     overrides: dict[str, Any] = {}
     for option, key in (
         ("cursor_file", "cursor_file"),
+        ("signed_only", "signed_only"),
         ("fmt", "format"),
         ("batch_size", "batch_size"),
         ("poll_seconds", "poll_seconds"),
@@ -232,6 +245,20 @@ def _sink(options: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "http" and token:
         sink["token"] = token
     return sink
+
+
+def _keys(public_key_file: Path | None, stack_dir: Path | None, signed_only: bool) -> Any:
+    """The pinned checkpoint key: from the file, else (signed-only) from the stack's Vault."""
+    if public_key_file is not None:
+        from airflow_hoop.cli.export import load_public_key
+
+        return load_public_key(public_key_file)
+    if signed_only and stack_dir is not None:
+        from airflow_hoop.cli.audit import _stack_key
+        from airflow_hoop.devstack.models import StackInfo
+
+        return _stack_key(StackInfo.load(stack_dir))
+    return None
 
 
 def _source(

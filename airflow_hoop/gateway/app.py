@@ -96,7 +96,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             )
             await recovery.start()
             # The ledger to a SIEM (off unless siem_stream.enabled), from its durable cursor.
-            siem = SiemStream(settings.siem_stream, store)
+            siem = SiemStream(settings.siem_stream, store, app.state.checkpoints.public_keys)
             siem.start()
             try:
                 yield

@@ -3,9 +3,9 @@
 Per record: its seq follows the last one, its ``prev_hash`` is the last hash, and the SHA-256
 of the last hash and its stored bytes is the hash the ledger gave it. A checkpoint record's
 signed head is compared with the hash the stream saw at that seq (when it saw it), so a chain
-recomputed after a changed record is caught at the next checkpoint. Signatures themselves
-are `audit verify`'s job (it needs the public key); the stream never delivers a record whose
-link it could not check.
+recomputed after a changed record is caught at the next checkpoint. With the pinned public
+key the checkpoint's signature is verified too (so a checkpoint forged to match a recomputed
+chain is caught); the stream never delivers a record whose link it could not check.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import msgspec
 
 from airflow_hoop.errors import ChainBrokenError
 from airflow_hoop.ledger.chain import link_hash
+from airflow_hoop.ledger.checkpoint import PublicKeySet, signature_valid
 from airflow_hoop.stream.cursor import Cursor
 from airflow_hoop.stream.ocsf import CheckpointRef
 
@@ -38,7 +39,9 @@ class RawRecord(Protocol):
 class ChainFollower:
     """Checks each record against the last one; starts from a cursor."""
 
-    def __init__(self, cursor: Cursor) -> None:
+    def __init__(self, cursor: Cursor, keys: PublicKeySet | None = None) -> None:
+        #: with the pinned key, every checkpoint's signature is verified too
+        self.keys = keys
         self.seq = cursor.seq
         self.hash = cursor.hash
         self._start = cursor.seq
@@ -72,6 +75,12 @@ class ChainFollower:
         return record  # type: ignore[no-any-return]
 
     def _check_head(self, seq: int, body: dict[str, Any]) -> None:
+        if self.keys is not None and not signature_valid(body, self.keys):
+            raise ChainBrokenError(
+                seq,
+                "is a checkpoint whose signature does not verify with the pinned public key "
+                f"({self.keys.key_name})",
+            )
         statement = body.get("statement") or {}
         last_seq, head = statement.get("last_seq"), statement.get("head_hash")
         seen = self._hashes.get(last_seq) if isinstance(last_seq, int) else None

@@ -3,6 +3,10 @@
 The cursor moves only after the sink acknowledged the whole batch, so a crash or a failed
 delivery repeats at most that batch (at least once, in order). A record that does not chain
 is never delivered: the records before it are, then ChainBrokenError names it.
+
+With ``signed_only`` (which needs the pinned public key) a record is held until a checkpoint
+whose signature verifies covers it: a database administrator who rewrites records and the
+chain after them cannot get one delivered, at the cost of the checkpoint interval in lag.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from airflow_hoop.errors import ChainBrokenError, ConfigError
+from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.stream.chain import ChainFollower, RawRecord
 from airflow_hoop.stream.cursor import Cursor, CursorFile
 from airflow_hoop.stream.formats import EventFormat
@@ -31,16 +36,27 @@ class StreamPump:
         sink: Sink,
         cursor_file: CursorFile,
         on_delivered: Delivered | None = None,
+        *,
+        keys: PublicKeySet | None = None,
+        signed_only: bool = False,
     ) -> None:
+        if signed_only and keys is None:
+            raise ConfigError(
+                "delivering signed records only needs the checkpoint public key",
+                "pin it with --public-key (or public_key_file in the settings)",
+            )
         self.fmt, self.sink, self.cursor_file = fmt, sink, cursor_file
         self.on_delivered = on_delivered
+        self.keys, self.signed_only = keys, signed_only
+        #: checked records waiting for a verified checkpoint (signed_only)
+        self._held: list[tuple[RawRecord, dict[str, Any]]] = []
         if not cursor_file.try_lock():
             raise ConfigError(
                 f"another stream holds the cursor {cursor_file.path}",
                 "run one stream per cursor file (stop the other, or give another --cursor)",
             )
         self.cursor: Cursor = cursor_file.load()
-        self.chain = ChainFollower(self.cursor)
+        self.chain = ChainFollower(self.cursor, keys)
         self.delivered = 0
 
     def close(self) -> None:
@@ -52,8 +68,18 @@ class StreamPump:
 
     @property
     def seq(self) -> int:
-        """The last acknowledged seq: read the ledger after it."""
+        """The last acknowledged seq (the cursor's)."""
         return self.cursor.seq
+
+    @property
+    def read_after(self) -> int:
+        """Read the ledger after this seq: the last checked one (held records included)."""
+        return self.chain.seq
+
+    def _restart(self) -> None:
+        # Not acknowledged: the next read starts again after the cursor.
+        self.chain = ChainFollower(self.cursor, self.keys)
+        self._held = []
 
     def push(self, batch: Sequence[RawRecord]) -> None:
         """Deliver ``batch`` (records following the cursor, in order) and save the cursor."""
@@ -64,19 +90,36 @@ class StreamPump:
                 checked.append((raw, self.chain.check(raw)))
         except ChainBrokenError as exc:
             broken = exc
+        if self.signed_only:
+            checked = self._release(checked, broken is not None)
         try:
             if checked:
                 self._deliver(checked)
         except BaseException:
-            # Not acknowledged: the next read starts again after the cursor.
-            self.chain = ChainFollower(self.cursor)
+            self._restart()
             raise
         if broken is not None:
-            self.chain = ChainFollower(self.cursor)
+            self._restart()
             raise broken
 
+    def _release(
+        self, checked: list[tuple[RawRecord, dict[str, Any]]], broken: bool
+    ) -> list[tuple[RawRecord, dict[str, Any]]]:
+        """The held records a verified checkpoint now covers; the rest stay held (a broken
+        chain drops them: nothing unsigned before a break is delivered)."""
+        held = self._held + checked
+        covered = 0
+        for _raw, record in held:
+            body = record["body"]
+            if body.get("kind") == "checkpoint":  # verified by the chain check
+                covered = max(covered, int(body["statement"]["last_seq"]))
+        cut = next((i for i, (raw, _) in enumerate(held) if raw.seq > covered), len(held))
+        self._held = [] if broken else held[cut:]
+        return held[:cut]
+
     def _deliver(self, checked: list[tuple[RawRecord, dict[str, Any]]]) -> None:
-        covering = _covering(checked)
+        # signed_only: the covering checkpoint may be among the records still held.
+        covering = _covering(checked + self._held)
         lines = [self.fmt.encode(raw, record, covering.get(raw.seq)) for raw, record in checked]
         self.sink.deliver(lines)
         last = checked[-1][0]
@@ -124,7 +167,7 @@ def follow(
     while not stop.is_set():
         # One read runs to the ledger's head; then wait, so an idle stream asks once a poll.
         batch: list[RawRecord] = []
-        for raw in read(pump.seq):
+        for raw in read(pump.read_after):
             batch.append(raw)
             if len(batch) >= batch_size:
                 pump.push(batch)

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_hoop.errors import ConfigError
+from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.stream.cursor import CursorFile
 from airflow_hoop.stream.formats import EventFormat, OcsfFormat
 from airflow_hoop.stream.pump import Delivered, StreamPump
@@ -34,15 +35,29 @@ class StreamSettings(BaseModel):
     batch_size: int = Field(1000, ge=1, le=100_000, description="records per delivery")
     poll_seconds: float = Field(0.5, gt=0, le=60, description="wait at the head of the ledger")
     retry_seconds: float = Field(5.0, gt=0, description="wait after a failed delivery (gateway)")
+    signed_only: bool = Field(
+        False,
+        description="hold each record until a checkpoint whose signature verifies covers it "
+        "(the CLI needs the public key; the gateway reads it from its Vault)",
+    )
 
     @field_validator("format", mode="before")
     @classmethod
     def _format_by_name(cls, value: Any) -> Any:
         return {"kind": value} if isinstance(value, str) else value
 
-    def pump(self, on_delivered: Delivered | None = None) -> StreamPump:
-        """A pump at this stream's cursor (loaded now)."""
-        return StreamPump(self.format, self.sink, CursorFile(self.cursor_file), on_delivered)
+    def pump(
+        self, on_delivered: Delivered | None = None, keys: PublicKeySet | None = None
+    ) -> StreamPump:
+        """A pump at this stream's cursor (loaded now); ``keys`` verify checkpoints."""
+        return StreamPump(
+            self.format,
+            self.sink,
+            CursorFile(self.cursor_file),
+            on_delivered,
+            keys=keys,
+            signed_only=self.signed_only,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **overrides: Any) -> StreamSettings:

@@ -371,3 +371,87 @@ def test_the_gateway_side_stream_survives_a_sink_that_is_down(
     assert receiver.seqs == [r[0] for r in ledger.rows()[: len(receiver.seqs)]]
     log = (Path(ledger.stack.run_dir) / "gateway-siem-down.log").read_text()
     assert "[SIEM sink] the HTTP sink http://127.0.0.1:" in log
+
+
+def test_signed_only_never_delivers_a_rewritten_ledger(ledger: Ledger, tmp_path: Path) -> None:
+    """The database administrator changes a record, recomputes the chain after it and makes
+    every later checkpoint's head match: links hold, only the Vault signatures cannot follow.
+    With the key pinned (read from Vault, not through the gateway) and --signed-only, not one
+    record of the rewritten range reaches the SIEM, and the stream names the checkpoint."""
+    from support.ledger_db import vault_key_file
+
+    from airflow_hoop.ledger.canonical import canonical
+    from airflow_hoop.ledger.chain import link_hash
+
+    rows = ledger.rows()
+    changed = next(s for s, _, body in rows if '"kind":"session.intent"' in body and s > 10)
+    prev, hashes, updates = "00" * 32, {}, []
+    for seq, digest, body in rows:
+        record = json.loads(body)
+        if seq >= changed:
+            if seq == changed:
+                record["actor"] = "someone-else"
+            record["prev_hash"] = prev
+            if record["body"]["kind"] == "checkpoint":
+                statement = record["body"]["statement"]
+                statement["head_hash"] = hashes.get(statement["last_seq"], statement["head_hash"])
+            data = canonical(record)
+            digest = link_hash(prev, data)
+            updates.append((data.decode(), digest, seq))
+        prev = hashes[seq] = digest
+    forged_checkpoint = next(
+        s for s, _, body in rows if s > changed and '"kind":"checkpoint"' in body
+    )
+    key = vault_key_file(ledger.stack, tmp_path / "key.json")
+    out = tmp_path / "events.jsonl"
+    with psycopg.connect(ledger.stack.admin_dsn(ledger.db), autocommit=True) as conn:
+        try:
+            with unlocked(conn):
+                for body, digest, seq in updates:
+                    conn.execute(
+                        "UPDATE ledger SET body = %s, hash = %s WHERE seq = %s", (body, digest, seq)
+                    )
+            blind = ledger.stream(tmp_path / "blind", "--to", "file", "--file", str(out), "--once")
+            pinned = ledger.stream(
+                tmp_path, "--public-key", str(key), "--signed-only",
+                "--to", "file", "--file", str(out.with_suffix(".signed")), "--once",
+            )  # fmt: skip
+        finally:
+            with unlocked(conn):
+                conn.execute("DELETE FROM ledger")
+                conn.execute("INSERT INTO ledger SELECT * FROM ledger_pristine")
+    # Links alone cannot tell: the rewritten chain is consistent.
+    assert blind.returncode == 0, blind.stderr
+    assert pinned.returncode == 1, pinned.stderr
+    assert f"record {forged_checkpoint} is a checkpoint whose signature does not verify" in (
+        pinned.stderr
+    )
+    signed = out.with_suffix(".signed")
+    delivered = (
+        [e["unmapped"]["airflow_hoop"]["seq"] for e in _events(signed)] if (signed.exists()) else []
+    )
+    assert all(s < changed for s in delivered)
+    assert "someone-else" not in (signed.read_text() if signed.exists() else "")
+
+
+def test_signed_only_on_an_untouched_ledger_delivers_every_signed_record(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    from support.ledger_db import vault_key_file
+
+    key = vault_key_file(ledger.stack, tmp_path / "key.json")
+    out = tmp_path / "events.jsonl"
+    proc = ledger.stream(
+        tmp_path, "--public-key", str(key), "--signed-only", "--to", "file", "--file", str(out),
+        "--once",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = ledger.rows()
+    last_signed = max(
+        json.loads(body)["body"]["statement"]["last_seq"]
+        for _, _, body in rows
+        if '"kind":"checkpoint"' in body
+    )
+    events = _events(out)
+    assert [e["unmapped"]["airflow_hoop"]["seq"] for e in events] == list(range(1, last_signed + 1))
+    assert all(e["unmapped"]["airflow_hoop"]["covering_checkpoint"] for e in events)

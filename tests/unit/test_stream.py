@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support.ledger_factory import Ledger, build, recompute, rewrite
 
 from airflow_hoop.errors import ChainBrokenError, ConfigError, SinkError
-from airflow_hoop.ledger.canonical import sha256_hex
+from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import link_hash
 from airflow_hoop.ledger.records import (
     CredentialIssued,
@@ -551,3 +551,84 @@ def test_at_least_once_in_order_whatever_fails(
         assert repeated == set()
     assert repeated <= {s for batch in failed_batches for s in batch}
     assert cursor.load().seq == records[-1].seq
+
+
+# -- signed only -------------------------------------------------------------------------------
+def _chain(data: list[bytes]) -> list[Raw]:
+    records, prev = [], "00" * 32
+    for seq, body in enumerate(data, 1):
+        prev = link_hash(prev, body)
+        records.append(Raw(seq, prev, body))
+    return records
+
+
+def _forged_with_checkpoints(ledger: Ledger, changed: int) -> list[Raw]:
+    """What a database administrator does: change a record, recompute the chain, and make each
+    later checkpoint's head match the new chain (the signature cannot follow)."""
+    data = [r.body.encode() for r in ledger.rows]
+    data[changed] = rewrite(data[changed].decode(), actor="someone-else")
+    prev, hashes = "00" * 32, {}
+    for i, line in enumerate(data):
+        record = json.loads(line)
+        record["prev_hash"] = prev
+        if record["body"]["kind"] == "checkpoint":
+            statement = record["body"]["statement"]
+            statement["head_hash"] = hashes[statement["last_seq"]]
+        data[i] = canonical(record)
+        prev = link_hash(prev, data[i])
+        hashes[i + 1] = prev
+    return _chain(data)
+
+
+def test_a_forged_checkpoint_fails_its_signature(tmp_path: Path) -> None:
+    ledger = build(statements=10, every=8)
+    records = _forged_with_checkpoints(ledger, 2)
+    first_checkpoint = next(r.seq for r in records if b'"kind":"checkpoint"' in r.data)
+    # Without the key the forgery is consistent: the stream cannot tell.
+    pump_to_file(tmp_path / "blind").push(records)
+    # With the pinned key the first checkpoint's signature fails; signed-only, nothing of the
+    # forged range was delivered.
+    pump = StreamPump(
+        OcsfFormat(),
+        FileSink(path=tmp_path / "out.jsonl"),
+        CursorFile(tmp_path / "cursor.json"),
+        keys=ledger.signer.keys(),
+        signed_only=True,
+    )
+    with pytest.raises(ChainBrokenError) as err:
+        pump.push(records)
+    assert err.value.seq == first_checkpoint and "signature does not verify" in str(err.value)
+    assert not (tmp_path / "out.jsonl").exists()
+    assert CursorFile(tmp_path / "cursor.json").load().seq == 0
+
+
+def test_signed_only_holds_records_until_a_verified_checkpoint_covers_them(
+    tmp_path: Path,
+) -> None:
+    ledger = build(statements=10, every=8)
+    ledger.statement(STEP, 99)  # two records after the last checkpoint: not yet signed
+    records = raws(ledger)
+    pump = StreamPump(
+        OcsfFormat(),
+        FileSink(path=tmp_path / "out.jsonl"),
+        CursorFile(tmp_path / "cursor.json"),
+        keys=ledger.signer.keys(),
+        signed_only=True,
+    )
+    for one in records:  # one at a time, as a live ledger grows
+        pump.push([one])
+    events = lines(tmp_path / "out.jsonl")
+    last_signed = ledger.checkpoints[-1].statement.last_seq
+    assert [e["unmapped"]["airflow_hoop"]["seq"] for e in events] == list(range(1, last_signed + 1))
+    assert all(e["unmapped"]["airflow_hoop"]["covering_checkpoint"] for e in events)
+    assert pump.seq == last_signed and pump.read_after == len(records)
+
+
+def test_signed_only_needs_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs the checkpoint public key"):
+        StreamPump(
+            OcsfFormat(),
+            FileSink(path=tmp_path / "o"),
+            CursorFile(tmp_path / "c.json"),
+            signed_only=True,
+        )

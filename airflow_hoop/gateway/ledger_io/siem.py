@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from airflow_hoop.errors import ChainBrokenError, ConfigError, HoopError
 from airflow_hoop.gateway.db.store import GatewayStore
+from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.stream.pump import StreamPump
 from airflow_hoop.stream.settings import StreamSettings
 
@@ -34,9 +35,16 @@ class LedgerRow(NamedTuple):
 class SiemStream:
     """Follows the ledger in the background while the gateway runs."""
 
-    def __init__(self, settings: StreamSettings | None, store: GatewayStore) -> None:
+    def __init__(
+        self,
+        settings: StreamSettings | None,
+        store: GatewayStore,
+        public_keys: Callable[[], Awaitable[PublicKeySet]] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        #: the checkpoint key, read from Vault (signed_only): never from the database
+        self.public_keys = public_keys
         self._task: asyncio.Task[None] | None = None
         self.pump: StreamPump | None = None
         # A cancelled await leaves its thread running: the sink is closed only between batches.
@@ -62,9 +70,12 @@ class SiemStream:
         while True:
             try:
                 if self.pump is None:
-                    self.pump = await asyncio.to_thread(settings.pump)
+                    keys = None
+                    if settings.signed_only and self.public_keys is not None:
+                        keys = await self.public_keys()
+                    self.pump = await asyncio.to_thread(settings.pump, None, keys)
                     log.info("SIEM stream: following the ledger after seq %d", self.pump.seq)
-                rows = await self._read(self.pump.seq, settings.batch_size)
+                rows = await self._read(self.pump.read_after, settings.batch_size)
                 if rows:
                     await asyncio.to_thread(self._locked, self.pump.push, rows)
                 if len(rows) < settings.batch_size:  # at the head: wait for more
