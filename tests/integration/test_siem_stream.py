@@ -455,3 +455,28 @@ def test_signed_only_on_an_untouched_ledger_delivers_every_signed_record(
     events = _events(out)
     assert [e["unmapped"]["airflow_hoop"]["seq"] for e in events] == list(range(1, last_signed + 1))
     assert all(e["unmapped"]["airflow_hoop"]["covering_checkpoint"] for e in events)
+
+
+def test_the_gateway_side_stream_signed_only_reads_the_key_from_vault(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    out = tmp_path / "gw-signed.jsonl"
+    siem = {
+        "enabled": True,
+        "signed_only": True,
+        "sink": {"kind": "file", "path": str(out)},
+        "cursor_file": str(tmp_path / "gw-cursor.json"),
+        "poll_seconds": 0.1,
+    }
+    rows = ledger.rows()
+    last_signed = max(
+        json.loads(body)["body"]["statement"]["last_seq"]
+        for _, _, body in rows
+        if '"kind":"checkpoint"' in body
+    )
+    settings = {"checkpoints": {"enabled": False}, "siem_stream": siem}
+    with extra_gateway(ledger.stack, "siem-signed", database_dsn=ledger.dsn, **settings):
+        _wait_for(lambda: _last_seq(out) >= last_signed)
+        time.sleep(0.5)  # and nothing past it: the rest is not signed yet
+    events = _events(out)
+    assert [e["unmapped"]["airflow_hoop"]["seq"] for e in events] == list(range(1, last_signed + 1))
