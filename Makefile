@@ -107,6 +107,7 @@ bench: setup
 	$(call run_bench,notifications,$(NOTIFY_ARGS))
 	$(call run_bench,ui,$(UI_ARGS))
 	$(call run_bench,load,$(LOAD_ARGS))
+	$(call run_bench,stream,$(STREAM_ARGS))
 	$(PY) bench/report.py --results $(RESULTS) --out $(PAGE)
 	@if [ -s $(RESULTS)/failed.txt ]; then echo "failed: $$(cat $(RESULTS)/failed.txt | xargs)"; exit 1; fi
 
@@ -120,7 +121,8 @@ bench-quick:
 		APPROVAL_ARGS="-n 2 --sensors 10 --window 10" \
 		NOTIFY_ARGS="-n 5" \
 		UI_ARGS="--records 20000 --statements 50 -n 3" \
-		LOAD_ARGS="--tasks 20 --parallelism 4"
+		LOAD_ARGS="--tasks 20 --parallelism 4" \
+		STREAM_ARGS="--records 4000 --runs 2 --seconds 4"
 
 # sdist + wheel into dist/ (isolated build: hatchling from the index)
 dist: $(VENV)/.installed

@@ -118,3 +118,27 @@ class SessionKilledError(HoopError):
 
     link = "gateway session"
     default_fix = "re-run the task; the kill is recorded in the ledger"
+
+
+class ChainBrokenError(LedgerError):
+    """The ledger stream met a record that does not chain: it was not delivered."""
+
+    link = "ledger stream"
+    default_fix = (
+        "do not trust the ledger past the named record: run `airflow-hoop audit verify` and "
+        "investigate; the stream resumes only once the chain links again"
+    )
+
+    def __init__(self, seq: int, what: str, fix: str | None = None) -> None:
+        super().__init__(f"record {seq} {what}", fix)
+        self.seq = seq
+
+
+class SinkError(HoopError):
+    """A SIEM sink refused or could not take a batch; the cursor did not move past it."""
+
+    link = "SIEM sink"
+    default_fix = (
+        "check the sink's address, TLS and credentials; the stream resumes from its cursor "
+        "and delivers the batch again"
+    )

@@ -104,6 +104,14 @@ BENCHMARKS = [
         "with stock operators and a static user, measured in the same run",
         doc="load.md",
     ),
+    Benchmark(
+        name="stream",
+        title="SIEM stream",
+        issue="#22 [signals]",
+        goal="the stream delivers at least 20,000 records/s to a file and 5,000/s to a local "
+        "HTTP endpoint; lag at most 2 s at a steady 1,000 records/s (medians)",
+        doc="signals.md",
+    ),
 ]
 
 HEADER = """# Performance

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from airflow_hoop.cli.audit import audit_export, audit_verify
+from airflow_hoop.cli.stream import audit_stream
 from airflow_hoop.errors import HoopError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -167,13 +168,14 @@ def ui(port: int | None) -> None:
 # -- audit ---------------------------------------------------------------------------------
 @main.group()
 def audit() -> None:
-    """Verify the ledger and export the reviewer's bundle."""
+    """Verify the ledger, export the reviewer's bundle, stream it to a SIEM."""
 
 
 # verify (live or --bundle) and export live in audit.py; imported here so that
 # ``airflow_hoop.cli.main.audit_verify`` keeps working.
 audit.add_command(audit_verify)
 audit.add_command(audit_export)
+audit.add_command(audit_stream)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from airflow_hoop.gateway.execution.step_end_bus import StepEndBus
 from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
+from airflow_hoop.gateway.ledger_io.siem import SiemStream
 from airflow_hoop.gateway.routes.audit import router as audit_router
 from airflow_hoop.gateway.routes.deps import Services
 from airflow_hoop.gateway.routes.input_guard import NulGuard
@@ -105,6 +106,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 settings.recovery, store, vault, is_running=sessions.is_running
             )
             await recovery.start()
+            # The ledger to a SIEM (off unless siem_stream.enabled), from its durable cursor.
+            siem = SiemStream(settings.siem_stream, store, app.state.checkpoints.public_keys)
+            siem.start()
             if notifier is not None:
                 notifier.start()
             try:
@@ -112,6 +116,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             finally:
                 if notifier is not None:
                     await notifier.stop()
+                await siem.stop()
                 await recovery.stop()
                 await step_ends.stop()
                 await registry.stop_reaper()

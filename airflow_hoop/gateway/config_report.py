@@ -44,6 +44,11 @@ def describe(settings: GatewaySettings) -> list[str]:
     for key in settings.api_keys:
         groups = f", groups {', '.join(key.groups)}" if key.groups else ""
         lines.append(f"  {key.name}: {key.role}{groups}")
+    siem = settings.siem_stream
+    if siem is not None and siem.enabled:
+        lines.append(
+            f"siem stream: {siem.format.kind} to {siem.sink.kind}, cursor {siem.cursor_file}"
+        )
     if vault.auth.method == "token":
         lines.append(
             "warning: vault.auth.method 'token' is for development; use approle or kubernetes"

@@ -32,6 +32,7 @@ from airflow_hoop.gateway.connection_settings import ShellConnection as ShellCon
 from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
 from airflow_hoop.gateway.notification_settings import NotificationSettings
+from airflow_hoop.stream.settings import StreamSettings
 
 
 class VaultAuth(BaseModel):
@@ -250,6 +251,11 @@ class GatewaySettings(BaseSettings):
     notifications: NotificationSettings = Field(
         default_factory=NotificationSettings,
         description="approval notifications: the signed webhook (docs/notifications.md)",
+    )
+    siem_stream: StreamSettings | None = Field(
+        None,
+        description="the ledger streamed to a SIEM by the gateway itself, off unless "
+        "enabled (docs/signals.md)",
     )
 
     @classmethod

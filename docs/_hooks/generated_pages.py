@@ -163,6 +163,10 @@ def configuration_markdown() -> str:
         TlsSettings,
         VaultAuth,
     )
+    from airflow_hoop.stream.http_sink import HttpSink
+    from airflow_hoop.stream.settings import StreamSettings
+    from airflow_hoop.stream.sinks import FileSink
+    from airflow_hoop.stream.syslog_sink import SyslogSink
     from airflow_hoop.task.step_session import HoopConnectionConfig
     from airflow_hoop.task.vault_config import StepVaultConfig
 
@@ -204,6 +208,10 @@ def configuration_markdown() -> str:
         ("masking", MaskingPolicy, "a connection's `masking:` ([masking](masking.md))"),
         ("masking.columns[]", ColumnRule, "each column rule of a masking policy"),
         ("masking.detectors[]", DetectorRule, "each detector rule of a masking policy"),
+        ("siem_stream", StreamSettings, "`siem_stream:` ([signals](signals.md))"),
+        ("siem_stream.sink (file)", FileSink, "`sink: {kind: file, ...}`"),
+        ("siem_stream.sink (http)", HttpSink, "`sink: {kind: http, ...}`"),
+        ("siem_stream.sink (syslog)", SyslogSink, "`sink: {kind: syslog, ...}`"),
     ]
     for title, model, where in sections:
         out += [f"### {title}", "", f"{where}. {_doc(model)}", "", *_field_table(model), ""]

@@ -110,6 +110,7 @@ def test_page_has_every_benchmark_in_order_with_goals(results: Path) -> None:
         "notifications",
         "ui",
         "load",
+        "stream",
     ]
     step = page.split("## Step overhead")[1].split("## ")[0]
     assert "`python bench/step_overhead.py -n 5 --json bench/results/step_overhead.json`" in step

@@ -29,6 +29,8 @@ PLANTED = [
     ("ledger/chain.py", "import airflow", "never import airflow"),
     ("gateway/targets.py", "import airflow.models", "never import airflow"),
     ("ledger/records.py", "import httpx", "ledger and wire are pure"),
+    ("stream/ocsf.py", "import airflow_hoop.gateway.settings", "layers: each package"),
+    ("stream/chain.py", "import airflow.models", "never import airflow"),
     ("gateway/db/store.py", "import airflow_hoop.gateway.routes.deps", "gateway layers"),
     (
         "gateway/masking/detectors.py",
