@@ -90,3 +90,11 @@ class NotificationSettings(BaseModel):
     airflow_base_url: str | None = Field(None, description="the Airflow UI, for deep links")
     reminder_lead_seconds: float = Field(600.0, gt=0)
     poll_seconds: float = Field(2.0, gt=0, description="how often due reminders are looked for")
+    resend_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="a delivery still 'sending' this long after it was claimed (its gateway "
+        "process died) is sent again; a pending review this old with no request "
+        "notification on record (the process died between the review and its notification) "
+        "gets one. Receivers deduplicate by X-Hoop-Delivery",
+    )

@@ -390,3 +390,37 @@ def test_a_failing_notifier_is_logged_and_the_others_still_send(stack, smtp, cap
     assert len(smtp) == 1
     logged = caplog.text + capsys.readouterr().out  # Airflow's structlog may print instead
     assert "chat relay refused" in logged and "the review goes on" in logged
+
+
+# -- nothing lost when a gateway process dies mid-notification ----------------------------------
+def test_a_cut_delivery_is_sent_again_and_an_unannounced_review_gets_its_request(
+    stack, receiver, secret_file
+):
+    """Two deaths of a gateway process, played on the database: one between a review's commit
+    and its notification (the stack's own gateway has no webhook: no row at all), one after a
+    delivery was claimed (a 'sending' row claimed an hour ago). A gateway with the webhook
+    finds both on its sweep and sends them: at least once, never lost."""
+    with step_client(stack, StepRef(dag_id=DAG, task_id="approve", run_id=_run())) as sensor:
+        unannounced = _created(_ask(sensor, "load", [_insert()])).review.id
+    with step_client(stack, StepRef(dag_id=DAG, task_id="approve", run_id=_run())) as sensor:
+        cut = _created(_ask(sensor, "load", [_insert()])).review.id
+    assert _rows(stack, unannounced) == {} and _rows(stack, cut) == {}
+    with psycopg.connect(stack.admin_dsn(stack.gateway_db), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO review_notifications (id, review_id, key, kind, state, due_at, "
+            "claimed_at) VALUES (%s, %s, 'requested', 'review.requested', 'sending', "
+            "now() - interval '1 hour', now() - interval '1 hour')",
+            (uuid.uuid4(), uuid.UUID(cut)),
+        )
+    settings = _notifications(receiver.url, secret_file, resend_after_seconds=1)
+    with extra_gateway(stack, "notify-recover", notifications=settings):
+        for review_id in (unannounced, cut):
+            got = wait_for(
+                lambda r=review_id: _of_review(receiver.posted, r), what=f"review {review_id}"
+            )
+            assert [n.kind for _, n in got] == ["review.requested"]
+            assert CARD.encode() not in got[0][0].body
+            wait_for(
+                lambda r=review_id: _rows(stack, r).get("requested", ("",))[0] == "sent",
+                what="the delivery recorded sent",
+            )

@@ -160,14 +160,21 @@ class ReviewNotifier:
             log.warning("[notifications] cannot record delivery %s: %s", entry.id, exc)
 
     async def _reminders(self) -> None:
+        stale = self.settings.resend_after_seconds
         while True:
             try:
-                for entry in await self.outbox.claim_due():
+                for entry in await self.outbox.claim_due(stale):
                     row = await self.reviews.get(entry.review_id)
-                    if row is None or row.status != "PENDING":
+                    # A reminder only while the review waits; a request or decision whose
+                    # delivery was cut short (its process died) goes out again regardless.
+                    if row is None or (entry.kind == "review.reminder" and row.status != "PENDING"):
                         await self._finish(entry, "skipped", 0)
                         continue
                     self._spawn(self._deliver(row, entry))
+                for review_id in await self.outbox.unannounced_reviews(stale):
+                    row = await self.reviews.get(review_id)
+                    if row is not None:
+                        self._spawn(self._send(row, "requested", "review.requested", None))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -33,8 +33,10 @@ CREATE TABLE IF NOT EXISTS review_notifications (
     last_error  text,
     created_at  timestamptz NOT NULL DEFAULT now(),
     done_at     timestamptz,
+    claimed_at  timestamptz,
     UNIQUE (review_id, key)
 );
+ALTER TABLE review_notifications ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
 CREATE INDEX IF NOT EXISTS review_notifications_due_idx
     ON review_notifications (due_at) WHERE state = 'scheduled';
 REVOKE ALL ON review_notifications FROM PUBLIC;
@@ -84,26 +86,46 @@ class NotificationOutbox:
         async with self.store.connection("record a notification") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"INSERT INTO review_notifications ({_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, 0, NULL) "
+                f"INSERT INTO review_notifications ({_COLUMNS}, claimed_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, 0, NULL, "
+                "CASE WHEN %s = 'sending' THEN now() END) "
                 f"ON CONFLICT (review_id, key) DO NOTHING RETURNING {_COLUMNS}",
-                (uuid.uuid4(), review_id, key, kind, state, due_at, wait_deadline),
+                (uuid.uuid4(), review_id, key, kind, state, due_at, wait_deadline, state),
             )
             found = await cur.fetchone()
             return None if found is None else NotificationRow.model_validate(found)
 
-    async def claim_due(self, limit: int = 50) -> list[NotificationRow]:
-        """Scheduled rows whose time has come, taken by this process only (``SKIP LOCKED``)."""
+    async def claim_due(self, stale_after: float, limit: int = 50) -> list[NotificationRow]:
+        """Rows to send now, taken by this process only (``SKIP LOCKED``): scheduled ones whose
+        time has come, and deliveries still ``sending`` ``stale_after`` seconds after their
+        claim (the process that claimed them died: sent again, at least once)."""
         async with self.store.connection("claim due notifications") as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "UPDATE review_notifications SET state = 'sending' WHERE id IN ("
-                "SELECT id FROM review_notifications WHERE state = 'scheduled' "
-                "AND due_at <= now() ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE review_notifications SET state = 'sending', claimed_at = now() "
+                "WHERE id IN (SELECT id FROM review_notifications WHERE "
+                "(state = 'scheduled' AND due_at <= now()) OR (state = 'sending' AND "
+                "claimed_at < now() - make_interval(secs => %s)) "
+                "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {_COLUMNS}",
-                (limit,),
+                (stale_after, limit),
             )
             return [NotificationRow.model_validate(r) for r in await cur.fetchall()]
+
+    async def unannounced_reviews(self, older_than: float, limit: int = 50) -> list[uuid.UUID]:
+        """Pending reviews of the last day, older than ``older_than`` seconds, that have no
+        request notification on record (the process died between the review's commit and its
+        notification)."""
+        async with self.store.connection("find unannounced reviews") as conn:
+            cur = await conn.execute(
+                "SELECT r.id FROM reviews r WHERE r.status = 'PENDING' "
+                "AND r.created_at < now() - make_interval(secs => %s) "
+                "AND r.created_at > now() - interval '1 day' AND NOT EXISTS ("
+                "SELECT 1 FROM review_notifications n WHERE n.review_id = r.id "
+                "AND n.key = 'requested') ORDER BY r.created_at LIMIT %s",
+                (older_than, limit),
+            )
+            return [row[0] for row in await cur.fetchall()]
 
     async def finish(
         self, id_: uuid.UUID, state: State, attempts: int, error: str | None = None
