@@ -51,7 +51,8 @@ from results_model import (
 )
 
 
-def bodies(i: int) -> tuple[SessionIntent, SessionResult]:
+def bodies(i: int, writer: str = "ledger") -> tuple[SessionIntent, SessionResult]:
+    """A command's intent and result records as the gateway writes them (bench/stream.py too)."""
     script = f"SELECT amount FROM sales WHERE id = {i}"
     sid = str(uuid.uuid4())
     return (
@@ -60,7 +61,8 @@ def bodies(i: int) -> tuple[SessionIntent, SessionResult]:
             connection="warehouse",
             script=script,
             script_sha256=sha256_hex(script),
-            db_user="af_bench-ledger-writer_abcdef",
+            db_user=f"af_bench-{writer}-writer_abcdef",
+            label="read",
         ),
         SessionResult(
             session_id=sid,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ledger import bodies
 from results_model import (
     BenchReport,
     BenchRow,
@@ -49,37 +50,11 @@ from airflow_hoop.client.audit import AuditClient
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.gateway.db.store import GatewayStore
-from airflow_hoop.ledger.canonical import sha256_hex
-from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
+from airflow_hoop.ledger.records import StepRef
 from airflow_hoop.stream.pump import follow
 from airflow_hoop.stream.settings import StreamSettings
 
 STEP = StepRef(dag_id="bench_stream", task_id="writer", run_id="bench")
-
-
-def _bodies(i: int) -> tuple[SessionIntent, SessionResult]:
-    script = f"SELECT amount FROM sales WHERE id = {i}"
-    sid = str(uuid.uuid4())
-    return (
-        SessionIntent(
-            session_id=sid,
-            connection="warehouse",
-            script=script,
-            script_sha256=sha256_hex(script),
-            db_user="af_bench-stream-writer_abcdef",
-            label="read",
-        ),
-        SessionResult(
-            session_id=sid,
-            connection="warehouse",
-            status="success",
-            exit_code=0,
-            rowcount=1,
-            rows_returned=1,
-            output_sha256=sha256_hex(str(i)),
-            duration_ms=0.7,
-        ),
-    )
 
 
 # -- the ledger's records --------------------------------------------------------------------------
@@ -89,7 +64,7 @@ async def _fill(dsn: str, total: int, writers: int = 32) -> None:
 
     async def one(w: int) -> None:
         for i in range(w, total // 2, writers):
-            intent, result = _bodies(i)
+            intent, result = bodies(i, writer="stream")
             await store.append(STEP, STEP.key, intent)
             await store.append(STEP, STEP.key, result)
 
@@ -111,7 +86,7 @@ def _paced_writer(dsn: str, rate: int, seconds: float, ready: Any, go: Any) -> N
             due = int(elapsed * rate / 2)
 
             async def pair(i: int) -> None:
-                intent, result = _bodies(i)
+                intent, result = bodies(i, writer="stream")
                 await store.append(STEP, STEP.key, intent)
                 await store.append(STEP, STEP.key, result)
 

@@ -48,19 +48,24 @@ _source_options = [
         help="Pin the checkpoint public key: a public-key.json, or the JSON of "
         "`bao read -format=json transit/keys/ledger-checkpoint`.",
     ),
-    click.option(
-        "--anchor",
-        "anchor_dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        help="Anchor directory to compare the checkpoints with (default with --stack: its own).",
-    ),
 ]
+_anchor_option = click.option(
+    "--anchor",
+    "anchor_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Anchor directory to compare the checkpoints with (default with --stack: its own).",
+)
 
 
-def _with_source(fn: Callable[..., None]) -> Callable[..., None]:
+def with_source_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """--stack, --gateway, --api-key, --public-key: where a command reads the ledger from."""
     for option in reversed(_source_options):
         fn = option(fn)
     return fn
+
+
+def _with_source(fn: Callable[..., None]) -> Callable[..., None]:
+    return with_source_options(_anchor_option(fn))
 
 
 @click.command("verify")
@@ -231,19 +236,32 @@ def _source(
     anchor_dir: Path | None,
 ) -> tuple[str, str, PublicKeySet | None, Path | None]:
     """Gateway URL, API key, public key (when known without the gateway) and anchor."""
+    url, key = gateway_source(stack_dir, gateway_url, api_key)
     if stack_dir is not None:
         from airflow_hoop.devstack.models import StackInfo
 
         info = StackInfo.load(stack_dir)
         if anchor_dir is None and info.anchor_dir and Path(info.anchor_dir).is_dir():
             anchor_dir = Path(info.anchor_dir)
-        return info.gateway_url, info.auditor_api_key, keys or _stack_key(info), anchor_dir
+        return url, key, keys or stack_key(info), anchor_dir
+    return url, key, keys, anchor_dir
+
+
+def gateway_source(
+    stack_dir: Path | None, gateway_url: str | None, api_key: str | None
+) -> tuple[str, str]:
+    """The gateway URL and auditor key: an embedded stack's, or the options' (both needed)."""
+    if stack_dir is not None:
+        from airflow_hoop.devstack.models import StackInfo
+
+        info = StackInfo.load(stack_dir)
+        return info.gateway_url, info.auditor_api_key
     if not (gateway_url and api_key):
         raise click.UsageError("give --stack RUN_DIR, or --gateway URL with --api-key")
-    return gateway_url, api_key, keys, anchor_dir
+    return gateway_url, api_key
 
 
-def _stack_key(info: object) -> PublicKeySet:
+def stack_key(info: object) -> PublicKeySet:
     """The embedded stack's key, read from its Vault (not through the gateway)."""
     from airflow_hoop.devstack import vault_setup
     from airflow_hoop.devstack.models import StackInfo

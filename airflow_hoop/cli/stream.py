@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from airflow_hoop.cli.audit import gateway_source, stack_key, with_source_options
 from airflow_hoop.errors import ChainBrokenError, GatewayUnavailableError, HoopError
 
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -23,23 +24,7 @@ TOKEN_ENV = "HOOP_SIEM_TOKEN"
 
 
 @click.command("stream")
-@click.option(
-    "--stack",
-    "stack_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="An embedded stack: its gateway and auditor key.",
-)
-@click.option("--gateway", "gateway_url", help="Gateway URL.")
-@click.option(
-    "--api-key", envvar="HOOP_API_KEY", help="Auditor API key (hpk_...); or $HOOP_API_KEY."
-)
-@click.option(
-    "--public-key",
-    "public_key_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Pin the checkpoint public key (a public-key.json, or `bao read -format=json "
-    "transit/keys/ledger-checkpoint`): every checkpoint's signature is verified.",
-)
+@with_source_options
 @click.option(
     "--signed-only",
     is_flag=True,
@@ -130,7 +115,7 @@ def audit_stream(
 
     try:
         settings = _settings(config_file, options)
-        url, key = _source(stack_dir, gateway_url, api_key)
+        url, key = gateway_source(stack_dir, gateway_url, api_key)
         keys = _keys(public_key_file, stack_dir, settings.signed_only)
         pump = settings.pump(keys=keys)
     except HoopError as exc:
@@ -254,24 +239,10 @@ def _keys(public_key_file: Path | None, stack_dir: Path | None, signed_only: boo
 
         return load_public_key(public_key_file)
     if signed_only and stack_dir is not None:
-        from airflow_hoop.cli.audit import _stack_key
         from airflow_hoop.devstack.models import StackInfo
 
-        return _stack_key(StackInfo.load(stack_dir))
+        return stack_key(StackInfo.load(stack_dir))
     return None
-
-
-def _source(
-    stack_dir: Path | None, gateway_url: str | None, api_key: str | None
-) -> tuple[str, str]:
-    if stack_dir is not None:
-        from airflow_hoop.devstack.models import StackInfo
-
-        info = StackInfo.load(stack_dir)
-        return info.gateway_url, info.auditor_api_key
-    if not (gateway_url and api_key):
-        raise click.UsageError("give --stack RUN_DIR, or --gateway URL with --api-key")
-    return gateway_url, api_key
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from airflow_hoop.wire.reviews import Review
 
 
+def notifier_list(notifiers: Any) -> list[Any]:
+    """One notifier or a list, as Airflow's ``on_*_callback`` take them (docs/notifications.md)."""
+    if notifiers is None:
+        return []
+    return list(notifiers) if isinstance(notifiers, list | tuple) else [notifiers]
+
+
 class RequiresApprovalMixin:
     """``requires_approval=True`` for an operator: approval of its own command, then run it.
 

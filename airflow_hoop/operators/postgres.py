@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
-from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin
+from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin, notifier_list
 
 if TYPE_CHECKING:
     from airflow_hoop.hooks.postgres import HoopPostgresHook
@@ -63,14 +63,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         self.approval_timeout = approval_timeout
         self.approval_poll_interval = approval_poll_interval
         self.approval_hoop_conn_id = hoop_conn_id
-        # One notifier or a list, as Airflow's on_*_callback take them (docs/notifications.md).
-        self.approval_notifiers = (
-            list(approval_notifiers)
-            if isinstance(approval_notifiers, list | tuple)
-            else [approval_notifiers]
-            if approval_notifiers is not None
-            else []
-        )
+        self.approval_notifiers = notifier_list(approval_notifiers)
 
     def get_db_hook(self) -> HoopPostgresHook:
         from airflow_hoop.hooks.postgres import HoopPostgresHook

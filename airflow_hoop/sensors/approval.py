@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 from airflow.sdk import BaseSensorOperator
 
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
+from airflow_hoop.operators.approval_mixin import notifier_list
 
 # The approval machinery (wire models, trigger, gateway client) is imported when the sensor
 # runs, not when its DAG file is parsed (airflow_hoop/defaults.py says why).
@@ -72,13 +73,7 @@ class HoopApprovalSensor(BaseSensorOperator):
         self.hoop_conn_id = hoop_conn_id
         self.skip_on_reject = skip_on_reject
         self.deferrable = deferrable
-        self.approval_notifiers = (
-            list(approval_notifiers)
-            if isinstance(approval_notifiers, list | tuple)
-            else [approval_notifiers]
-            if approval_notifiers is not None
-            else []
-        )
+        self.approval_notifiers = notifier_list(approval_notifiers)
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
