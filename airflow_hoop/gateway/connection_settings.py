@@ -21,6 +21,18 @@ from pydantic import (
 
 from airflow_hoop.gateway.masking.rules import MaskingPolicy
 
+#: Largest number of review groups a rule may name: an any-k-of-n rule tries each set of k.
+MAX_GROUPS = 10
+
+
+class GroupNeed(BaseModel):
+    """One review group of a rule and how many distinct people of it must approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(min_length=1)
+    min_approvals: int = Field(1, ge=1)
+
 
 class ApprovalRule(BaseModel):
     """Commands that need a human approval before the gateway runs them.
@@ -39,12 +51,68 @@ class ApprovalRule(BaseModel):
     name: str | None = Field(None, description="shown as hoop's access_request_rule_name")
     required_for: Literal["writes", "all"] = "writes"
     dags: list[str] = Field(default_factory=lambda: ["*"])
-    groups: list[str] = Field(min_length=1)
-    min_approvals: int = Field(1, ge=1)
+    groups: list[str | GroupNeed] = Field(
+        min_length=1,
+        max_length=MAX_GROUPS,
+        description="review groups: a name (one approval) or {group, min_approvals} "
+        "(that many distinct people of the group)",
+    )
+    all_groups_must_approve: bool = Field(
+        False, description="all-of: every group must approve (hoop's all_groups_must_approve)"
+    )
+    min_approvals: int = Field(
+        1,
+        ge=1,
+        description="how many of the groups must approve (capped at len(groups), as hoop); "
+        "1 (the default) is any-of",
+    )
+    break_glass_groups: list[str] = Field(
+        default_factory=list,
+        description="members may approve alone with force_review (hoop's force_approve_groups); "
+        "every such approval is flagged 'break-glass' in the ledger, report and Audit tab",
+    )
     expires_after_seconds: int = Field(3600, gt=0)
     triggerer_may_approve: bool = Field(
         False, description="may the Airflow user who triggered the DAG run approve its reviews"
     )
+
+    @property
+    def needs(self) -> list[GroupNeed]:
+        """Each review group with the distinct people it needs."""
+        return [GroupNeed(group=g) if isinstance(g, str) else g for g in self.groups]
+
+    @property
+    def group_names(self) -> list[str]:
+        return [n.group for n in self.needs]
+
+    @property
+    def groups_needed(self) -> int:
+        """How many groups must be satisfied: all of them, or ``min_approvals`` of them."""
+        count = len(self.groups)
+        return count if self.all_groups_must_approve else min(self.min_approvals, count)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ApprovalRule:
+        names = self.group_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"approval rule {self.name!r}: a review group is listed twice")
+        both = set(names) & set(self.break_glass_groups)
+        if both:
+            # A break-glass member must never approve unflagged as an ordinary reviewer.
+            raise ValueError(
+                f"approval rule {self.name!r}: {sorted(both)} are both review and break-glass "
+                "groups; an approval by them could not be told apart. Fix: use separate groups"
+            )
+        if (
+            self.all_groups_must_approve
+            and "min_approvals" in self.model_fields_set
+            and self.min_approvals != len(names)
+        ):
+            raise ValueError(
+                f"approval rule {self.name!r}: all_groups_must_approve with min_approvals "
+                f"{self.min_approvals} of {len(names)} groups. Fix: drop one of them"
+            )
+        return self
 
 
 class PostgresConnection(BaseModel):

@@ -191,6 +191,11 @@ class ApiKey(BaseModel):
         description="the key belongs to a UI (the Airflow plugin) that names the user who decided; "
         "its decisions are recorded with channel 'airflow-ui'",
     )
+    person: str | None = Field(
+        None,
+        description="the Airflow user who holds this key: its decisions are that person's, so "
+        "nobody approves twice (key and UI) or approves a run they triggered with their key",
+    )
 
     @staticmethod
     def digest(key: str) -> str:

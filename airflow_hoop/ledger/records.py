@@ -255,6 +255,10 @@ class ReviewRequested(_Body):
     min_approvals: int
     expires_after_seconds: int
     rule: str | None = None
+    #: distinct people each group needs, where more than one; absent in older records.
+    group_min_approvals: dict[str, int] | None = Field(default=None, exclude_if=_absent_if_none)
+    #: groups whose members may approve alone, flagged (hoop's force_approve_groups).
+    break_glass_groups: list[str] | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class ReviewDecided(_Body):
@@ -272,6 +276,8 @@ class ReviewDecided(_Body):
     channel: Literal["airflow-ui", "gateway-api"]
     reason: str | None = None
     expires_at: datetime | None = None
+    #: True for a break-glass approval (it approved the review alone); absent otherwise.
+    break_glass: bool | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class ReviewExecuted(_Body):

@@ -43,6 +43,10 @@ class ReviewGroup(BaseModel):
     forced_review: bool = False
     review_date: datetime | None = None
     reviewed_by: ReviewedBy | None = None
+    min_approvals: int = Field(1, description="distinct people of the group needed (ours)")
+    approvers: list[str] = Field(
+        default_factory=list, description="the people counted for this group (ours)"
+    )
 
 
 class DecisionRecord(BaseModel):
@@ -56,11 +60,16 @@ class DecisionRecord(BaseModel):
     reason: str | None = None
     time: datetime
     ledger_seq: int | None = None
+    groups: list[str] = Field(
+        default_factory=list, description="the review's groups the approver was in, then"
+    )
+    break_glass: bool = Field(False, description="a break-glass (forced) approval")
 
     def describe(self, review_id: str) -> str:
         """The log line a task writes for this decision (who, how, when, why)."""
+        flag = "BREAK-GLASS " if self.break_glass else ""
         return (
-            f"review {review_id}: {self.decision} by {self.approver} via {self.channel} at "
+            f"review {review_id}: {flag}{self.decision} by {self.approver} via {self.channel} at "
             f"{self.time.isoformat()} (credential {self.credential}): "
             f"{self.reason or 'no reason given'}"
         )

@@ -28,6 +28,7 @@ from support.gateway_support import (
 )
 
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.gateway.settings import ApiKey
 from airflow_hoop.ledger.commands import command_sha256, parameters_sha256, statement_sha256
 from airflow_hoop.ledger.records import (
     LedgerRecord,
@@ -114,8 +115,9 @@ def _decide(
     reviewed_by: str | None = None,
     digest: str | None = None,
     url: str | None = None,
+    force: bool = False,
 ) -> httpx.Response:
-    body: dict[str, Any] = {"status": status}
+    body: dict[str, Any] = {"status": status, "force_review": force}
     ext: dict[str, Any] = {}
     if reason is not None:
         ext["reason"] = reason
@@ -433,3 +435,111 @@ def test_list_reviews_newest_first_with_filters(run, table, stack):
     with step_client(stack, other) as stranger:
         assert stranger.get("/api/reviews").json() == []
         assert stranger.get(f"/api/reviews/{first.id}").status_code == 404
+
+
+# -- approver rules: any-of, all-of, people per group, break-glass ------------------------------
+RULE_KEYS = {  # key name -> (groups, person)
+    "ann": (["dba", "sec"], "ann"),
+    "bob": (["dba"], None),
+    "eve": (["ops"], None),
+    "carol": (["oncall"], "carol"),
+    "alice": (["oncall", "dba"], "alice"),  # alice triggers the runs
+}
+
+
+@pytest.fixture(scope="module")
+def rules_gateway(stack: StackInfo) -> Iterator[tuple[str, dict[str, str]]]:
+    """A gateway whose warehouse has an all-of rule (two dbas and one sec) for DAGs
+    ``test_rules_all*`` and an any-of rule with a break-glass group for ``test_rules_any*``."""
+    settings = yaml.safe_load(Path(stack.gateway_settings_path).read_text())
+    warehouse = next(c for c in settings["connections"] if c["name"] == CONNECTION)
+    base = {"required_for": "writes", "expires_after_seconds": 600}
+    warehouse["approvals"] = [
+        {
+            **base,
+            "name": "all-of",
+            "dags": ["test_rules_all*"],
+            "groups": [{"group": "dba", "min_approvals": 2}, "sec"],
+            "all_groups_must_approve": True,
+        },
+        {
+            **base,
+            "name": "any-of",
+            "dags": ["test_rules_any*"],
+            "groups": ["dba", "sec"],
+            "break_glass_groups": ["oncall"],
+        },
+    ]
+    keys = {name: "hpk_" + uuid.uuid4().hex for name in RULE_KEYS}
+    api_keys = settings["api_keys"] + [
+        {"name": name, "sha256": ApiKey.digest(keys[name]), "role": "approver", "groups": groups}
+        | ({"person": person} if person else {})
+        for name, (groups, person) in RULE_KEYS.items()
+    ]
+    ui = next(k for k in api_keys if k.get("asserts_users"))
+    ui["groups"] = ["dba", "sec"]
+    with extra_gateway(
+        stack, "rules", connections=settings["connections"], api_keys=api_keys
+    ) as url:
+        yield url, keys
+
+
+def _rules_review(stack: StackInfo, url: str, dag: str, table: str) -> tuple[str, StepRef]:
+    run_id = _run()
+    load = StepRef(dag_id=dag, task_id="load", run_id=run_id, try_number=1, triggered_by="alice")
+    asker = load.model_copy(update={"task_id": "approve"})
+    with step_client(stack, asker, url=url) as sensor:
+        return _created(_ask(sensor, "load", [(_insert(table), None)])).review.id, load
+
+
+def test_all_of_counts_each_person_once_and_only_listed_groups(stack, table, rules_gateway):
+    url, keys = rules_gateway
+    review_id, _ = _rules_review(stack, url, "test_rules_all", table)
+
+    def decide(key: str | None = None, **kw: Any) -> httpx.Response:
+        return _decide(stack, review_id, "APPROVED", key=key, url=url, reason="ok", **kw)
+
+    outsider = decide(keys["eve"])  # a group the rule does not list
+    assert outsider.status_code == 400 and "not eligible" in outsider.text
+    assert decide(keys["ann"]).json()["status"] == "PENDING"  # ann is in dba AND sec
+    twice = decide(stack.approver_api_key, reviewed_by="ann")  # ann again, through the UI
+    assert twice.status_code == 400 and "already approved" in twice.text
+    # bob makes two dbas only if ann sits in sec: still one dba short.
+    assert decide(keys["bob"]).json()["status"] == "PENDING"
+    done = decide(stack.approver_api_key, reviewed_by="dave").json()
+    assert done["status"] == "APPROVED"
+    seats = {g["group"]: sorted(g["approvers"]) for g in done["review_groups_data"]}
+    assert seats == {"dba": ["api-key:bob", "dave"], "sec": ["ann"]}
+    assert _refusals(stack, "not eligible: api-key:eve is in none of the groups")
+    requested = next(
+        r.body for r in _records_for(stack, review_id) if isinstance(r.body, ReviewRequested)
+    )
+    assert isinstance(requested, ReviewRequested)
+    assert (requested.min_approvals, requested.group_min_approvals) == (2, {"dba": 2, "sec": 1})
+
+
+def test_break_glass_approves_alone_and_is_always_flagged(stack, table, admin_conn, rules_gateway):
+    url, keys = rules_gateway
+    review_id, load = _rules_review(stack, url, "test_rules_any", table)
+
+    def decide(key: str, force: bool) -> httpx.Response:
+        return _decide(stack, review_id, "APPROVED", key=key, url=url, reason="p1", force=force)
+
+    unflagged = decide(keys["carol"], force=False)  # break-glass member, ordinary approval
+    assert unflagged.status_code == 400 and "force_review" in unflagged.text
+    assert decide(keys["bob"], force=True).status_code == 400  # not a break-glass member
+    # alice triggered the run: her own key (person alice) may not approve it, break-glass or not.
+    own = decide(keys["alice"], force=True)
+    assert own.status_code == 403 and "may not approve its reviews" in own.text
+    granted = decide(keys["carol"], force=True)
+    assert granted.status_code == 200, granted.text
+    review = Review.model_validate(granted.json())
+    assert review.status == "APPROVED" and review.force_approval_groups == ["oncall"]
+    assert [g.group for g in review.review_groups_data if g.forced_review] == ["oncall"]
+    assert review.airflow_hoop and review.airflow_hoop.decisions[-1].break_glass
+    decided = [r.body for r in _records_for(stack, review_id) if isinstance(r.body, ReviewDecided)]
+    assert [(d.approver, d.break_glass) for d in decided] == [("carol", True)]
+    with step_client(stack, load, url=url) as step:
+        assert step.exec(_insert(table), autocommit=True).status_code == 200
+    assert _count(admin_conn, table) == 1
+    assert _refusals(stack, "break-glass refused: api-key:bob")

@@ -59,6 +59,8 @@ class ApiKeyPrincipal(BaseModel):
     role: Literal["auditor", "admin", "approver"]
     groups: tuple[str, ...] = ()
     asserts_users: bool = False
+    #: The Airflow user who holds the key (settings ``person``): decisions count as theirs.
+    person: str | None = None
 
     @property
     def name(self) -> str:
@@ -174,6 +176,7 @@ class Authenticator:
                     role=candidate.role,
                     groups=tuple(candidate.groups),
                     asserts_users=candidate.asserts_users,
+                    person=candidate.person,
                 )
         raise GatewayAuthError(
             "unknown API key", "use a key listed (by its sha256) in the gateway's api_keys"

@@ -20,6 +20,7 @@ from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal, StepPri
 from airflow_hoop.gateway.access.policy import check_exec, record_refusal
 from airflow_hoop.gateway.approvals.gate import needs_approval, rule_for
 from airflow_hoop.gateway.approvals.notifier import ReviewNotifier
+from airflow_hoop.gateway.approvals.rules import forced_entry, regroup
 from airflow_hoop.gateway.approvals.store import ReviewRow, ReviewStore, utc_now
 from airflow_hoop.gateway.approvals.wire import recorded, stored_statements, to_review
 from airflow_hoop.gateway.db.store import GatewayStore
@@ -154,8 +155,12 @@ class ReviewService:
             justification=body.justification,
             context=body.context,
             rule=rule.name,
-            review_groups=[ReviewGroup(id=str(uuid.uuid4()), group=g) for g in rule.groups],
-            min_approvals=min(rule.min_approvals, len(rule.groups)),
+            review_groups=[
+                ReviewGroup(id=str(uuid.uuid4()), group=n.group, min_approvals=n.min_approvals)
+                for n in rule.needs
+            ],
+            min_approvals=rule.groups_needed,
+            force_approval_groups=list(rule.break_glass_groups),
             expires_after_seconds=rule.expires_after_seconds,
             triggerer_may_approve=rule.triggerer_may_approve,
             poll_token_sha256=[token_digest],
@@ -170,10 +175,14 @@ class ReviewService:
             statements=recorded(statements),
             justification=row.justification,
             triggered_by=row.triggered_by,
-            groups=list(rule.groups),
+            groups=rule.group_names,
             min_approvals=row.min_approvals,
             expires_after_seconds=row.expires_after_seconds,
             rule=rule.name,
+            group_min_approvals={n.group: n.min_approvals for n in rule.needs}
+            if any(n.min_approvals > 1 for n in rule.needs)
+            else None,
+            break_glass_groups=list(rule.break_glass_groups) or None,
         )
         appended = await self.rows.insert(row, step.key, record)
         if self.notifier is not None:
@@ -291,53 +300,65 @@ class ReviewService:
             d.approver == approver and d.decision == "APPROVED" for d in row.decisions
         ):
             raise ReviewConflict(f"{approver} already approved this review")
-        groups = [g.model_copy() for g in row.review_groups]
-        eligible = [
-            g
-            for g in groups
-            if g.status == "PENDING" and (caller.role == "admin" or g.group in caller.groups)
-        ]
-        if not eligible and decision == "APPROVED":
+        force = body.force_review
+        review_groups = [g.group for g in row.review_groups if not g.forced_review]
+        mine = [g for g in review_groups if caller.role == "admin" or g in caller.groups]
+        glass = [g for g in row.force_approval_groups if g in caller.groups]
+        if force and (decision != "APPROVED" or not glass):
             raise _Refused(
                 actor,
-                f"not eligible: {credential} is in none of the pending groups "
-                f"{[g.group for g in groups if g.status == 'PENDING']} of review {row.id}",
-                ReviewConflict("not eligible for review", "ask a member of the review groups"),
+                f"break-glass refused: {credential} is in none of the break-glass groups "
+                f"{row.force_approval_groups} of review {row.id}"
+                if decision == "APPROVED"
+                else f"break-glass refused: force_review with {decision} on review {row.id}",
+                ReviewConflict(
+                    "not eligible for a break-glass approval",
+                    "only members of the rule's break_glass_groups may force an approval",
+                ),
             )
-        if (
-            not eligible
-            and caller.role != "admin"
-            and not set(caller.groups) & {g.group for g in groups}
-        ):
+        if not force and not mine and (decision == "APPROVED" or not glass):
+            # A break-glass member approves only with force_review, so it is always flagged.
             raise _Refused(
                 actor,
-                f"not eligible: {credential} is in none of the groups of review {row.id}",
-                ReviewConflict("not eligible for review", "ask a member of the review groups"),
+                f"not eligible: {credential} is in none of the groups {review_groups} "
+                f"of review {row.id}",
+                ReviewConflict(
+                    "not eligible for review",
+                    "ask a member of the review groups (break-glass members: send force_review)",
+                ),
             )
-        entry = eligible[0] if eligible else None
-        if entry is not None:
-            entry.status = decision
-            entry.review_date = now
-            entry.reviewed_by = ReviewedBy(id=approver, name=approver)
-        update: dict[str, Any] = {"review_groups": groups, "decided_at": now}
-        if decision == "APPROVED":
-            approved = sum(1 for g in groups if g.status == "APPROVED")
-            if approved >= row.min_approvals:
-                update["status"] = "APPROVED"
-                update["expires_at"] = now + timedelta(seconds=row.expires_after_seconds)
-        else:
-            update["status"] = decision
-            update["rejection_reason"] = reason
         record = DecisionRecord(
             decision=decision,
-            group=entry.group if entry else None,
+            group=glass[0] if force else (mine[0] if mine else glass[0]),
+            groups=glass if force else mine,
             approver=approver,
             credential=credential,
             channel=channel,  # type: ignore[arg-type]
             reason=reason,
             time=now,
+            break_glass=force,
         )
-        update["decisions"] = [*row.decisions, record]
+        decisions = [*row.decisions, record]
+        update: dict[str, Any] = {"decided_at": now, "decisions": decisions}
+        if decision == "APPROVED":
+            groups, outcome = regroup(row.review_groups, row.min_approvals, decisions)
+            if force:
+                groups.append(forced_entry(record))
+            seated = [g for g, people in outcome.seats.items() if approver in people]
+            record.group = glass[0] if force else (seated or mine)[0]
+            if force or outcome.approved:
+                update["status"] = "APPROVED"
+                update["expires_at"] = now + timedelta(seconds=row.expires_after_seconds)
+        else:
+            groups = [g.model_copy() for g in row.review_groups]
+            for entry in groups:
+                if entry.group == record.group and entry.status == "PENDING":
+                    entry.status = decision
+                    entry.review_date = now
+                    entry.reviewed_by = ReviewedBy(id=approver, name=approver)
+            update["status"] = decision
+            update["rejection_reason"] = reason
+        update["review_groups"] = groups
         new = row.model_copy(update=update)
         body_record = ReviewDecided(
             review_id=str(row.id),
@@ -351,6 +372,7 @@ class ReviewService:
             channel=channel,  # type: ignore[arg-type]
             reason=reason,
             expires_at=new.expires_at,
+            break_glass=True if force else None,
         )
         return new, row.requester_step, actor, body_record
 
@@ -425,4 +447,5 @@ def _approver(caller: ApiKeyPrincipal, body: ReviewDecisionRequest) -> tuple[str
             f"API key {caller.key_name} may not decide in the name of {asserted[:100]!r}",
             "decide as the key itself, or use the UI's key (asserts_users)",
         )
-    return caller.name, "gateway-api"
+    # A key held by a person decides as that person: one vote, whichever channel they use.
+    return caller.person or caller.name, "gateway-api"

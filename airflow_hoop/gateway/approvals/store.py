@@ -61,6 +61,9 @@ class ReviewRow(BaseModel):
     review_groups: list[ReviewGroup]
     decisions: list[DecisionRecord] = Field(default_factory=list)
     min_approvals: int
+    force_approval_groups: list[str] = Field(
+        default_factory=list, description="break-glass groups (hoop's force_approval_groups)"
+    )
     expires_after_seconds: int
     triggerer_may_approve: bool = False
     rejection_reason: str | None = None
@@ -93,6 +96,7 @@ _JSON_COLUMNS = {
     "review_groups",
     "decisions",
     "poll_token_sha256",
+    "force_approval_groups",
 }
 #: Columns a decision or a use may change.
 _MUTABLE = [

@@ -57,6 +57,7 @@ def to_review(row: ReviewRow, now: datetime | None = None) -> Review:
         review_groups_data=row.review_groups,
         access_request_rule_name=row.rule,
         min_approvals=row.min_approvals,
+        force_approval_groups=row.force_approval_groups,
         rejection_reason=row.rejection_reason,
         revoke_at=row.expires_at,
         airflow_hoop=ReviewExtension(

@@ -167,6 +167,9 @@ CREATE TABLE IF NOT EXISTS reviews (
     decided_at              timestamptz,
     expires_at              timestamptz
 );
+-- Break-glass groups (approval rules, docs/approvals.md); reviews of older gateways have none.
+ALTER TABLE reviews ADD COLUMN IF NOT EXISTS force_approval_groups jsonb NOT NULL
+    DEFAULT '[]'::jsonb;
 CREATE INDEX IF NOT EXISTS reviews_target_idx ON reviews (dag_id, run_id, task_id, map_index);
 CREATE INDEX IF NOT EXISTS reviews_status_idx ON reviews (status, created_at);
 
