@@ -60,9 +60,11 @@ class AsyncApproverClient:
         user: str,
         reason: str | None,
         command_sha256: str | None,
+        break_glass: bool = False,
     ) -> Review:
         body = ReviewDecisionRequest(
             status=decision,  # type: ignore[arg-type]
+            force_review=break_glass,
             rejection_reason=reason if decision != "APPROVED" else None,
             airflow_hoop=DecisionExtension(
                 reason=reason, reviewed_by=user, command_sha256=command_sha256

@@ -38,7 +38,7 @@ def describe(settings: GatewaySettings) -> list[str]:
             name = rule.name or "unnamed"
             lines.append(
                 f"    approval {name}: {rule.required_for} of DAGs {', '.join(rule.dags)} need "
-                f"{rule.min_approvals} from {', '.join(rule.groups)}"
+                f"approval by {rule.describe()}"
             )
     lines.append(f"api keys ({len(settings.api_keys)}):")
     for key in settings.api_keys:

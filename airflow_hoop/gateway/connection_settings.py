@@ -91,6 +91,27 @@ class ApprovalRule(BaseModel):
         count = len(self.groups)
         return count if self.all_groups_must_approve else min(self.min_approvals, count)
 
+    def describe(self) -> str:
+        """Who must approve, in words: ``all of dba (2 people), sec; break-glass: oncall``."""
+        needs = self.needs
+        names = ", ".join(
+            n.group + (f" ({n.min_approvals} people)" if n.min_approvals > 1 else "") for n in needs
+        )
+        count = self.groups_needed
+        which = (
+            "all of"
+            if count == len(needs) and count > 1
+            else f"{count} of"
+            if count > 1
+            else "any of"
+        )
+        glass = (
+            f"; break-glass: {', '.join(self.break_glass_groups)}"
+            if self.break_glass_groups
+            else ""
+        )
+        return f"{which} {names}{glass}"
+
     @model_validator(mode="after")
     def _coherent(self) -> ApprovalRule:
         names = self.group_names

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import html
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -28,10 +27,8 @@ from pydantic import BaseModel
 
 from airflow_hoop.ledger.commands import statement_sha256
 from airflow_hoop.ledger.records import StatementLabel, StepRef
+from airflow_hoop.ledger.report_html import HTML_ROWS, STYLE, HtmlRows, tr
 from airflow_hoop.ledger.verification import Verification
-
-#: Table rows shown in the HTML (the CSV holds all of them).
-HTML_ROWS = 2000
 
 CSV_COLUMNS = [
     "intent_seq",
@@ -79,6 +76,8 @@ KINDS = frozenset(
 )
 
 
+#: How the report names an approval given by a break-glass group (hoop's forced review).
+BREAK_GLASS = "BREAK-GLASS"
 #: How the approval column names a statement that needs no approval, by its label.
 _NOT_WRITES = {"read": "read-only", "transaction_control": "transaction control"}
 
@@ -116,8 +115,8 @@ class ReportBuilder:
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(CSV_COLUMNS)
         self._tmp = tempfile.TemporaryDirectory(prefix="hoop-report-")
-        self._rows = _HtmlRows(Path(self._tmp.name) / "statements.html")
-        self._writes = _HtmlRows(Path(self._tmp.name) / "writes.html")
+        self._rows = HtmlRows(Path(self._tmp.name) / "statements.html")
+        self._writes = HtmlRows(Path(self._tmp.name) / "writes.html")
         self._open: dict[str, dict[str, Any]] = {}
         self._executions: dict[str, dict[str, str]] = {}  # step -> statement digest -> review
         self._reviews: dict[str, list[dict[str, Any]]] = {}
@@ -127,6 +126,8 @@ class ReportBuilder:
         self.masking: Counter[str] = Counter()
         self.refusals: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
+        #: Approvals by a break-glass group (one person, no review group): shown first.
+        self.break_glass: list[dict[str, Any]] = []
 
     # -- feeding -----------------------------------------------------------------------------
     def add(self, record: dict[str, Any]) -> None:
@@ -174,6 +175,10 @@ class ReportBuilder:
         self.counts["decisions"] += 1
         if len(self.decisions) < HTML_ROWS:
             self.decisions.append(decision)
+        if body.get("break_glass"):
+            self.counts["break-glass approvals"] += 1
+            if len(self.break_glass) < HTML_ROWS:
+                self.break_glass.append(decision)
 
     def _intent(
         self, record: dict[str, Any], body: dict[str, Any], step: dict[str, Any], key: str
@@ -267,9 +272,18 @@ class ReportBuilder:
                 "",
                 "",
             )
-        by = "; ".join(f"{d.get('approver')} via {d.get('channel')}" for d in approved)
+        by = "; ".join(
+            f"{d.get('approver')} via {d.get('channel')}"
+            + (f" ({BREAK_GLASS})" if d.get("break_glass") else "")
+            for d in approved
+        )
         reason = "; ".join(str(d.get("reason") or "") for d in approved)
-        return ("approved", by, reason, "; ".join(d["time"] for d in approved))
+        what = (
+            f"approved, {BREAK_GLASS}"
+            if any(d.get("break_glass") for d in approved)
+            else "approved"
+        )
+        return (what, by, reason, "; ".join(d["time"] for d in approved))
 
     # -- the end -----------------------------------------------------------------------------
     def finish(self, verification: Verification, facts: dict[str, str]) -> None:
@@ -289,7 +303,7 @@ class ReportBuilder:
         e = html.escape
         c = self.counts
         out.write(f"<!doctype html><meta charset=utf-8><title>{e(self.scope.title)}</title>")
-        out.write(_STYLE + f"<h1>{e(self.scope.title)}</h1><table class=facts>")
+        out.write(STYLE + f"<h1>{e(self.scope.title)}</h1><table class=facts>")
         for name, value in facts.items():
             out.write(f"<tr><th>{e(name)}<td>{e(value)}")
         out.write("</table>")
@@ -299,6 +313,7 @@ class ReportBuilder:
         for warning in verification.warnings:
             out.write(f"<li>{e(warning)}")
         out.write("</ul>")
+        self._write_break_glass(out)
         out.write("<h2>1. Which identity ran each step?</h2><p>")
         out.write(
             f"{c['statements']} statements by {len(set(self._user_step.values()))} steps, "
@@ -322,7 +337,9 @@ class ReportBuilder:
         out.write("<th>seq<th>time<th>review<th>decision<th>approver<th>channel<th>reason")
         for d in self.decisions:
             keys = ("review_id", "decision", "approver", "channel", "reason")
-            out.write(_tr([d["seq"], d["time"], *(d.get(k) for k in keys)]))
+            decision = f"{d.get('decision')} ({BREAK_GLASS})" if d.get("break_glass") else None
+            cells = [d["seq"], d["time"], *(d.get(k) for k in keys)]
+            out.write(tr(cells if decision is None else [*cells[:3], decision, *cells[4:]]))
         out.write("</table><h3>Masking policies that applied</h3><table>")
         out.write("<tr><th>policy<th>statements")
         for policy, count in self.masking.most_common():
@@ -330,34 +347,25 @@ class ReportBuilder:
         out.write(f"</table><h3>Refused by policy ({c['refusals']})</h3><table>")
         out.write("<tr><th>seq<th>time<th>step<th>target<th>reason")
         for r in self.refusals:
-            out.write(_tr([r["seq"], r["time"], r["step"], r.get("connection"), r.get("reason")]))
+            out.write(tr([r["seq"], r["time"], r["step"], r.get("connection"), r.get("reason")]))
         out.write("</table><p>The complete lists are in report.csv.</p>")
 
-
-class _HtmlRows:
-    """Table rows written to a scratch file as they come; the first HTML_ROWS are kept."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
-        self.rows = 0
-
-    def add(self, row: dict[str, Any], keys: tuple[str, ...]) -> None:
-        self.rows += 1
-        if self.rows <= HTML_ROWS:
-            cells = "".join(f"<td>{html.escape(_cell(row.get(k)))}" for k in keys)
-            self.file.write(f"<tr>{cells}\n")
-
-    def close(self) -> None:
-        self.file.close()
-
-    def copy_into(self, out: IO[str], headers: tuple[str, ...]) -> None:
-        out.write("<table><tr>" + "".join(f"<th>{h}" for h in headers) + "\n")
-        with open(self.path, encoding="utf-8") as rows:
-            shutil.copyfileobj(rows, out)
+    def _write_break_glass(self, out: IO[str]) -> None:
+        # First after the verdict: a reviewer must not miss an approval that skipped the groups.
+        count = self.counts["break-glass approvals"]
+        if not count:
+            out.write(f"<p class=ok>No {BREAK_GLASS} approval in this range.</p>")
+            return
+        out.write(f"<h2 class=bad>{BREAK_GLASS} approvals: {count}</h2><p class=bad>")
+        out.write(
+            "Each approved a review alone, by a member of a break-glass group, outside the "
+            "rule's review groups. Review each one.</p><table><tr>"
+        )
+        out.write("<th>seq<th>time<th>review<th>approver<th>group<th>channel<th>reason")
+        for d in self.break_glass:
+            keys = ("review_id", "approver", "group", "channel", "reason")
+            out.write(tr([d["seq"], d["time"], *(d.get(k) for k in keys)]))
         out.write("</table>")
-        if self.rows > HTML_ROWS:
-            out.write(f"<p>First {HTML_ROWS} of {self.rows} rows; all are in report.csv.</p>")
 
 
 _STATEMENT_KEYS = (
@@ -402,17 +410,6 @@ _WRITE_HEADERS = (
 )
 
 
-def _tr(values: list[Any]) -> str:
-    return "<tr>" + "".join(f"<td>{html.escape(_cell(v))}" for v in values)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    text = str(value)
-    return text if len(text) <= 300 else text[:299] + "…"
-
-
 def _step_cells(step: dict[str, Any]) -> list[Any]:
     return [step.get(k) for k in ("dag_id", "task_id", "run_id", "try_number", "map_index")] + [
         step.get("triggered_by") or ""
@@ -438,11 +435,3 @@ def _masking(body: dict[str, Any]) -> str:
     if isinstance(shell, dict) and shell.get("masked"):
         return f"shell output ({shell['masked']} redactions)"
     return ""
-
-
-_STYLE = (
-    "<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse;"
-    "margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;"
-    "vertical-align:top;max-width:40em;overflow-wrap:anywhere}.ok{color:#070}"
-    ".bad{color:#b00}.facts th{background:#f4f4f4}</style>"
-)

@@ -14,10 +14,12 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.sdk import BaseOperator
 
-from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
+from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID, DEFAULT_POLL_INTERVAL
 from airflow_hoop.errors import BadRequestError
+from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin, notifier_list
 
 if TYPE_CHECKING:
+    from airflow_hoop.operators.approval_request import ApprovalCommand
     from airflow_hoop.task.step_session import GovernedStep
 
 # The gateway client, the hook and the step session are imported when the task runs, not when
@@ -31,7 +33,7 @@ SYNC_SECONDS = 1.0
 _KILL_WAIT_SECONDS = 10.0
 
 
-class HoopShellOperator(BaseOperator):
+class HoopShellOperator(RequiresApprovalMixin, BaseOperator):
     """Run a Bash script on the Hoop gateway's shell connection, as this step, with a record.
 
     A drop-in replacement for ``BashOperator``: ``bash_command`` (a string or a templated
@@ -52,9 +54,15 @@ class HoopShellOperator(BaseOperator):
     * the script reaches ``bash`` on stdin (hoop's shape): a command that reads stdin reads
       the rest of the script, so give it ``< /dev/null``;
     * secret values (the step's database password) are masked in the output.
+
+    ``requires_approval=True`` (as on ``HoopPostgresOperator``): the task first asks the
+    gateway for a review of its rendered script, bound to this task instance and try, defers
+    until a person decides, then runs it; ``approval_justification`` (templated),
+    ``approval_timeout``, ``approval_poll_interval`` and ``approval_notifiers`` likewise. The
+    approval binds the script text: ``env`` values are not part of it (docs/approvals.md).
     """
 
-    template_fields: Sequence[str] = ("bash_command", "env", "cwd")
+    template_fields: Sequence[str] = ("bash_command", "env", "cwd", "approval_justification")
     template_fields_renderers = {"bash_command": "bash", "env": "json"}
     template_ext: Sequence[str] = (".sh", ".bash")
     ui_color = "#e4ecf0"
@@ -71,9 +79,20 @@ class HoopShellOperator(BaseOperator):
         cwd: str | None = None,
         output_processor: Callable[[str], Any] = lambda result: result,
         hoop_conn_id: str = DEFAULT_HOOP_CONN_ID,
+        requires_approval: bool = False,
+        approval_justification: str = "",
+        approval_timeout: float = 24 * 3600.0,
+        approval_poll_interval: float = DEFAULT_POLL_INTERVAL,
+        approval_notifiers: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.requires_approval = requires_approval
+        self.approval_justification = approval_justification
+        self.approval_timeout = approval_timeout
+        self.approval_poll_interval = approval_poll_interval
+        self.approval_hoop_conn_id = hoop_conn_id
+        self.approval_notifiers = notifier_list(approval_notifiers)
         self.connection = connection
         self.bash_command = bash_command
         self.env = env
@@ -96,7 +115,24 @@ class HoopShellOperator(BaseOperator):
         env.update(context_to_airflow_vars(context, in_env_var_format=True))
         return env
 
+    def approval_command(self) -> ApprovalCommand:
+        """The rendered script, as one statement, exactly as ``execute`` sends it."""
+        from airflow_hoop.operators.approval_request import ApprovalCommand
+
+        return ApprovalCommand.of(
+            self.connection, [str(self.bash_command)], hoop_conn_id=self.hoop_conn_id
+        )
+
     def execute(self, context: Any) -> Any:
+        self.wait_for_own_approval(context, resume_method="execute_approved")
+        return self._run(context)
+
+    def execute_approved(self, context: Any, event: dict[str, Any]) -> Any:
+        """Resumed after the review was decided: run the approved script (or fail)."""
+        self.approval_granted(event, context, resume_method="execute_approved")
+        return self._run(context)
+
+    def _run(self, context: Any) -> Any:
         from airflow_hoop.client.shell import run_shell
         from airflow_hoop.hooks.hoop import HoopHook
         from airflow_hoop.task.identity import StepIdentity

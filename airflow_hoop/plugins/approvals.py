@@ -141,6 +141,7 @@ async def decide(
     command_sha256: Annotated[str, Form()],
     reason: Annotated[str, Form(max_length=MAX_REASON)] = "",
     return_to: Annotated[str, Form()] = "",
+    break_glass: Annotated[str, Form()] = "",
 ) -> Response:
     """Approve or reject (a reason is required to reject); the gateway records who and why."""
     if not _same_origin(request):
@@ -169,6 +170,8 @@ async def decide(
                 user=user.get_name(),
                 reason=reason_text,
                 command_sha256=command_sha256 or None,
+                # The gateway decides who may; the UI key needs the break-glass group for it.
+                break_glass=decision == "APPROVED" and break_glass == "1",
             )
     except HoopError as exc:
         return _error_page(exc)

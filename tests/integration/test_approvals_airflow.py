@@ -48,6 +48,7 @@ def runs(airflow_services: AirflowServices, stack: StackInfo) -> dict[str, dict[
         "timeout": ("test_approval_timeout", ""),
         "nosensor": ("test_approval_nosensor", ""),
         "self": ("test_approval_self", ""),
+        "shell": ("test_approval_shell", ""),
         "reschedule": ("test_approval_reschedule", ""),
     }
     out: dict[str, dict[str, str]] = {}
@@ -218,6 +219,31 @@ def test_requires_approval_on_the_operator_itself(airflow_services, runs, stack,
     assert response.status_code == 200, response.text
     airflow_services.wait_state(run["dag_id"], run["run_id"], "load", {"success"}, timeout=120)
     assert len(_rows(admin_conn, run["table"])) == 1
+
+
+def test_requires_approval_on_the_shell_operator(airflow_services, runs, stack, admin_conn):
+    run = runs["shell"]
+    _wait_deferred(airflow_services, run, task="load")
+    assert not _rows(admin_conn, run["table"])  # nothing ran while the review is pending
+    review = pending_review(stack, run["run_id"])
+    ext = review.airflow_hoop
+    assert ext is not None and ext.connection == "ops_shell" and ext.target.try_number == 1
+    assert run["table"] in ext.statements[0].script and ext.statements[0].needs_approval
+    with httpx.Client(base_url=stack.gateway_url, trust_env=False) as gateway:
+        response = gateway.put(
+            f"/api/reviews/{review.id}",
+            json={"status": "APPROVED", "airflow_hoop": {"reason": "shell ok"}},
+            headers={"Authorization": f"Bearer {stack.reviewer_api_key}"},
+        )
+    assert response.status_code == 200, response.text
+    airflow_services.wait_state(run["dag_id"], run["run_id"], "load", {"success"}, timeout=120)
+    assert _rows(admin_conn, run["table"]) == [(1, "shell")]
+    used = [
+        r.body
+        for r in ledger_records(stack)
+        if isinstance(r.body, ReviewExecuted) and r.body.review_id == review.id
+    ]
+    assert len(used) == 1
 
 
 def test_classic_reschedule_mode_asks_once_and_proceeds(airflow_services, runs, stack, admin_conn):

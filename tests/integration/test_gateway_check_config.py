@@ -72,7 +72,7 @@ def test_valid_file_prints_what_the_gateway_would_run_with(tmp_path: Path) -> No
     )
     assert "warehouse: postgres pg.internal:5432/warehouse" in out
     assert "allowed DAGs: etl_*" in out
-    assert "approval writes: writes of DAGs payroll_* need 1 from owners" in out
+    assert "approval writes: writes of DAGs payroll_* need approval by any of owners" in out
     assert "ops_shell: custom command /bin/bash" in out
     assert "allowed DAGs: nobody (deny all)" in out
     assert "auditors: auditor" in out and "airflow-ui: approver, groups owners" in out

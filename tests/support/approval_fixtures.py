@@ -35,6 +35,7 @@ def airflow_services(stack: StackInfo) -> Iterator[AirflowServices]:
                 "test_approval_timeout",
                 "test_approval_nosensor",
                 "test_approval_self",
+                "test_approval_shell",
                 "test_approval_reschedule",
             ):
                 services.wait_dag(dag_id)

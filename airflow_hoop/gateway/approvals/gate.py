@@ -149,7 +149,7 @@ class ApprovalGate:
         )
         raise PolicyRefusedError(
             f"step {step.key} needs an approval (rule {rule.name or 'of ' + target.name}, "
-            f"groups {', '.join(rule.groups)}) to run this command on {target.name}: {reason}; "
+            f"{rule.describe()}) to run this command on {target.name}: {reason}; "
             f"marked because {_why_marked(rule, label, quote=True)}",
             _FIX_MISSING,
         )

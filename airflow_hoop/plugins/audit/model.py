@@ -28,6 +28,7 @@ class Decision(BaseModel):
     channel: str
     time: datetime
     seq: int
+    break_glass: bool = False
 
 
 class Approval(BaseModel):
@@ -213,6 +214,7 @@ def _reviews(parsed: list[tuple[int, dict[str, Any]]]) -> dict[str, Approval]:
                     channel=body["channel"],
                     time=datetime.fromisoformat(record["time"]),
                     seq=seq,
+                    break_glass=bool(body.get("break_glass")),
                 )
             )
     return found

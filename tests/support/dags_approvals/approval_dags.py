@@ -1,4 +1,5 @@
-"""DAGs of the approval tests: a sensor upstream of a write, a timeout, no sensor, self-approval.
+"""DAGs of the approval tests: a sensor upstream of a write, a timeout, no sensor, self-approval
+(SQL and shell).
 
 Every write goes to the table named in ``dag_run.conf["table"]``; the gateway's rule
 (``test_approval*``: writes need data-owners) applies to all of them.
@@ -11,6 +12,7 @@ from datetime import datetime
 from airflow.sdk import DAG
 
 from airflow_hoop.operators.postgres import HoopPostgresOperator
+from airflow_hoop.operators.shell import HoopShellOperator
 from airflow_hoop.sensors.approval import HoopApprovalSensor
 
 INSERT = "INSERT INTO {{ dag_run.conf['table'] }} (id, note) VALUES (%(id)s, %(note)s)"
@@ -62,6 +64,18 @@ with DAG(
         parameters={"id": 1, "note": "{{ run_id }}"},
         requires_approval=True,
         approval_justification="self-approved load of {{ dag_run.conf['table'] }}",
+    )
+
+with DAG(
+    "test_approval_shell", schedule=None, start_date=datetime(2026, 1, 1), default_args=DEFAULTS
+):
+    HoopShellOperator(
+        task_id="load",
+        connection="ops_shell",
+        bash_command="psql -v ON_ERROR_STOP=1 -qc "
+        "\"INSERT INTO {{ dag_run.conf['table'] }} (id, note) VALUES (1, 'shell')\"",
+        requires_approval=True,
+        approval_justification="shell load of {{ dag_run.conf['table'] }}",
     )
 
 with DAG(
