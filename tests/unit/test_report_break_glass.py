@@ -56,7 +56,7 @@ def test_break_glass_is_flagged_first_and_on_its_write(tmp_path: Path) -> None:
     with open(tmp_path / "report.csv", newline="", encoding="utf-8") as fh:
         rows = {r["review_id"]: r for r in csv.DictReader(fh)}
     assert rows["rv-glass"]["approval"] == "approved, BREAK-GLASS"
-    assert "carol via gateway-api (BREAK-GLASS)" == rows["rv-glass"]["approved_by"]
+    assert rows["rv-glass"]["approved_by"] == "carol via gateway-api (BREAK-GLASS)"
     assert rows["rv-normal"]["approval"] == "approved"
     assert "BREAK-GLASS" not in rows["rv-normal"]["approved_by"]
     page = (tmp_path / "report.html").read_text()
