@@ -236,7 +236,11 @@ def test_requires_approval_on_the_shell_operator(airflow_services, runs, stack, 
             headers={"Authorization": f"Bearer {stack.reviewer_api_key}"},
         )
     assert response.status_code == 200, response.text
-    airflow_services.wait_state(run["dag_id"], run["run_id"], "load", {"success"}, timeout=120)
+    state = airflow_services.wait_state(
+        run["dag_id"], run["run_id"], "load", {"success", "failed"}, timeout=120
+    )
+    log = airflow_services.task_log(run["dag_id"], run["run_id"], "load")
+    assert state == "success", log[-3000:]
     assert _rows(admin_conn, run["table"]) == [(1, "shell")]
     used = [
         r.body
