@@ -38,7 +38,7 @@ class RequiresApprovalMixin:
             return self._run(context)
 
     The review is bound to this task instance and this try (a retry asks again) and to the
-    rendered command (``command_for``: the operator's ``approval_command()`` or its SQL).
+    rendered command (``command_for``: the operator's ``approval_command(context)`` or its SQL).
     """
 
     requires_approval: bool = False
@@ -119,7 +119,7 @@ class RequiresApprovalMixin:
         map_index = getattr(ti, "map_index", None)
         created, gateway_url = request_approval(
             context,
-            command_for(self),
+            command_for(self, context),
             target_task_id=str(getattr(self, "task_id", "")),
             target_map_index=-1 if map_index is None else int(map_index),
             target_try_number=int(ti.try_number),

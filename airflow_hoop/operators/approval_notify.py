@@ -31,7 +31,7 @@ from airflow_hoop.wire.notifications import (
     one_line,
     reminder_time,
 )
-from airflow_hoop.wire.reviews import Review
+from airflow_hoop.wire.reviews import Review, ReviewCreated
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,46 @@ def notify(
         "[approval notification] %s of review %s: %d/%d sent", kind, review.id, sent, len(notifiers)
     )
     return sent
+
+
+def remind_if_due(
+    notifiers: Sequence[Any],
+    context: Mapping[str, Any],
+    created: ReviewCreated,
+    gateway_url: str,
+    deadline: datetime,
+) -> bool:
+    """A sensor that pokes (no trigger to wake it): the reminder, once, when it is due.
+
+    Once across pokes and processes (reschedule mode starts a new one for each poke): the
+    gateway grants the review's one task-side reminder to the first poke that claims it with
+    the review's poll token. Never raises; returns whether the reminder went out.
+    """
+    at = remind_at(created.review.created_at, deadline)
+    if not notifiers or at is None or datetime.now(timezone.utc).timestamp() < at:
+        return False
+    import httpx
+
+    url = f"{gateway_url}/api/airflow-hoop/reviews/{created.review.id}/reminder"
+    try:
+        response = httpx.post(
+            url,
+            headers={"Authorization": f"Bearer {created.poll_token}"},
+            trust_env=False,
+            timeout=10.0,
+        )
+        claimed = response.status_code == 200 and response.json().get("claimed") is True
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning(
+            "[approval notification] reminder of review %s not claimed: %s; "
+            "the next poke tries again",
+            created.review.id,
+            type(exc).__name__,
+        )
+        return False
+    if claimed:
+        notify(notifiers, context, created.review, "review.reminder", deadline)
+    return claimed
 
 
 def decided_review(event: Mapping[str, Any]) -> Review | None:

@@ -97,11 +97,11 @@ def sql_command(task: Any) -> ApprovalCommand:
     return ApprovalCommand.of(hook._target(), scripts, task.parameters, conn_id)
 
 
-def command_for(task: Any) -> ApprovalCommand:
-    """The command of a rendered task: its own ``approval_command()``, or its SQL."""
+def command_for(task: Any, context: Mapping[str, Any]) -> ApprovalCommand:
+    """The command of a rendered task: its own ``approval_command(context)``, or its SQL."""
     own = getattr(task, "approval_command", None)
     if callable(own):
-        command = own()
+        command = own(context)
         if not isinstance(command, ApprovalCommand):
             raise ConfigError(
                 f"{type(task).__name__}.approval_command() must return ApprovalCommand"

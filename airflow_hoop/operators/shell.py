@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk import BaseOperator
 
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID, DEFAULT_POLL_INTERVAL
-from airflow_hoop.errors import BadRequestError
+from airflow_hoop.errors import BadRequestError, ConfigError
 from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin, notifier_list
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class HoopShellOperator(RequiresApprovalMixin, BaseOperator):
     gateway for a review of its rendered script, bound to this task instance and try, defers
     until a person decides, then runs it; ``approval_justification`` (templated),
     ``approval_timeout``, ``approval_poll_interval`` and ``approval_notifiers`` likewise. The
-    approval binds the script text: ``env`` values are not part of it (docs/approvals.md).
+    approval binds the script, ``cwd`` and environment as sent (docs/approvals.md).
     """
 
     template_fields: Sequence[str] = ("bash_command", "env", "cwd", "approval_justification")
@@ -115,12 +115,28 @@ class HoopShellOperator(RequiresApprovalMixin, BaseOperator):
         env.update(context_to_airflow_vars(context, in_env_var_format=True))
         return env
 
-    def approval_command(self) -> ApprovalCommand:
-        """The rendered script, as one statement, exactly as ``execute`` sends it."""
+    def approval_command(self, context: Any) -> ApprovalCommand:
+        """The rendered script as one statement, bound (as the gateway binds it) to the
+        ``cwd`` and environment ``execute`` sends: values enter as digests only."""
+        from airflow_hoop.ledger.commands import shell_context
         from airflow_hoop.operators.approval_request import ApprovalCommand
+        from airflow_hoop.wire.reviews import StatementIn
 
-        return ApprovalCommand.of(
-            self.connection, [str(self.bash_command)], hoop_conn_id=self.hoop_conn_id
+        asking = getattr(context.get("task"), "task_id", self.task_id)
+        if asking != self.task_id:
+            # The environment names the running task and try (AIRFLOW_CTX_*): another task
+            # would compute another one, and the gateway would refuse the approval.
+            raise ConfigError(
+                f"task {asking} asks an approval of shell task {self.task_id}, whose "
+                "environment only that task knows",
+                "set requires_approval=True on the HoopShellOperator instead of a sensor",
+            )
+        env = [(name, "env", value) for name, value in self.get_env(context).items()]
+        statement = StatementIn(
+            script=str(self.bash_command), parameters=shell_context([], self.cwd, env)
+        )
+        return ApprovalCommand(
+            connection=self.connection, statements=[statement], hoop_conn_id=self.hoop_conn_id
         )
 
     def execute(self, context: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
@@ -44,7 +44,8 @@ class HoopApprovalSensor(BaseSensorOperator):
     ``skip_on_reject=True`` it is skipped instead (and so is the target, by trigger rules).
 
     ``approval_notifiers`` (Airflow notifiers: ``SmtpNotifier``, ``SlackWebhookNotifier``, any)
-    are told of the request, of a reminder before ``timeout`` and of the decision, with a
+    are told of the request, of a reminder before ``timeout`` (in every mode: a poking sensor
+    claims it from the gateway, once) and of the decision, with a
     masked summary and a link to the Approvals tab (docs/notifications.md). With notifiers, an
     approval resumes the sensor on a worker (to post the decision) instead of ending it in the
     triggerer.
@@ -76,9 +77,14 @@ class HoopApprovalSensor(BaseSensorOperator):
         self.approval_notifiers = notifier_list(approval_notifiers)
 
     def execute(self, context: Any) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
         from airflow_hoop.operators import approval_notify
+
+        if not self.deferrable:
+            # When the pokes stop: from the first poke of this try, as Airflow's timeout.
+            first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+            start = first or datetime.now(timezone.utc)
+            self._poke_deadline = start + timedelta(seconds=self.timeout)
+            return super().execute(context)
 
         deadline = approval_notify.deadline_in(self.timeout)
         return self._wait(context, deadline, remind=True)
@@ -88,12 +94,15 @@ class HoopApprovalSensor(BaseSensorOperator):
         from airflow_hoop.operators import approval_notify
         from airflow_hoop.operators.approval_request import settled
 
-        created, _ = self._request(context)
+        deadline = getattr(self, "_poke_deadline", None)
+        created, gateway_url = self._request(context, deadline)
         notifiers = approval_notify.notifiers_of(self)
         if created.created:
-            approval_notify.notify(notifiers, context, created.review, "review.requested")
+            approval_notify.notify(notifiers, context, created.review, "review.requested", deadline)
         status = settled(created.review)
         if status is None:
+            if deadline is not None:
+                approval_notify.remind_if_due(notifiers, context, created, gateway_url, deadline)
             return False
         if status in approval_notify.DECIDED:
             approval_notify.notify(notifiers, context, created.review, "review.decided")
@@ -174,7 +183,7 @@ class HoopApprovalSensor(BaseSensorOperator):
         # Render as the target will: same templates, same run (values of the sensor's own
         # ``task``/``ti`` differ, and the gateway refuses a command that then differs).
         target.render_template_fields(context)
-        command = command_for(target)
+        command = command_for(target, context)
         return request_approval(
             context,
             command,

@@ -129,6 +129,7 @@ class NotifiedDecision(BaseModel):
     channel: Channel
     reason: str | None = None
     time: datetime
+    break_glass: bool = False
 
     @field_validator("approver")
     @classmethod
@@ -212,6 +213,7 @@ class ApprovalNotification(BaseModel):
                 channel=last.channel,
                 reason=last.reason,
                 time=last.time,
+                break_glass=last.break_glass,
             )
         return cls(
             id=delivery_id,
@@ -244,7 +246,11 @@ class ApprovalNotification(BaseModel):
         elif self.kind == "review.reminder":
             head = f"Reminder, approval still pending: {where}"
         elif self.decision is not None:
-            head = f"Review {self.decision.decision.lower()} by {self.decision.approver}: {where}"
+            glass = "BREAK-GLASS " if self.decision.break_glass else ""
+            head = (
+                f"{glass}Review {self.decision.decision.lower()} by "
+                f"{self.decision.approver}: {where}"
+            )
         else:
             head = f"Review {self.status.lower()}: {where}"
         return one_line(f"{head} (run {self.run_id})")
@@ -269,8 +275,13 @@ class ApprovalNotification(BaseModel):
         if self.decision is not None:
             d = self.decision
             lines.append(
-                f"Decision: {d.decision} by {d.approver} via {d.channel} at {d.time.isoformat()}"
-                f": {d.reason or 'no reason given'}"
+                (
+                    "BREAK-GLASS (approved alone, outside the review groups) "
+                    if d.break_glass
+                    else ""
+                )
+                + f"Decision: {d.decision} by {d.approver} via {d.channel} at "
+                f"{d.time.isoformat()}: {d.reason or 'no reason given'}"
             )
         lines += ["", "Command (literals replaced by $n):", self.summary, ""]
         if self.kind != "review.decided":

@@ -392,6 +392,37 @@ def test_a_failing_notifier_is_logged_and_the_others_still_send(stack, smtp, cap
     assert "chat relay refused" in logged and "the review goes on" in logged
 
 
+def test_a_poking_sensor_reminds_once_across_pokes_and_processes(stack, smtp):
+    """No trigger wakes a sensor in poke or reschedule mode: each poke past the reminder time
+    asks the gateway, which grants the review's one reminder to the first (reschedule mode
+    runs every poke in a new process, so the task cannot remember it sent one)."""
+    from airflow_hoop.operators import approval_notify
+
+    notifier = _smtp_notifier()
+    run_id = _run()
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=5)  # inside the reminder lead
+    step = StepRef(dag_id=DAG, task_id="approve", run_id=run_id)
+    pokes = []
+    for _ in range(2):  # two pokes: the same open review, each with a fresh poll token
+        with step_client(stack, step) as sensor:
+            pokes.append(_created(_ask(sensor, "load", [_insert()])))
+    assert pokes[0].review.id == pokes[1].review.id
+    forged = pokes[0].model_copy(update={"poll_token": "hrt_not-the-token"})
+    assert not approval_notify.remind_if_due([notifier], {}, forged, stack.gateway_url, deadline)
+    sent = [
+        approval_notify.remind_if_due([notifier], {}, p, stack.gateway_url, deadline) for p in pokes
+    ]
+    assert sent == [True, False]
+    assert [m.message["Subject"].split(":")[0] for m in smtp] == [
+        "Reminder, approval still pending"
+    ]
+    far = datetime.now(timezone.utc) + timedelta(days=2)  # not due yet: no claim at all
+    with step_client(stack, StepRef(dag_id=DAG, task_id="approve", run_id=_run())) as sensor:
+        early = _created(_ask(sensor, "load", [_insert()]))
+    assert not approval_notify.remind_if_due([notifier], {}, early, stack.gateway_url, far)
+    assert "reminder:task" not in _rows(stack, early.review.id)
+
+
 # -- nothing lost when a gateway process dies mid-notification ----------------------------------
 def test_a_cut_delivery_is_sent_again_and_an_unannounced_review_gets_its_request(
     stack, receiver, secret_file
@@ -424,3 +455,28 @@ def test_a_cut_delivery_is_sent_again_and_an_unannounced_review_gets_its_request
                 lambda r=review_id: _rows(stack, r).get("requested", ("",))[0] == "sent",
                 what="the delivery recorded sent",
             )
+
+
+def test_a_decision_left_unsent_by_a_dead_process_is_sent_by_the_sweep(
+    stack, receiver, secret_file
+):
+    """A gateway process that dies between a decision's commit and its notification leaves
+    no ``decided:<n>`` row (played by deciding on the stack's own gateway, which has no
+    webhook). A gateway with the webhook sends it on its sweep: the decision as it was made."""
+    with step_client(stack, StepRef(dag_id=DAG, task_id="approve", run_id=_run())) as sensor:
+        review_id = _created(_ask(sensor, "load", [_insert()])).review.id
+    decided = _decide(stack.gateway_url, stack.reviewer_api_key, review_id, "REJECTED", "no")
+    assert decided.status_code == 200, decided.text
+    assert "decided:1" not in _rows(stack, review_id)
+    settings = _notifications(receiver.url, secret_file, resend_after_seconds=1)
+    with extra_gateway(stack, "notify-decisions", notifications=settings):
+        got = wait_for(
+            lambda: [n for _, n in _of_review(receiver.posted, review_id) if n.decision],
+            what="the decision's notification",
+        )
+        wait_for(
+            lambda: _rows(stack, review_id).get("decided:1", ("",))[0] == "sent",
+            what="the decision recorded sent",
+        )
+    assert len(got) == 1 and got[0].decision is not None
+    assert (got[0].decision.decision, got[0].decision.reason) == ("REJECTED", "no")

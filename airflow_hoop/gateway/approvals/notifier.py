@@ -5,7 +5,8 @@ background tasks and catches every error, so a notification never blocks, fails,
 rejects or loses a review. Each notification is a row of ``review_notifications``
 (``db/notification_outbox.py``): delivered, failed (with the error) or skipped. The reminder is
 a scheduled row that one gateway process claims when it is due, and sends only while the
-review is still pending: once, across processes and restarts.
+review is still pending: once, across processes and restarts. The sweep also sends what a dead
+process left unsent: deliveries cut short, requests and decisions with no row at all.
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ class ReviewNotifier:
         self._spawn(self._requested(row, wait_deadline))
 
     def decided(self, row: ReviewRow) -> None:
-        key = f"decided:{len(row.decisions)}"
-        self._spawn(self._send(row, key, "review.decided", None))
+        self._spawn(self._decided(row, len(row.decisions)))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,6 +101,11 @@ class ReviewNotifier:
                     "[notifications] cannot schedule the reminder of review %s: %s", row.id, exc
                 )
         await self._send(row, "requested", "review.requested", wait_deadline)
+
+    async def _decided(self, row: ReviewRow, n: int) -> None:
+        # The n-th decision as it was: a re-send after a crash must not post a later one.
+        as_decided = row.model_copy(update={"decisions": row.decisions[:n]})
+        await self._send(as_decided, f"decided:{n}", "review.decided", None)
 
     async def _send(
         self,
@@ -170,11 +175,18 @@ class ReviewNotifier:
                     if row is None or (entry.kind == "review.reminder" and row.status != "PENDING"):
                         await self._finish(entry, "skipped", 0)
                         continue
+                    if entry.key.startswith("decided:"):  # the decision it was for, not a later one
+                        n = int(entry.key.partition(":")[2])
+                        row = row.model_copy(update={"decisions": row.decisions[:n]})
                     self._spawn(self._deliver(row, entry))
                 for review_id in await self.outbox.unannounced_reviews(stale):
                     row = await self.reviews.get(review_id)
                     if row is not None:
                         self._spawn(self._send(row, "requested", "review.requested", None))
+                for review_id, n in await self.outbox.undelivered_decisions(stale):
+                    row = await self.reviews.get(review_id)
+                    if row is not None:
+                        self._spawn(self._decided(row, n))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

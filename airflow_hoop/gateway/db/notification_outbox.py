@@ -127,6 +127,24 @@ class NotificationOutbox:
             )
             return [row[0] for row in await cur.fetchall()]
 
+    async def undelivered_decisions(
+        self, older_than: float, limit: int = 50
+    ) -> list[tuple[uuid.UUID, int]]:
+        """(review, n) of each n-th decision of the last day, older than ``older_than``
+        seconds, with no ``decided:<n>`` notification on record (the process died between the
+        decision's commit and its notification)."""
+        async with self.store.connection("find undelivered decisions") as conn:
+            cur = await conn.execute(
+                "SELECT r.id, n FROM reviews r, "
+                "generate_series(1, jsonb_array_length(r.decisions)) AS n "
+                "WHERE r.decided_at < now() - make_interval(secs => %s) "
+                "AND r.decided_at > now() - interval '1 day' AND NOT EXISTS ("
+                "SELECT 1 FROM review_notifications x WHERE x.review_id = r.id "
+                "AND x.key = 'decided:' || n) ORDER BY r.decided_at, n LIMIT %s",
+                (older_than, limit),
+            )
+            return [(row[0], int(row[1])) for row in await cur.fetchall()]
+
     async def finish(
         self, id_: uuid.UUID, state: State, attempts: int, error: str | None = None
     ) -> None:

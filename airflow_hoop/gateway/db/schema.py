@@ -172,6 +172,9 @@ ALTER TABLE reviews ADD COLUMN IF NOT EXISTS force_approval_groups jsonb NOT NUL
     DEFAULT '[]'::jsonb;
 CREATE INDEX IF NOT EXISTS reviews_target_idx ON reviews (dag_id, run_id, task_id, map_index);
 CREATE INDEX IF NOT EXISTS reviews_status_idx ON reviews (status, created_at);
+-- The notification sweep's recent decisions (db/notification_outbox.py).
+CREATE INDEX IF NOT EXISTS reviews_decided_idx ON reviews (decided_at)
+    WHERE decided_at IS NOT NULL;
 
 REVOKE ALL ON ledger, sessions, reviews FROM PUBLIC;
 """

@@ -4,7 +4,8 @@ hoop: ``GET /api/reviews``, ``GET|PUT /api/reviews/{id}`` (review id or session 
 ``PUT /api/sessions/{id}/review``, ``POST /api/sessions/{id}/exec``.
 Ours: ``POST /api/airflow-hoop/reviews`` (a step asks for an approval) and
 ``GET /api/airflow-hoop/reviews/{id}/poll`` (the deferred sensor's trigger reads the status
-with the review's poll token, so the triggerer needs no Vault login).
+with the review's poll token, so the triggerer needs no Vault login) and
+``POST /api/airflow-hoop/reviews/{id}/reminder`` (a sensor that pokes claims its one reminder).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from airflow_hoop.gateway.approvals.service import (
     ReviewNotFound,
     same_task_instance,
 )
+from airflow_hoop.gateway.approvals.store import utc_now
+from airflow_hoop.gateway.db.notification_outbox import NotificationOutbox
 from airflow_hoop.gateway.routes.deps import Caller, Svc
 from airflow_hoop.gateway.targets import target_for
 from airflow_hoop.wire.reviews import Review, ReviewCreate, ReviewCreated, ReviewDecisionRequest
@@ -116,6 +119,23 @@ async def poll_review(
     if scheme.lower() != "bearer" or not token.startswith(POLL_TOKEN_PREFIX):
         raise HTTPException(401, detail="access denied")
     return await _mapped(svc.reviews.poll(review_id, token))
+
+
+@router.post("/airflow-hoop/reviews/{review_id}/reminder")
+async def claim_reminder(
+    review_id: str, svc: Svc, authorization: Annotated[str | None, Header()] = None
+) -> dict[str, bool]:
+    """A waiting task that is not deferred (a sensor in poke or reschedule mode) claims the
+    review's one task-side reminder: ``{"claimed": true}`` once per review, across the task's
+    processes; false once sent or when the review is no longer pending."""
+    review = await poll_review(review_id, svc, authorization)
+    if review.status != "PENDING":
+        return {"claimed": False}
+    outbox = NotificationOutbox(svc.store)
+    row = await outbox.add(
+        uuid.UUID(review.id), "reminder:task", "review.reminder", utc_now(), state="sent"
+    )
+    return {"claimed": row is not None}
 
 
 @router.post("/sessions/{session_id}/exec", response_model=None)
