@@ -4,7 +4,9 @@ A governed step emits what Airflow's SQL lineage emits for the stock operator: i
 outputs from the provider's SQL parser, in the target database's namespace
 (``postgres://host:port``, datasets ``database.schema.table``), plus one run facet,
 ``airflowHoop``, naming the step (dag, task, run, try, map index, step key), the database
-users the gateway issued it, the ledger seqs of its records and the covering checkpoint.
+users the gateway issued it, the ledger seqs of its records and their checkpoint: the covering
+one if it was signed when the step ended, else the time by which the gateway's policy signs
+it and how to look it up (docs/correlation.md says why the task does not wait for it).
 
 The Airflow side knows the gateway connection, not the target database behind it: the
 ``hoop_postgres`` connection's extra says where it is (``lineage_authority``: ``host:port``,
@@ -34,12 +36,11 @@ if TYPE_CHECKING:
 FACET_NAME = "airflowHoop"
 DEFAULT_SCHEMA = "public"
 _SCHEMA_URL = "urn:airflow-hoop:openlineage:AirflowHoopRunFacet:1-0-0"
-#: The task cannot look for the covering checkpoint itself: steps may not read the ledger.
-CHECKPOINT_PENDING = (
-    "not known to the task (steps may not read the ledger): the gateway signs a checkpoint "
-    "covering last_seq within its checkpoint interval; find it with an auditor key "
-    "(GET /api/airflow-hoop/ledger/checkpoints?after_seq=<last_seq - 1>) or airflow-hoop "
-    "audit prove"
+#: How an auditor finds and checks the covering checkpoint (steps may not read the ledger).
+CHECKPOINT_LOOKUP = (
+    "GET /api/airflow-hoop/ledger/checkpoints?after_seq={last_seq}&limit=1 (auditor key): the "
+    "first checkpoint after last_seq signs it; airflow-hoop audit verify checks the chain and "
+    "every signature"
 )
 
 
@@ -59,9 +60,15 @@ class AirflowHoopRunFacet(RunFacet):
     intent_seqs: list[int] = attr.field(factory=list)
     result_seqs: list[int] = attr.field(factory=list)
     last_seq: int | None = None
-    #: Seq of the signed checkpoint covering ``last_seq``; None while there is none (yet).
+    #: Seq of the signed checkpoint covering ``last_seq`` when the step ended; None: none yet.
     covering_checkpoint_seq: int | None = None
-    checkpoint_status: str = CHECKPOINT_PENDING
+    #: "covered", "pending" (signed by ``checkpoint_due_by``), "off" or "unknown".
+    checkpoint_status: str = "unknown"
+    #: Pending: the gateway's policy signs a checkpoint covering ``last_seq`` by then.
+    checkpoint_due_by: str | None = None
+    #: The policy behind that promise: ``every_records`` and ``interval_seconds``.
+    checkpoint_policy: dict[str, float] | None = None
+    checkpoint_lookup: str | None = None
 
     @staticmethod
     def _get_schema() -> str:
@@ -108,7 +115,7 @@ def sql_lineage(hook: Any, sql: Any) -> OperatorLineage:
 def step_facet(step: StepRef) -> AirflowHoopRunFacet:
     """The facet of ``step`` from what the gateway answered its statements in this process."""
     seen = evidence_for(step)
-    return AirflowHoopRunFacet(
+    facet = AirflowHoopRunFacet(
         dag_id=step.dag_id,
         task_id=step.task_id,
         run_id=step.run_id,
@@ -120,6 +127,25 @@ def step_facet(step: StepRef) -> AirflowHoopRunFacet:
         result_seqs=seen.result_seqs if seen else [],
         last_seq=seen.last_seq if seen else None,
     )
+    last, note = facet.last_seq, seen.checkpoint if seen else None
+    if last is None:
+        return facet
+    facet.checkpoint_lookup = CHECKPOINT_LOOKUP.format(last_seq=last)
+    if note is None:  # checkpoints off, or the step's end was not answered
+        facet.checkpoint_status = "unknown"
+        return facet
+    if note.checkpoint_seq is not None and note.covers_through_seq >= last:
+        facet.covering_checkpoint_seq = note.checkpoint_seq
+        facet.checkpoint_status = "covered"
+        return facet
+    # Not yet signed when the step ended: the policy's promise, checkable later.
+    facet.checkpoint_status = "pending"
+    facet.checkpoint_due_by = note.due_by.isoformat()
+    facet.checkpoint_policy = {
+        "every_records": note.every_records,
+        "interval_seconds": note.interval_seconds,
+    }
+    return facet
 
 
 def step_lineage(task_instance: Any) -> OperatorLineage:

@@ -13,7 +13,7 @@ import threading
 from pydantic import BaseModel, Field
 
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.wire.sessions import TypedResult
+from airflow_hoop.wire.sessions import CheckpointNote, TypedResult
 
 
 class StepEvidence(BaseModel):
@@ -23,6 +23,8 @@ class StepEvidence(BaseModel):
     db_users: list[str] = Field(default_factory=list)
     intent_seqs: list[int] = Field(default_factory=list)
     result_seqs: list[int] = Field(default_factory=list)
+    #: What the gateway said of its checkpoints when the step ended (None: not ended, or off).
+    checkpoint: CheckpointNote | None = None
 
     @property
     def last_seq(self) -> int | None:
@@ -47,6 +49,14 @@ def note_exec(step: StepRef, result: TypedResult) -> None:
             seen.intent_seqs.append(result.intent_seq)
         if result.result_seq is not None:
             seen.result_seqs.append(result.result_seq)
+
+
+def note_end(step: StepRef, checkpoint: CheckpointNote | None) -> None:
+    """Remember the gateway's checkpoint state at the step's end (for the lineage facet)."""
+    with _lock:
+        seen = _evidence.get(step.key)
+        if seen is not None:  # a step that sent nothing has no records to cover
+            seen.checkpoint = checkpoint
 
 
 def evidence_for(step: StepRef) -> StepEvidence | None:

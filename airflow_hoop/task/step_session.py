@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import HoopError
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.task.step_evidence import note_end
 from airflow_hoop.task.vault import StepVaultSession
 from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.wire.sessions import RevokeMode
@@ -140,6 +141,7 @@ class GovernedStep:
 
     def _end_on_gateway(self, token: str) -> None:
         ended = self.client.end_step(token=token, revoke=self.config.revoke_at_end)
+        note_end(self.step, ended.checkpoint)
         if ended.revoked_db_users:
             done = "revoked" if ended.revocation == "done" else "closed and is revoking"
             log.info("step %s: gateway %s %s", self.step.key, done, ended.revoked_db_users)

@@ -191,6 +191,24 @@ class StepEndResponse(BaseModel):
     step: str
     revoked_db_users: list[str] = Field(default_factory=list)
     revocation: Literal["done", "in-progress"] = "done"
+    checkpoint: CheckpointNote | None = Field(
+        None, description="the ledger's signing state at the step's end; None: checkpoints off"
+    )
+
+
+class CheckpointNote(BaseModel):
+    """At a step's end: the newest signed checkpoint, and by when one covers the step.
+
+    The gateway signs a checkpoint once ``every_records`` records arrived since the last, or
+    ``interval_seconds`` after it while any arrived, looking every ``poll_seconds``: so every
+    record appended before the step ended is covered by ``due_by`` (while a gateway runs).
+    """
+
+    checkpoint_seq: int | None = Field(None, description="ledger seq of the newest checkpoint")
+    covers_through_seq: int = Field(0, description="the last seq that checkpoint signs")
+    every_records: int
+    interval_seconds: float
+    due_by: datetime
 
 
 class HttpError(BaseModel):

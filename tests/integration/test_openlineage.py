@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 from support.airflow_fixtures import AirflowHome
+from support.notification_support import wait_for
 
 try:  # the ``test`` extra installs it; skip on a laptop without it, fail in CI
     import airflow.providers.openlineage  # noqa: F401
@@ -29,7 +31,13 @@ from airflow_hoop.cli.demo import read_ledger
 from airflow_hoop.devstack.database_setup import WAREHOUSE_WRITER
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.hooks.lineage import FACET_NAME
-from airflow_hoop.ledger.records import CredentialIssued, LedgerRecord, SessionIntent, SessionResult
+from airflow_hoop.ledger.records import (
+    Checkpoint,
+    CredentialIssued,
+    LedgerRecord,
+    SessionIntent,
+    SessionResult,
+)
 
 pytestmark = pytest.mark.airflow
 
@@ -123,10 +131,39 @@ def test_the_facet_names_the_step_its_user_and_its_ledger_records(lineage_run, s
     assert facet["intent_seqs"] == intents and len(intents) >= 2
     assert facet["result_seqs"] == results
     assert facet["last_seq"] == max(intents + results)
-    # No checkpoint lookup from a task (steps may not read the ledger): said, not guessed.
-    assert facet.get("covering_checkpoint_seq") is None  # OpenLineage drops null fields
-    assert "steps may not read the ledger" in facet["checkpoint_status"]
     assert facet["_schemaURL"].startswith("urn:airflow-hoop:")
+
+
+def test_the_facet_names_the_covering_checkpoint_or_when_it_is_due(lineage_run, stack):
+    """The step's end tells the task the newest checkpoint and the policy's deadline: the
+    facet names the covering checkpoint, or promises one by ``checkpoint_due_by``. The promise
+    is checked here: by then, a signed checkpoint after ``last_seq`` covers it."""
+    _, _, events = lineage_run
+    facet = _complete(events, "governed")["run"]["facets"][FACET_NAME]
+    last = facet["last_seq"]
+    assert f"after_seq={last}&limit=1" in facet["checkpoint_lookup"]
+    if facet["checkpoint_status"] == "covered":
+        deadline = None
+        wanted = facet["covering_checkpoint_seq"]
+    else:
+        assert facet["checkpoint_status"] == "pending", facet
+        assert "covering_checkpoint_seq" not in facet  # OpenLineage drops null fields
+        assert facet["checkpoint_policy"]["interval_seconds"] > 0
+        deadline = datetime.fromisoformat(facet["checkpoint_due_by"])
+        wanted = None
+
+    def covering() -> Checkpoint | None:
+        for stored in read_ledger(stack):
+            record = LedgerRecord.model_validate_json(stored.body)
+            if record.seq > last and isinstance(record.body, Checkpoint):
+                assert wanted is None or record.seq == wanted
+                return record.body
+        return None
+
+    found = wait_for(covering, timeout=60, what="a checkpoint after the step's last record")
+    assert found.statement.first_seq <= last <= found.statement.last_seq
+    if deadline is not None:
+        assert found.statement.time <= deadline, "signed after the facet's promise"
 
 
 def test_events_hold_no_secret(lineage_run, stack):

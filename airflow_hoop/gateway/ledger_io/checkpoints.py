@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_hoop.errors import HoopError
@@ -34,6 +34,7 @@ from airflow_hoop.ledger.checkpoint import (
     statement_digest,
 )
 from airflow_hoop.ledger.records import Checkpoint, CheckpointStatement
+from airflow_hoop.wire.sessions import CheckpointNote
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,23 @@ class CheckpointSigner:
         # Committed: now the anchor (a crash here leaves it behind; the next round catches up).
         await self._anchor_up_to(*written)
         return written[1]
+
+    async def note(self) -> CheckpointNote | None:
+        """The newest checkpoint and by when every record appended so far is covered (a step's
+        end tells its task, for the OpenLineage facet); None when checkpoints are off."""
+        settings = self.settings
+        if not settings.enabled:
+            return None
+        async with self.store.connection("read the newest checkpoint") as conn:
+            seq, last = await _last_checkpoint(conn)
+        wait = settings.interval_seconds + settings.poll_seconds
+        return CheckpointNote(
+            checkpoint_seq=seq or None,
+            covers_through_seq=last.statement.last_seq if last else 0,
+            every_records=settings.every_records,
+            interval_seconds=settings.interval_seconds,
+            due_by=datetime.now(timezone.utc) + timedelta(seconds=wait),
+        )
 
     def _due(self, pending: int, last: Checkpoint | None, now: datetime) -> bool:
         if pending >= self.settings.every_records or last is None:

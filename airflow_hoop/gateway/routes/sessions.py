@@ -6,6 +6,7 @@ these routes read the request and write the answer.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -18,6 +19,7 @@ from airflow_hoop.gateway.execution.sessions import RunningSession
 from airflow_hoop.gateway.pipeline import Rejected
 from airflow_hoop.gateway.routes.deps import Caller, EndingCaller, Svc, owned_session
 from airflow_hoop.wire.sessions import (
+    CheckpointNote,
     ExecRequest,
     ExecResponse,
     RevokeMode,
@@ -29,6 +31,7 @@ from airflow_hoop.wire.sessions import (
 )
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger(__name__)
 
 _MAX_LIST_LIMIT = 100  # hoop clamps limit to 100
 _MAX_LIST_OFFSET = 10_000  # hoop answers 422 beyond this
@@ -203,7 +206,10 @@ def _session_info(row: SessionRow) -> SessionInfo:
 # -- airflow-hoop extensions -----------------------------------------------------------------
 @router.post("/airflow-hoop/steps/end")
 async def end_step(
-    svc: Svc, caller: EndingCaller, revoke: Annotated[RevokeMode, Query()] = "wait"
+    request: Request,
+    svc: Svc,
+    caller: EndingCaller,
+    revoke: Annotated[RevokeMode, Query()] = "wait",
 ) -> StepEndResponse:
     """The step is over: close its connections, revoke its database users, record it.
 
@@ -234,4 +240,18 @@ async def end_step(
         step=caller.step.key,
         revoked_db_users=revoked,
         revocation="done" if wait or not revoked else "in-progress",
+        checkpoint=await _checkpoint_note(request),
     )
+
+
+async def _checkpoint_note(request: Request) -> CheckpointNote | None:
+    """For the step's lineage facet; a step's end never fails for it."""
+    signer = getattr(request.app.state, "checkpoints", None)
+    if signer is None:
+        return None
+    try:
+        note: CheckpointNote | None = await signer.note()
+    except Exception as exc:
+        log.warning("checkpoint state not read for a step's end: %s", exc)
+        return None
+    return note
