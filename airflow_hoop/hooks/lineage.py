@@ -11,9 +11,9 @@ it and how to look it up (docs/correlation.md says why the task does not wait fo
 The Airflow side knows the gateway connection, not the target database behind it: the
 ``hoop_postgres`` connection's extra says where it is (``lineage_authority``: ``host:port``,
 ``lineage_database``), as the stock hook reads it from its own connection. Without them the
-namespace is ``hoop://<gateway connection>``. Datasets are parsed from the SQL only: no
-``information_schema`` query (the step has ended when the facets are built, and the gateway
-refuses an ended step), so the datasets carry no schema facet.
+namespace is ``hoop://<gateway connection>``. The COMPLETE event's datasets carry the schema
+facets the stock lineage gets from ``information_schema``: the query runs through the gateway
+as the step, at the end of ``execute`` (once the step has ended the gateway refuses it).
 
 Imported only by the hook's and operator's OpenLineage methods, which the provider calls.
 """
@@ -86,8 +86,23 @@ def database_info(extra: dict[str, Any], gateway_connection: str) -> DatabaseInf
     return DatabaseInfo(scheme="postgres", authority=str(authority), database=database)
 
 
-def sql_lineage(hook: Any, sql: Any) -> OperatorLineage:
-    """Inputs and outputs of ``sql`` by the provider's SQL parser, no database query."""
+def lineage_enabled() -> bool:
+    """Is OpenLineage configured in this process (provider installed, a transport set)?"""
+    try:
+        from airflow.providers.openlineage import conf
+    except ImportError:
+        return False
+    return not conf.is_disabled()
+
+
+def sql_lineage(hook: Any, sql: Any, *, with_schemas: bool = False) -> OperatorLineage:
+    """Inputs and outputs of ``sql`` by the provider's SQL parser.
+
+    ``with_schemas``: also the column schema facets, from the ``information_schema`` query
+    the stock lineage runs, sent through the gateway as the step (a recorded read). Only
+    while the step is live: the operator calls it at the end of ``execute``, before the step
+    ends, and reuses the result for the COMPLETE event.
+    """
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.providers.openlineage.sqlparser import SQLParser
 
@@ -107,7 +122,7 @@ def sql_lineage(hook: Any, sql: Any) -> OperatorLineage:
         database_info=hook.get_openlineage_database_info(connection),
         database=None,  # the target's database (database_info), not the gateway connection
         sqlalchemy_engine=None,
-        use_connection=False,
+        use_connection=with_schemas,
     )
     return lineage
 

@@ -64,6 +64,8 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         self.approval_poll_interval = approval_poll_interval
         self.approval_hoop_conn_id = hoop_conn_id
         self.approval_notifiers = notifier_list(approval_notifiers)
+        #: OpenLineage of the executed SQL, with schemas (``_capture_lineage``).
+        self._hoop_lineage: Any = None
 
     def get_db_hook(self) -> HoopPostgresHook:
         from airflow_hoop.hooks.postgres import HoopPostgresHook
@@ -77,14 +79,34 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         return hook
 
     def get_openlineage_facets_on_start(self) -> Any:
-        """The SQL's inputs and outputs as the stock operator's lineage names them, parsed
-        without a database query and without a SQLAlchemy engine (a direct connection would
-        bypass the gateway): ``hooks/lineage.py``."""
+        """The SQL's inputs and outputs as the stock operator's lineage names them, without a
+        SQLAlchemy engine (a direct connection would bypass the gateway): ``hooks/lineage.py``.
+
+        After ``execute``, with the column schemas it read through the gateway while the step
+        was live; before (the START event), parsed from the SQL only.
+        """
+        if self._hoop_lineage is not None:
+            return self._hoop_lineage
         try:
             from airflow_hoop.hooks.lineage import sql_lineage
         except ImportError:  # the OpenLineage provider is not installed
             return None
         return sql_lineage(self.get_db_hook(), getattr(self, "sql", None))
+
+    def _capture_lineage(self) -> None:
+        """The datasets with their schemas, while the step can still query (OpenLineage on)."""
+        try:
+            from airflow_hoop.hooks.lineage import lineage_enabled, sql_lineage
+        except ImportError:
+            return
+        if not lineage_enabled():
+            return
+        try:
+            self._hoop_lineage = sql_lineage(
+                self.get_db_hook(), getattr(self, "sql", None), with_schemas=True
+            )
+        except Exception as exc:  # lineage never fails the task; the COMPLETE event parses
+            self.log.warning("OpenLineage schema facets not read: %s", exc)
 
     def execute(self, context: Any) -> Any:
         self.wait_for_own_approval(context, resume_method="execute_approved")
@@ -99,7 +121,9 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
         from airflow_hoop.task.step_session import end_all_steps
 
         try:
-            return super().execute(context)
+            result = super().execute(context)
+            self._capture_lineage()
+            return result
         finally:
             end_all_steps()
 

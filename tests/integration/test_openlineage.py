@@ -109,6 +109,29 @@ def test_governed_step_names_the_datasets_the_stock_operator_names(lineage_run, 
     assert FACET_NAME not in direct["run"]["facets"]
 
 
+def _schemas(event: dict[str, Any], side: str) -> dict[str, Any]:
+    return {d["name"]: d.get("facets", {}).get("schema", {}).get("fields") for d in event[side]}
+
+
+def test_governed_datasets_carry_the_schema_facets_the_stock_lineage_reads(lineage_run, stack):
+    """The stock lineage reads column schemas from information_schema; the governed step reads
+    them through the gateway, as itself, before it ends: the same facets."""
+    _, run_id, events = lineage_run
+    direct, governed = _complete(events, "direct"), _complete(events, "governed")
+    for side in ("inputs", "outputs"):
+        assert _schemas(direct, side) and all(_schemas(direct, side).values()), direct[side]
+        assert _schemas(governed, side) == _schemas(direct, side)
+    orders = _schemas(governed, "inputs")[f"{stack.warehouse_db}.public.lineage_orders"]
+    assert [(f["name"], f["type"]) for f in orders] == [("id", "int4"), ("amount", "numeric")]
+    # The schema query is the step's own recorded read, not a side door.
+    intents = [
+        r.body
+        for r in (LedgerRecord.model_validate_json(x.body) for x in read_ledger(stack))
+        if r.step is not None and r.step.run_id == run_id and isinstance(r.body, SessionIntent)
+    ]
+    assert any("information_schema.columns" in i.script for i in intents)
+
+
 def test_the_facet_names_the_step_its_user_and_its_ledger_records(lineage_run, stack):
     _, run_id, events = lineage_run
     facet = _complete(events, "governed")["run"]["facets"][FACET_NAME]
