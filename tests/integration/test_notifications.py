@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -400,13 +401,15 @@ def test_a_poking_sensor_reminds_once_across_pokes_and_processes(stack, smtp):
 
     notifier = _smtp_notifier()
     run_id = _run()
-    deadline = datetime.now(timezone.utc) + timedelta(seconds=5)  # inside the reminder lead
     step = StepRef(dag_id=DAG, task_id="approve", run_id=run_id)
-    pokes = []
-    for _ in range(2):  # two pokes: the same open review, each with a fresh poll token
-        with step_client(stack, step) as sensor:
-            pokes.append(_created(_ask(sensor, "load", [_insert()])))
+    with step_client(stack, step) as sensor:  # two pokes: the open review, two poll tokens
+        pokes = [_created(_ask(sensor, "load", [_insert()])) for _ in range(2)]
     assert pokes[0].review.id == pokes[1].review.id
+    # A short wait: the reminder is due half-way through it.
+    deadline = pokes[0].review.created_at + timedelta(seconds=2)
+    due = approval_notify.remind_at(pokes[0].review.created_at, deadline)
+    assert due is not None
+    time.sleep(max(0.0, due - time.time()) + 0.1)
     forged = pokes[0].model_copy(update={"poll_token": "hrt_not-the-token"})
     assert not approval_notify.remind_if_due([notifier], {}, forged, stack.gateway_url, deadline)
     sent = [
