@@ -197,6 +197,16 @@ class ApiKey(BaseModel):
         "nobody approves twice (key and UI) or approves a run they triggered with their key",
     )
 
+    @model_validator(mode="after")
+    def _one_person(self) -> ApiKey:
+        # A UI key speaks for many users (each decision names one); a person's key for one.
+        if self.asserts_users and self.person:
+            raise ValueError(
+                f"api key {self.name!r}: asserts_users and person exclude each other. Fix: "
+                "drop person from the UI's key"
+            )
+        return self
+
     @staticmethod
     def digest(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()

@@ -133,3 +133,12 @@ def test_new_settings() -> None:
 def test_incoherent_rules_are_refused(rule: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ApprovalRule.model_validate(rule)
+
+
+def test_a_ui_key_cannot_also_be_one_person() -> None:
+    from airflow_hoop.gateway.settings import ApiKey
+
+    digest = "0" * 64
+    assert ApiKey(name="carol", sha256=digest, role="approver", person="carol").person == "carol"
+    with pytest.raises(ValidationError, match="exclude each other"):
+        ApiKey(name="ui", sha256=digest, role="approver", asserts_users=True, person="carol")
