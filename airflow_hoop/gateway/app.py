@@ -34,8 +34,10 @@ from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
 from airflow_hoop.gateway.ledger_io.siem import SiemStream
+from airflow_hoop.gateway.observability.metrics import GatewayMetrics, RequestMetrics
 from airflow_hoop.gateway.routes.audit import router as audit_router
 from airflow_hoop.gateway.routes.deps import Services
+from airflow_hoop.gateway.routes.health import router as health_router
 from airflow_hoop.gateway.routes.input_guard import NulGuard
 from airflow_hoop.gateway.routes.ledger import router as ledger_router
 from airflow_hoop.gateway.routes.reviews import router as reviews_router
@@ -137,6 +139,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapiv3.json",
     )
+    app.include_router(health_router)
     app.include_router(router)
     app.include_router(ledger_router)
     app.include_router(audit_router)
@@ -144,6 +147,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(stream_router)
     _install_error_handlers(app)
     app.add_middleware(NulGuard)  # NUL in a URL is bad input, not a database failure
+    # Outermost: counts every answer, a NulGuard refusal included.
+    app.state.metrics = GatewayMetrics()
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
 
 

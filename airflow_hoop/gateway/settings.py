@@ -32,6 +32,7 @@ from airflow_hoop.gateway.connection_settings import ShellConnection as ShellCon
 from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
 from airflow_hoop.gateway.notification_settings import NotificationSettings
+from airflow_hoop.gateway.observability_settings import ObservabilitySettings
 from airflow_hoop.stream.settings import StreamSettings
 
 
@@ -251,6 +252,10 @@ class GatewaySettings(BaseSettings):
     notifications: NotificationSettings = Field(
         default_factory=NotificationSettings,
         description="approval notifications: the signed webhook (docs/notifications.md)",
+    )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings,
+        description="log format and level, /metrics, readiness (docs/operations.md)",
     )
     siem_stream: StreamSettings | None = Field(
         None,
