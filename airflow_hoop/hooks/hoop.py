@@ -58,6 +58,8 @@ class HoopHook(BaseHook):
             return self._api_key_config(gateway_url, conn.password, extra)
         vault_fields = {k: v for k, v in extra.items() if k in StepVaultConfig.model_fields}
         vault_fields["url"] = extra.get("vault_url") or vault_fields.get("url")
+        # One private CA for both by default (ca_file); vault_ca_file when Vault's differs.
+        vault_fields["ca_file"] = extra.get("vault_ca_file") or extra.get("ca_file")
         if conn.password:
             # AppRole's secret_id: the step's login, or the transit signer's (Kubernetes recipe).
             approle = extra.get("auth") == "approle" or extra.get("signer_auth") == "approle"
@@ -68,6 +70,7 @@ class HoopHook(BaseHook):
                 gateway_url=gateway_url,
                 vault=StepVaultConfig(**vault_fields),
                 gateway_kind=extra.get("gateway_kind"),
+                ca_file=extra.get("ca_file"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
                 revoke_at_end=extra.get("revoke_at_end", "background"),
@@ -94,6 +97,7 @@ class HoopHook(BaseHook):
                 gateway_url=gateway_url,
                 api_key=SecretStr(password),
                 gateway_kind=extra.get("gateway_kind"),
+                ca_file=extra.get("ca_file"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
             )
@@ -117,7 +121,7 @@ class HoopHook(BaseHook):
         from airflow_hoop.client.http import GatewayClient
 
         config = self.get_config()
-        with GatewayClient(config.gateway_url, token=lambda: "") as client:
+        with GatewayClient(config.gateway_url, token=lambda: "", ca_file=config.ca_file) as client:
             try:
                 return client.healthz(), f"gateway {config.gateway_url} is up"
             except Exception as exc:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from airflow_hoop.errors import ConfigError, IdentityError
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.task.vault_config import StepVaultConfig, call_vault
+from airflow_hoop.task.vault_config import StepVaultConfig, call_vault, vault_verify
 from airflow_hoop.task.workload_signer import transit_signed_jwt
 
 #: Refresh an identity token this long before it expires.
@@ -72,6 +72,7 @@ class StepVaultSession:
             namespace=config.namespace,
             session=session,
             timeout=config.timeout_seconds,  # type: ignore[arg-type]
+            verify=vault_verify(config),
         )
 
     # -- login -----------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class StepVaultConfig(BaseModel):
     token: SecretStr | None = None
     identity_role: str = "airflow-step"
     timeout_seconds: float = 10.0
+    ca_file: str | None = Field(
+        None, description="PEM file of the private CA of Vault's certificate (default: public CAs)"
+    )
     # Kubernetes executor: no key file on the worker; Vault's transit engine signs the step's
     # JWT after the pod logs in with its service-account token (airflow_hoop/task/workload_signer.py).
     workload_signer: Literal["key_file", "vault_transit"] = Field(
@@ -68,3 +71,8 @@ def call_vault(url: str, what: str, fn: Any, *, refused: str, fix: str) -> Any:
     except hvac.exceptions.VaultError as exc:
         reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
         raise VaultError(f"Vault refused {refused}: {reason}", fix) from None
+
+
+def vault_verify(config: StepVaultConfig) -> str | bool:
+    """requests' ``verify`` for the step's Vault: the private CA's file, else the public CAs."""
+    return config.ca_file or True

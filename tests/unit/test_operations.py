@@ -65,3 +65,11 @@ def test_every_metric_is_documented() -> None:
     assert names, "no metrics registered"
     missing = [n for n in names if f"`{n}" not in page]
     assert missing == [], "name these metrics in docs/operations.md"
+
+
+def test_every_plugin_setting_is_documented() -> None:
+    from airflow_hoop.plugins.settings import PluginSettings
+
+    page = DOCS.read_text()
+    missing = [name for name in PluginSettings.model_fields if f"| `{name}` |" not in page]
+    assert missing == [], "document these [hoop] settings in docs/operations.md"
