@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from airflow_hoop.cli.audit import audit_export, audit_verify
+from airflow_hoop.cli.doctor import doctor
 from airflow_hoop.cli.stream import audit_stream
 from airflow_hoop.errors import HoopError
 
@@ -19,6 +20,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 @click.version_option(package_name="airflow-hoop")
 def main() -> None:
     """Governed SQL and shell steps for Apache Airflow."""
+
+
+main.add_command(doctor)
 
 
 # -- gateway -------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""The gateway's readiness answer (``GET /api/readyz``): one line per dependency."""
+"""Health answers: the gateway's readiness (``GET /api/readyz``) and ``airflow-hoop doctor``,
+one line per thing checked, each with the fix when it fails."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
 
-class ReadinessCheck(BaseModel):
-    """One dependency the gateway needs to serve steps, and the fix when it fails."""
+class CheckResult(BaseModel):
+    """One thing a component needs, whether it holds, and the fix when it does not."""
 
     name: str
     ok: bool
@@ -19,4 +20,4 @@ class Readiness(BaseModel):
 
     ready: bool
     instance: str
-    checks: list[ReadinessCheck]
+    checks: list[CheckResult]

@@ -20,6 +20,7 @@ from airflow_hoop.errors import GatewayAuthError, VaultError
 from airflow_hoop.gateway.access.verified_tokens import VerifiedTokens
 from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.wire.userinfo import UserInfo
 
 #: Asymmetric algorithms only: never 'none' nor an HMAC that a public key could forge.
 ALGORITHMS = ["EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS512"]
@@ -48,6 +49,16 @@ class StepPrincipal(BaseModel):
     def name(self) -> str:
         return self.step.key
 
+    def userinfo(self) -> UserInfo:
+        return UserInfo(
+            email=self.step.key,
+            name=self.step.key,
+            groups=[],
+            role="step",
+            is_admin=False,
+            type="step",
+        )
+
 
 class ApiKeyPrincipal(BaseModel):
     """A caller holding a configured API key: reads the ledger and sessions, never execs."""
@@ -63,6 +74,17 @@ class ApiKeyPrincipal(BaseModel):
     @property
     def name(self) -> str:
         return f"api-key:{self.key_name}"
+
+    def userinfo(self) -> UserInfo:
+        return UserInfo(
+            email=self.name,
+            name=self.key_name,
+            groups=list(self.groups),
+            role=self.role,
+            is_admin=self.role == "admin",
+            type="api-key",
+            asserts_users=self.asserts_users,
+        )
 
 
 Principal = StepPrincipal | ApiKeyPrincipal

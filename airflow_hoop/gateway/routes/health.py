@@ -1,5 +1,5 @@
-"""Health routes: liveness (``/api/healthz``, hoop's), readiness (``/api/readyz``) and
-Prometheus metrics (``/metrics``).
+"""Health routes: liveness (``/api/healthz``, hoop's), readiness (``/api/readyz``),
+"who am I" (``/api/userinfo``, hoop's) and Prometheus metrics (``/metrics``).
 
 Liveness says the process answers; readiness says it can serve a step now: its database
 answers, its own Vault token is valid, and the checkpoint signer keeps up (records that wait
@@ -20,8 +20,9 @@ from airflow_hoop.errors import HoopError
 from airflow_hoop.gateway.db.store import instance_id
 from airflow_hoop.gateway.db.vitals import LedgerVitals, read_vitals
 from airflow_hoop.gateway.observability.metrics import CONTENT_TYPE, GatewayMetrics
-from airflow_hoop.gateway.routes.deps import Svc
-from airflow_hoop.wire.health import Readiness, ReadinessCheck
+from airflow_hoop.gateway.routes.deps import Caller, Svc
+from airflow_hoop.wire.health import CheckResult, Readiness
+from airflow_hoop.wire.userinfo import UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ async def readyz(svc: Svc) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
+@router.get("/api/userinfo", response_model=UserInfo)
+async def userinfo(caller: Caller) -> UserInfo:
+    """hoop's "who am I": the caller as this gateway takes it (no secret in the answer)."""
+    return caller.userinfo()
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, svc: Svc) -> Response:
     settings = svc.settings.observability
@@ -63,45 +70,45 @@ async def metrics(request: Request, svc: Svc) -> Response:
     return Response(gauges.render(), media_type=CONTENT_TYPE)
 
 
-async def _database_check(svc: Svc) -> tuple[LedgerVitals | None, ReadinessCheck]:
+async def _database_check(svc: Svc) -> tuple[LedgerVitals | None, CheckResult]:
     try:
         async with svc.store.connection("read the ledger's vitals") as conn:
             vitals = await read_vitals(conn)
     except HoopError as exc:
-        return None, ReadinessCheck(name="database", ok=False, detail=exc.what, fix=exc.fix)
-    return vitals, ReadinessCheck(
+        return None, CheckResult(name="database", ok=False, detail=exc.what, fix=exc.fix)
+    return vitals, CheckResult(
         name="database", ok=True, detail=f"ledger head at seq {vitals.head_seq}"
     )
 
 
-async def _vault_check(svc: Svc) -> ReadinessCheck:
+async def _vault_check(svc: Svc) -> CheckResult:
     try:
         ttl = await svc.registry.vault.own_token_ttl()
     except HoopError as exc:
-        return ReadinessCheck(name="vault", ok=False, detail=exc.what, fix=exc.fix)
+        return CheckResult(name="vault", ok=False, detail=exc.what, fix=exc.fix)
     left = "no expiry" if ttl == 0 else f"{ttl} s left"
-    return ReadinessCheck(name="vault", ok=True, detail=f"gateway token valid ({left})")
+    return CheckResult(name="vault", ok=True, detail=f"gateway token valid ({left})")
 
 
-def _signer_check(svc: Svc, vitals: LedgerVitals | None) -> ReadinessCheck:
+def _signer_check(svc: Svc, vitals: LedgerVitals | None) -> CheckResult:
     settings = svc.settings
     if not settings.checkpoints.enabled:
-        return ReadinessCheck(name="checkpoints", ok=True, detail="checkpoints are off")
+        return CheckResult(name="checkpoints", ok=True, detail="checkpoints are off")
     if vitals is None:
-        return ReadinessCheck(
+        return CheckResult(
             name="checkpoints", ok=False, detail="unknown: the database did not answer"
         )
     waited = vitals.unsigned_wait_seconds
     limit = settings.observability.ready_max_unsigned_seconds
     if waited > limit:
-        return ReadinessCheck(
+        return CheckResult(
             name="checkpoints",
             ok=False,
             detail=f"the oldest unsigned record has waited {waited:.0f} s (limit {limit:.0f} s)",
             fix="check the gateway log for checkpoint errors: Vault's transit key "
             f"{settings.vault.checkpoint_key!r} must be reachable and usable by the gateway",
         )
-    return ReadinessCheck(
+    return CheckResult(
         name="checkpoints",
         ok=True,
         detail=f"{vitals.unsigned_records} records past the newest checkpoint, "
