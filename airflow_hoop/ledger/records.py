@@ -163,6 +163,9 @@ class SessionIntent(_Body):
     #: True: run unapproved, as the step's READ user in a read-only transaction the gateway
     #: opened (PostgreSQL refuses writes). Absent otherwise (older records' bytes).
     read_only: bool | None = Field(default=None, exclude_if=_absent_if_none)
+    #: The session settings the step asked for (the hook's libpq ``options``), as sent, applied
+    #: before the script. Absent when none were asked for (older records' bytes).
+    session_settings: dict[str, str] | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
