@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from airflow_hoop.cli.audit import audit_export, audit_verify
+from airflow_hoop.cli.rehearse import audit_rehearse
 from airflow_hoop.cli.stream import audit_stream
 from airflow_hoop.errors import HoopError
 
@@ -216,6 +217,7 @@ def audit() -> None:
 audit.add_command(audit_verify)
 audit.add_command(audit_export)
 audit.add_command(audit_stream)
+audit.add_command(audit_rehearse)
 
 
 if __name__ == "__main__":
