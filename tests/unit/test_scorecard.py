@@ -67,6 +67,7 @@ def test_a_clean_ledger_is_ready() -> None:
     ledger.session("etl", "s1", "SELECT 1", "read", "u1")
     ledger.session("etl", "s2", "COMMIT", "transaction_control", "u1")
     ledger.add("etl", {"kind": "policy.refused", "connection": "x", "reason": "r"}, day=2)
+    ledger.add(None, {"kind": "checkpoint", "statement": {"last_seq": 7}}, day=2)
     score = _score(ledger, policy=POLICY)
     assert score["ready"], score
     assert score["records per day"].status == "ok"
@@ -120,13 +121,23 @@ def test_break_glass_and_the_record_lines() -> None:
                       "approver": "alice", "channel": "airflow-ui"})  # fmt: skip
     ledger.add(None, {"kind": "review.decided", "review_id": "r2", "decision": "APPROVED",
                       "approver": "ops", "channel": "gateway-api"})  # fmt: skip
-    tail = Verification(ok=True, checkpoints=1, unsigned_tail=3)
-    score = _score(ledger, tail)
+    score = _score(ledger, Verification(ok=True, checkpoints=1))
     glass = score["break-glass approvals"]
     assert (
         glass.value == "2" and "triggered the run" in glass.detail and "gateway API" in glass.detail
     )
-    assert score["unsigned tail"].status == "gap"
+    assert score["unsigned tail"].status == "gap"  # no checkpoint signs these records
     assert score["anchor coverage"].value == "not compared"
     assert score["records per day"].status == "warn"  # 2026-11-02 had none
     assert not score["ready"]
+
+
+def test_a_checkpoint_ending_the_bundle_is_no_unsigned_tail() -> None:
+    ledger = Ledger()
+    ledger.issue("etl", "u1")
+    ledger.session("etl", "s1", "SELECT 1", "read", "u1")
+    ledger.add(None, {"kind": "checkpoint", "statement": {"last_seq": 3}})
+    assert _score(ledger)["unsigned tail"].value == "0"
+    ledger.session("etl", "s2", "SELECT 2", "read", "u1")
+    tail = _score(ledger)["unsigned tail"]
+    assert (tail.value, tail.status) == ("2", "gap") and "seq 5 on" in tail.detail
