@@ -135,10 +135,11 @@ def test_each_broken_link_fails_closed_and_is_named(airflow_home, stack):
     run_id = airflow_home.latest_run("test_fail_closed")
     states = airflow_home.task_states("test_fail_closed", run_id)
     assert states["still_fine"] == "success"
-    assert {states[t] for t in ("gateway_down", "vault_down", "unknown_target")} == {"failed"}, (
-        states
-    )
+    assert {
+        states[t] for t in ("gateway_down", "vault_down", "unknown_target", "refused_option")
+    } == {"failed"}, states
     logs = airflow_home.task_logs("test_fail_closed")
+    assert "option 'default_transaction_read_only' is refused" in logs
     assert "[gateway] cannot reach the gateway at http://127.0.0.1:9" in logs
     assert "[vault] cannot reach Vault at http://127.0.0.1:9" in logs
     assert "connection no_such_target not found" in logs

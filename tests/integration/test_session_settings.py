@@ -176,6 +176,13 @@ def test_search_path_only_where_the_policy_allows(
         assert value == "pg_catalog, public"
         body = _exec(client, "SHOW search_path", {"search_path": "public; DROP TABLE x"}).json()
         assert 'invalid value for parameter "search_path"' in body["output"]
+    # Where an approval rule covers the DAG, an approved command's names must resolve as the
+    # approver read them: the approval does not bind search_path, so it is refused.
+    with step_client(stack, new_step(READ_ONLY_DAG), search_path_gateway) as client:
+        response = _exec(client, "SHOW search_path", {"search_path": "pg_catalog, public"})
+        assert response.status_code == 403
+        assert "approval rule sensitive-writes covers it" in response.text
+        assert _value(_exec(client, "SHOW search_path", {"statement_timeout": "5s"})) != ""
 
 
 def test_a_shell_connection_refuses_session_settings(stack: StackInfo) -> None:
