@@ -9,7 +9,6 @@ changes the ledger or the gateway: it only reads, as the auditor key allows.
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 import yaml
 from rich.table import Table
 from rich.text import Text
@@ -137,9 +137,10 @@ def audit_rehearse(
             dags=list(dags),
             policy=policy,
         )
+        decode = msgspec.json.Decoder()  # several times json.loads' speed on a month
         with open(out / RECORDS, "rb") as records:
             for line in records:
-                card.add(json.loads(line))
+                card.add(decode.decode(line))
         result = card.finish(verification)
     except HoopError as exc:
         err_console.print(str(exc), style="red", markup=False, highlight=False)

@@ -25,7 +25,8 @@ the scorecard says the policy was inferred.
 from __future__ import annotations
 
 import fnmatch
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
@@ -76,7 +77,10 @@ class ScorecardResult(BaseModel):
     policy_source: str
 
 
-class _Write(BaseModel):
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A write waiting for its result (kept small: a month holds many)."""
+
     step: str
     dag: str
     connection: str
@@ -101,7 +105,8 @@ class Scorecard:
         self.since, self.until = since, until
         self.dags = set(dags or [])
         self.policy = {p.name: p for p in policy} if policy is not None else None
-        self.per_day: Counter[date] = Counter()
+        #: Records per UTC day, by the record time's date ("YYYY-MM-DD": the ledger writes UTC).
+        self.per_day: Counter[str] = Counter()
         self.records = 0
         self._issued: dict[str, set[str]] = defaultdict(set)  # db user -> steps it was issued to
         self._used: dict[str, set[str]] = defaultdict(set)  # db user -> steps that used it
@@ -115,7 +120,7 @@ class Scorecard:
         self.masking: Counter[str] = Counter()
         self.unmasked: Counter[str] = Counter()
         self.refusals = 0
-        self._unsigned: list[int] = []  # seqs after the last checkpoint's last_seq
+        self._unsigned: deque[int] = deque()  # seqs after the last checkpoint's last_seq
 
     # -- feeding -----------------------------------------------------------------------------
     def add(self, record: dict[str, Any]) -> None:
@@ -124,32 +129,33 @@ class Scorecard:
         body = record.get("body") or {}
         kind = body.get("kind")
         step = record.get("step")
-        key = StepRef.key_of(step) if step else None
         if kind == "checkpoint":
             signed = int(body["statement"]["last_seq"])
-            self._unsigned = [s for s in self._unsigned if s > signed]
+            while self._unsigned and self._unsigned[0] <= signed:
+                self._unsigned.popleft()
         else:
             # A checkpoint record is itself signed (by Vault): only other records can be
             # unsigned, so one ending the bundle is no tail.
             self._unsigned.append(seq)
-        if kind == "credential.issued" and key is not None:
+        if kind == "credential.issued" and step is not None:
             # Context records too: a step's credential may be issued before the window.
-            self._issued[body["db_user"]].add(key)
+            self._issued[body["db_user"]].add(StepRef.key_of(step))
         if self.first_seq is None or not (self.first_seq <= seq <= (self.last_seq or seq)):
             return
         if step is not None and self.dags and step.get("dag_id") not in self.dags:
             return
         self.records += 1
-        self.per_day[datetime.fromisoformat(record["time"]).date()] += 1
-        if kind == "session.intent" and step is not None and key is not None:
-            self._intent(body, key, step)
+        self.per_day[record["time"][:10]] += 1
+        if kind == "session.intent" and step is not None:
+            self._intent(body, StepRef.key_of(step), step)
         elif kind == "session.result":
             self._result(body)
         elif kind == "review.requested":
             self._ruled_seen.add(body["connection"])
             if body.get("triggered_by"):
                 self._triggered[body["review_id"]] = body["triggered_by"]
-        elif kind == "review.executed" and key is not None:
+        elif kind == "review.executed" and step is not None:
+            key = StepRef.key_of(step)
             self._approved.add((key, body["connection"], body["statement_sha256"]))
             self._approved_any.add((key, body["connection"]))
         elif kind == "review.decided" and body.get("decision") == "APPROVED":
@@ -252,7 +258,7 @@ class Scorecard:
         ]
         days = _days(self.since, self.until)
         if days is not None:
-            empty = [d.isoformat() for d in days if not self.per_day.get(d)]
+            empty = [d.isoformat() for d in days if not self.per_day.get(d.isoformat())]
             busiest = max(self.per_day.values(), default=0)
             lines.append(
                 ScoreLine(
