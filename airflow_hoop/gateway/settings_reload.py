@@ -12,7 +12,9 @@ restart, or a ledger that cannot record keeps the old settings; the log says why
 
 Who can reload: whoever may signal the gateway's process (its user or root) and has written
 the file (0600, the gateway's user). No HTTP route reloads; a shell step runs in its own PID
-namespace (bubblewrap) and cannot see the gateway's process to signal it.
+namespace (bubblewrap) and cannot see the gateway's process to signal it. (Under ``sandbox:
+none`` as the gateway's own user a command could send the signal: it would only re-apply the
+file the administrators wrote, and a change would be recorded.)
 
 Multi-worker mode (``--workers N``): uvicorn's supervisor receives the SIGHUP and restarts the
 workers, each of which loads (and validates) the file as at start-up.
