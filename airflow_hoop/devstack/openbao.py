@@ -161,7 +161,8 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _cmdline(pid: int) -> str:
+def process_cmdline(pid: int) -> str:
+    """The command line of ``pid`` (empty when it is gone or unreadable)."""
     try:
         return (
             Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -181,7 +182,7 @@ def stop_process(
     """
     if not pid or pid <= 1 or not is_running(pid):
         return
-    if expect is not None and expect not in _cmdline(pid):
+    if expect is not None and expect not in process_cmdline(pid):
         return
     try:
         os.kill(pid, signal.SIGTERM)

@@ -31,6 +31,9 @@ def app_from_environment() -> FastAPI:
 def serve(settings: GatewaySettings, *, workers: int = 1, config: str | None = None) -> None:
     """Serve the gateway until SIGINT/SIGTERM; shutdown revokes every live step credential.
 
+    SIGHUP reloads the connections of ``config`` (``settings_reload.py``); with ``workers > 1``
+    uvicorn's supervisor restarts the workers instead, each loading the file anew.
+
     With ``workers > 1`` uvicorn runs that many processes on one socket; they share nothing but
     the database (the ledger is appended under an advisory lock), so each needs ``config``.
     """
@@ -44,7 +47,7 @@ def serve(settings: GatewaySettings, *, workers: int = 1, config: str | None = N
         app = "airflow_hoop.gateway.__main__:app_from_environment"
         extra = {"factory": True, "workers": workers}
     else:
-        app = create_app(settings)
+        app = create_app(settings, config)
     uvicorn.run(
         app,
         host=settings.host,

@@ -44,6 +44,11 @@ from airflow_hoop.gateway.routes.reviews import router as reviews_router
 from airflow_hoop.gateway.routes.sessions import router
 from airflow_hoop.gateway.routes.stream import router as stream_router
 from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
+from airflow_hoop.gateway.settings_reload import (
+    SettingsReloader,
+    reload_on_sighup,
+    settings_path,
+)
 from airflow_hoop.gateway.vault import GatewayVaultClient
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,12 @@ _STATUS: list[tuple[type[HoopError], int]] = [
 ]
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    """The gateway app; the lifespan opens the database pool and Vault client."""
+def create_app(settings: GatewaySettings, settings_file: str | None = None) -> FastAPI:
+    """The gateway app; the lifespan opens the database pool and Vault client.
+
+    ``settings_file`` (default ``$HOOP_GATEWAY_CONFIG``): what SIGHUP reloads
+    (``settings_reload.py``).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,8 +122,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             siem.start()
             if notifier is not None:
                 notifier.start()
+            reloader = SettingsReloader(settings, store, settings_path(settings_file))
+            app.state.reloader = reloader
             try:
-                yield
+                with reload_on_sighup(reloader):
+                    yield
             finally:
                 if notifier is not None:
                     await notifier.stop()

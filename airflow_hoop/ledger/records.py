@@ -163,6 +163,9 @@ class SessionIntent(_Body):
     #: True: run unapproved, as the step's READ user in a read-only transaction the gateway
     #: opened (PostgreSQL refuses writes). Absent otherwise (older records' bytes).
     read_only: bool | None = Field(default=None, exclude_if=_absent_if_none)
+    #: The session settings the step asked for (the hook's libpq ``options``), as sent, applied
+    #: before the script. Absent when none were asked for (older records' bytes).
+    session_settings: dict[str, str] | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
@@ -315,6 +318,22 @@ class Checkpoint(_Body):
     signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
 
 
+class SettingsChanged(_Body):
+    """The gateway applied a new version of its settings file (SIGHUP), without a restart.
+
+    ``settings_sha256`` and ``previous_sha256`` are SHA-256 of the canonical JSON of the
+    whole settings with every secret field masked (``gateway/settings_reload.py``): a reviewer
+    holding the file computes the same digest; no secret enters the record. Added after the
+    first records: a ledger without settings changes holds none of this kind.
+    """
+
+    kind: Literal["gateway.settings_changed"] = "gateway.settings_changed"
+    settings_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    previous_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    changed: list[str] = Field(description="what differs, e.g. connections.warehouse.allowed_dags")
+    instance: str = Field(description="the gateway process that reloaded (host-pid-random)")
+
+
 RecordBody = Annotated[
     SessionIntent
     | SessionResult
@@ -324,7 +343,8 @@ RecordBody = Annotated[
     | ReviewRequested
     | ReviewDecided
     | ReviewExecuted
-    | Checkpoint,
+    | Checkpoint
+    | SettingsChanged,
     Field(discriminator="kind"),
 ]
 
