@@ -58,14 +58,9 @@ def config_for(info: StackInfo, revoke_at_end: RevokeMode = "background") -> Hoo
     return HoopConnectionConfig(
         gateway_url=info.gateway_url,
         revoke_at_end=revoke_at_end,
-        vault=StepVaultConfig(
-            url=info.bao_addr,
-            auth="jwt",
-            jwt_role=info.jwt_role,
-            jwt_issuer=info.jwt_issuer,
-            workload_key_path=info.workload_key_path,
-            identity_role=info.identity_role,
-        ),
+        # No Airflow task here: the trusted-workers login; the issuer's round trip is
+        # measured on its own line (issuer_round_trip).
+        vault=StepVaultConfig(**info.trusted_workers_vault()),
     )
 
 

@@ -10,9 +10,13 @@ from pydantic import SecretStr, ValidationError
 
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import ConfigError, IdentityError
+from airflow_hoop.hooks import commit
 from airflow_hoop.task.identity import StepIdentity
 from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig, step_for
 from airflow_hoop.task.vault_config import StepVaultConfig
+
+# Hooks used in any task commit through the supervisor when no hoop operator did.
+commit.install()
 
 #: ``auth`` extra of a 'hoop' connection that holds a hoop.dev API key instead of a Vault login.
 HOOP_API_KEY_AUTH = "hoop_api_key"
