@@ -70,6 +70,26 @@ class StepRef(BaseModel):
                 claims[name] = value
         return claims
 
+    @staticmethod
+    def provenance_of(step: Mapping[str, Any]) -> str:
+        """Who vouches for a step's claims and which code it ran, as a reviewer reads it."""
+        attested = step.get("attested_by")
+        if attested == "airflow-issuer":
+            bundle = step.get("bundle_name") or "(unknown bundle)"
+            version = step.get("bundle_version") or "(unversioned)"
+            return (
+                f"ran code from bundle {bundle} at version {version}; claims attested by "
+                "Airflow's identity issuer"
+            )
+        if attested == "trusted-workers":
+            return "claims asserted by the worker (trusted workers mode)"
+        return "claims not attested (recorded before the identity issuer)"
+
+    @property
+    def provenance(self) -> str:
+        """``provenance_of`` this step."""
+        return self.provenance_of(self.__dict__)
+
     @property
     def correlation_id(self) -> str:
         """hoop's correlation_id: at most 255 printable ASCII characters."""
