@@ -104,7 +104,11 @@ def test_a_signer_that_may_not_use_the_key_fails_closed_naming_vault(stack: Stac
 
 
 def test_kubernetes_signer_needs_a_role_and_the_pods_token(tmp_path: Path) -> None:
-    base = {"url": "http://127.0.0.1:9", "workload_signer": "vault_transit"}
+    base = {
+        "url": "http://127.0.0.1:9",
+        "identity": "trusted_workers",
+        "workload_signer": "vault_transit",
+    }
     session = StepVaultSession(StepVaultConfig(**base), new_step())
     with pytest.raises(ConfigError, match="kubernetes_role"):
         session.login()
