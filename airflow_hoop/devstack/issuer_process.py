@@ -74,16 +74,7 @@ def jwks_url(info: StackInfo) -> str:
 def start(info: StackInfo) -> subprocess.Popen[bytes]:
     """Start the standalone issuer and wait until it serves its JWKS."""
     cmd = [sys.executable, "-m", ISSUER_MODULE, "--config", info.issuer_settings_path]
-    with openbao.private_log(Path(info.issuer_log)) as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=info.run_dir,
-            env=openbao.proxy_free_env(),
-            start_new_session=True,
-        )
+    proc = openbao.spawn_service(cmd, Path(info.issuer_log), info.run_dir)
     info.issuer_pid = proc.pid
     deadline = time.monotonic() + _HEALTH_TIMEOUT_S
     host, port = info.issuer_url.split("://", 1)[1].rsplit(":", 1)

@@ -360,16 +360,7 @@ def _start_gateway(info: StackInfo, *, workers: int = 1) -> int:
     cmd = [sys.executable, "-m", GATEWAY_MODULE, "--config", info.gateway_settings_path]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    with openbao.private_log(Path(info.gateway_log)) as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=info.run_dir,
-            env=openbao.proxy_free_env(),
-            start_new_session=True,  # a Ctrl-C in the caller's terminal must not kill it
-        )
+    proc = openbao.spawn_service(cmd, Path(info.gateway_log), info.run_dir)
     _children[proc.pid] = proc
     return proc.pid
 

@@ -64,7 +64,7 @@ class StepRef(BaseModel):
         }
         if self.triggered_by:
             claims["triggered_by"] = self.triggered_by
-        for name in ("ti_id", "bundle_name", "bundle_version"):
+        for name in ("ti_id", "bundle_name", "bundle_version", "attested_by"):
             value = getattr(self, name)
             if value:
                 claims[name] = value

@@ -146,6 +146,7 @@ class StepVaultSession:
         now = int(time.time())
         return {
             **self.step.jwt_claims(),
+            # Said by the worker, and not believed: the trusted-workers identity role sets it.
             "attested_by": "trusted-workers",
             "iss": self.config.jwt_issuer,
             "aud": self.config.jwt_audience,

@@ -42,6 +42,18 @@ log = logging.getLogger("airflow_hoop.issuer")
 #: The ``attested_by`` claim of issuer tokens; OpenBao's role binds it.
 ATTESTED_BY = "airflow-issuer"
 JWKS_PATH = "/.well-known/jwks.json"
+#: What the issuer copies from the database row into the step (and so into the claims).
+_STEP_FIELDS = (
+    "dag_id",
+    "task_id",
+    "run_id",
+    "try_number",
+    "map_index",
+    "triggered_by",
+    "ti_id",
+    "bundle_name",
+    "bundle_version",
+)
 
 
 class Refused(Exception):
@@ -144,21 +156,11 @@ class StepIssuer:
         return ti, spent
 
     def claims(self, step: RunningStep) -> dict[str, Any]:
-        ref = StepRef(
-            dag_id=step.dag_id,
-            task_id=step.task_id,
-            run_id=step.run_id,
-            try_number=step.try_number,
-            map_index=step.map_index,
-            triggered_by=step.triggered_by,
-        )
+        fields = {name: getattr(step, name) for name in _STEP_FIELDS}
+        ref = StepRef(**fields, attested_by=ATTESTED_BY)
         claims: dict[str, Any] = {**ref.jwt_claims(), "iss": self.settings.issuer}
-        claims["ti_id"] = step.ti_id
-        claims["attested_by"] = ATTESTED_BY
-        for name in ("bundle_name", "bundle_version", "hostname"):
-            value = getattr(step, name)
-            if value:
-                claims[name] = str(value)
+        if step.hostname:
+            claims["hostname"] = step.hostname
         return claims
 
     def discovery(self, base_url: str) -> dict[str, Any]:
