@@ -4,10 +4,11 @@ A token is minted only when all of these hold, in this order (the first that fai
 403's reason, and the refusal is recorded in ``hoop_issuer_events``):
 
 1. the audience is one the issuer serves;
-2. the secret was not presented before (each commitment is single-use);
-3. the task instance named by the request exists and is ``running``;
-4. its rendered fields, which Airflow's supervisor wrote under that task instance's id,
-   hold ``commitment(ti_id, secret)``.
+2. the task instance named by the request exists and is ``running``;
+3. its rendered fields, which Airflow's supervisor wrote under that task instance's id,
+   hold ``commitment(ti_id, secret)``;
+4. the secret was not presented before (each commitment is single-use: recording the token
+   inserts it into a unique column, so a replay fails there).
 
 Every claim comes from the database row, never from the request: the request's dag, run, task
 and map index only say which row to check.
@@ -130,12 +131,9 @@ class StepIssuer:
         )
         if ti is None:
             raise Refused("no such task instance", "name the running task instance itself")
+        # A replay passes these checks while its task runs; the unique commitment column of
+        # the issuer's record refuses it (mint), durably and across replicas.
         spent = commitment(ti.ti_id, request.secret)
-        if self.store.commitment_spent(spent):
-            raise Refused(
-                "this secret was already presented once (a replay)",
-                "commit to a new secret for a new token",
-            )
         if ti.state != "running":
             raise Refused(
                 f"the task instance is {ti.state or 'not started'}, not running",

@@ -108,34 +108,45 @@ class IssuerStore:
     def task_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int
     ) -> RunningStep | None:
-        """The task instance row with its rendered fields and bundle, or None."""
+        """The task instance row with its rendered fields, bundle and triggering user, or None.
+
+        One query (outer joins): the issuer's round trip is on every step's path.
+        """
         with self.engine.connect() as conn:
+            columns: list[Any] = [
+                _TI,
+                _RTIF.c.rendered_fields,
+                _VERSION.c.bundle_name,
+                _VERSION.c.bundle_version,
+            ]
+            joined = _TI.outerjoin(
+                _RTIF,
+                sa.and_(
+                    _RTIF.c.dag_id == _TI.c.dag_id,
+                    _RTIF.c.run_id == _TI.c.run_id,
+                    _RTIF.c.task_id == _TI.c.task_id,
+                    _RTIF.c.map_index == _TI.c.map_index,
+                ),
+            ).outerjoin(_VERSION, _VERSION.c.id == _TI.c.dag_version_id)
+            if self._trigger_user_column(conn):
+                columns.append(_RUN.c.triggering_user_name)
+                joined = joined.outerjoin(
+                    _RUN, sa.and_(_RUN.c.dag_id == _TI.c.dag_id, _RUN.c.run_id == _TI.c.run_id)
+                )
             row = conn.execute(
-                sa.select(_TI).where(
+                sa.select(*columns)
+                .select_from(joined)
+                .where(
                     _TI.c.dag_id == dag_id,
                     _TI.c.run_id == run_id,
                     _TI.c.task_id == task_id,
                     _TI.c.map_index == map_index,
                 )
             ).first()
-            if row is None:
-                return None
-            rendered = conn.execute(
-                sa.select(_RTIF.c.rendered_fields).where(
-                    _RTIF.c.dag_id == dag_id,
-                    _RTIF.c.run_id == run_id,
-                    _RTIF.c.task_id == task_id,
-                    _RTIF.c.map_index == map_index,
-                )
-            ).scalar()
-            bundle = None
-            if row.dag_version_id is not None:
-                bundle = conn.execute(
-                    sa.select(_VERSION.c.bundle_name, _VERSION.c.bundle_version).where(
-                        _VERSION.c.id == row.dag_version_id
-                    )
-                ).first()
-            triggered_by = self._triggered_by(conn, dag_id, run_id)
+        if row is None:
+            return None
+        rendered = row.rendered_fields
+        user = getattr(row, "triggering_user_name", None)
         return RunningStep(
             ti_id=str(uuid.UUID(str(row.id))),
             dag_id=row.dag_id,
@@ -145,32 +156,18 @@ class IssuerStore:
             try_number=int(row.try_number or 0),
             state=row.state,
             hostname=row.hostname,
-            bundle_name=bundle.bundle_name if bundle else None,
-            bundle_version=bundle.bundle_version if bundle else None,
-            triggered_by=triggered_by,
+            bundle_name=row.bundle_name,
+            bundle_version=row.bundle_version,
+            triggered_by=str(user) if user else None,
             rendered_fields=rendered if isinstance(rendered, dict) else None,
         )
 
-    def _triggered_by(self, conn: sa.Connection, dag_id: str, run_id: str) -> str | None:
+    def _trigger_user_column(self, conn: sa.Connection) -> bool:
+        """Whether ``dag_run`` has ``triggering_user_name`` (asked once per process)."""
         if self._has_trigger_user is None:
             columns = {c["name"] for c in sa.inspect(conn).get_columns("dag_run")}
             self._has_trigger_user = "triggering_user_name" in columns
-        if not self._has_trigger_user:
-            return None
-        value = conn.execute(
-            sa.select(_RUN.c.triggering_user_name).where(
-                _RUN.c.dag_id == dag_id, _RUN.c.run_id == run_id
-            )
-        ).scalar()
-        return str(value) if value else None
-
-    def commitment_spent(self, commitment: str) -> bool:
-        self._ensure_events()
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                sa.select(EVENTS.c.id).where(EVENTS.c.commitment == commitment)
-            ).first()
-        return found is not None
+        return self._has_trigger_user
 
     def record_issued(self, commitment: str, **fields: Any) -> None:
         """Record the token; SpentCommitmentError when another request spent it first."""
