@@ -34,6 +34,26 @@ CREATE TABLE IF NOT EXISTS dag_run (dag_id TEXT, run_id TEXT, triggering_user_na
 """
 
 
+def plant_running_try(
+    path: Path, run_id: str, *, state: str = "running", version: str | None = None
+) -> tuple[str, str]:
+    """One task instance of ``bench_issuer.one`` in ``run_id`` whose rendered fields hold a
+    commitment; returns its id and the secret."""
+    ti_id, secret = uuid.uuid4(), new_step_secret()
+    fields = json.dumps({COMMITMENT_FIELD: commitment(str(ti_id), secret)})
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA)
+        db.execute(
+            "INSERT INTO task_instance VALUES (?, 'bench_issuer', 'one', ?, -1, 1, ?, 'bench', ?)",
+            (ti_id.hex, run_id, state, version),
+        )
+        db.execute(
+            "INSERT INTO rendered_task_instance_fields VALUES ('bench_issuer', 'one', ?, -1, ?)",
+            (run_id, fields),
+        )
+    return str(ti_id), secret
+
+
 def issuer_round_trips(info: StackInfo, n: int) -> list[float]:
     """``n`` timed token requests (ms), each for a new running try with its own secret."""
     path = Path(info.airflow_metadata_url.removeprefix("sqlite:///"))
@@ -44,19 +64,8 @@ def issuer_round_trips(info: StackInfo, n: int) -> list[float]:
     samples = []
     with httpx.Client(base_url=info.issuer_url, trust_env=False, timeout=10) as client:
         for i in range(n):
-            ti_id, secret, run_id = uuid.uuid4(), new_step_secret(), f"bench_{i}"
-            fields = json.dumps({COMMITMENT_FIELD: commitment(str(ti_id), secret)})
-            with sqlite3.connect(path) as db:
-                db.execute(
-                    "INSERT INTO task_instance VALUES (?, 'bench_issuer', 'one', ?, -1, 1, "
-                    "'running', 'bench', ?)",
-                    (ti_id.hex, run_id, version.hex),
-                )
-                db.execute(
-                    "INSERT INTO rendered_task_instance_fields VALUES "
-                    "('bench_issuer', 'one', ?, -1, ?)",
-                    (run_id, fields),
-                )
+            run_id = f"bench_{i}"
+            _, secret = plant_running_try(path, run_id, version=version.hex)
             body = {
                 "dag_id": "bench_issuer",
                 "task_id": "one",
