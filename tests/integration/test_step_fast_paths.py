@@ -74,7 +74,9 @@ def _credential_records(stack: StackInfo, step: StepRef) -> list[Any]:
     return [
         r.body
         for r in ledger_records(stack)
-        if r.step == step and isinstance(r.body, (CredentialIssued, CredentialRevoked))
+        if r.step is not None
+        and r.step.key == step.key
+        and isinstance(r.body, (CredentialIssued, CredentialRevoked))
     ]
 
 

@@ -56,8 +56,9 @@ class StepClient:
         self, stack: StackInfo, step: StepRef, url: str | None = None, **vault: Any
     ) -> None:
         self.stack = stack
-        self.step = step
-        # No Airflow here: the step signs its own claims ("trusted workers" mode).
+        # No Airflow here: the step signs its own claims ("trusted workers" mode), and the
+        # gateway records the step so (its Vault identity token says who attests it).
+        self.step = step.model_copy(update={"attested_by": "trusted-workers"})
         config = StepVaultConfig(**{**stack.trusted_workers_vault(), **vault})
         self.vault = StepVaultSession(config, step)
         self.http = httpx.Client(base_url=url or stack.gateway_url, trust_env=False, timeout=60)
