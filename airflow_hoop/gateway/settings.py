@@ -108,6 +108,12 @@ class GatewayVault(BaseModel):
         description="expected 'iss' of step identity tokens, e.g. <vault>/v1/identity/oidc"
     )
     identity_audience: str = "hoop-gateway"
+    accept_trusted_workers: bool = Field(
+        False,
+        description="'trusted workers' mode: also run steps whose claims a worker signed "
+        "itself (attested_by trusted-workers); off, only steps the identity issuer attested "
+        "(claims from Airflow's metadata database) run",
+    )
     jwks_cache_seconds: int = 300
     max_identity_token_seconds: int = Field(
         600,

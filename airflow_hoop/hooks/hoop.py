@@ -10,9 +10,13 @@ from pydantic import SecretStr, ValidationError
 
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import ConfigError, IdentityError
+from airflow_hoop.hooks import commit
 from airflow_hoop.task.identity import StepIdentity
 from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig, step_for
 from airflow_hoop.task.vault_config import StepVaultConfig
+
+# Hooks used in any task commit through the supervisor when no hoop operator did.
+commit.install()
 
 #: ``auth`` extra of a 'hoop' connection that holds a hoop.dev API key instead of a Vault login.
 HOOP_API_KEY_AUTH = "hoop_api_key"
@@ -24,10 +28,13 @@ class HoopHook(BaseHook):
     Connection fields: ``host`` is the gateway URL (``https://gateway:8009``); ``password``
     holds the AppRole secret_id or the Vault token when ``auth`` is ``approle``/``token``.
     Extras: ``vault_url``, ``auth`` (``jwt``, the default, ``approle`` or ``token``),
-    ``jwt_role``, ``jwt_issuer``, ``workload_key_path``, ``identity_role``,
-    ``approle_role_id``, ``namespace``, ``timeout_seconds``. Kubernetes executor without a
-    key file: ``workload_signer`` ``vault_transit`` with ``kubernetes_role`` (the pod logs in
-    with its service-account token and Vault signs the step's JWT). Every extra, with its
+    ``identity`` (``airflow_issuer``, the default: the identity issuer at ``issuer_url``
+    signs claims it reads from Airflow's metadata database, docs/identity.md; or
+    ``trusted_workers``: the worker signs its own claims), ``jwt_role``, ``identity_role``,
+    ``approle_role_id``, ``namespace``, ``timeout_seconds``. Trusted workers only:
+    ``jwt_issuer``, ``workload_key_path``, or, on the Kubernetes executor without a key file,
+    ``workload_signer`` ``vault_transit`` with ``kubernetes_role`` (the pod logs in with its
+    service-account token and Vault signs the step's JWT). Every extra, with its
     default: the configuration reference (docs/configuration.md, generated).
 
     Against a hoop.dev gateway: ``auth`` ``hoop_api_key`` and the ``hpk_`` key as password

@@ -30,6 +30,15 @@ class StepRef(BaseModel):
     try_number: int = 1
     map_index: int = -1
     triggered_by: str | None = None
+    #: Who attests the fields above: "airflow-issuer" (claims read from Airflow's metadata
+    #: database by the issuer) or "trusted-workers" (asserted by the worker that signed).
+    #: Absent in records written before the issuer existed. The fields below come with it.
+    attested_by: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The task instance's id: one per try (Airflow's own key for it).
+    ti_id: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The DAG bundle the task's code came from, and its version (a git commit, when any).
+    bundle_name: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    bundle_version: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def key(self) -> str:
@@ -55,7 +64,31 @@ class StepRef(BaseModel):
         }
         if self.triggered_by:
             claims["triggered_by"] = self.triggered_by
+        for name in ("ti_id", "bundle_name", "bundle_version", "attested_by"):
+            value = getattr(self, name)
+            if value:
+                claims[name] = value
         return claims
+
+    @staticmethod
+    def provenance_of(step: Mapping[str, Any]) -> str:
+        """Who vouches for a step's claims and which code it ran, as a reviewer reads it."""
+        attested = step.get("attested_by")
+        if attested == "airflow-issuer":
+            bundle = step.get("bundle_name") or "(unknown bundle)"
+            version = step.get("bundle_version") or "(unversioned)"
+            return (
+                f"ran code from bundle {bundle} at version {version}; claims attested by "
+                "Airflow's identity issuer"
+            )
+        if attested == "trusted-workers":
+            return "claims asserted by the worker (trusted workers mode)"
+        return "claims not attested (recorded before the identity issuer)"
+
+    @property
+    def provenance(self) -> str:
+        """``provenance_of`` this step."""
+        return self.provenance_of(self.__dict__)
 
     @property
     def correlation_id(self) -> str:

@@ -16,6 +16,8 @@ from airflow.sdk import BaseOperator
 
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import BadRequestError
+from airflow_hoop.operators.step_commitment import StepCommitmentMixin
+from airflow_hoop.wire.identity import COMMITMENT_FIELD
 
 if TYPE_CHECKING:
     from airflow_hoop.task.step_session import GovernedStep
@@ -31,7 +33,7 @@ SYNC_SECONDS = 1.0
 _KILL_WAIT_SECONDS = 10.0
 
 
-class HoopShellOperator(BaseOperator):
+class HoopShellOperator(StepCommitmentMixin, BaseOperator):
     """Run a Bash script on the Hoop gateway's shell connection, as this step, with a record.
 
     A drop-in replacement for ``BashOperator``: ``bash_command`` (a string or a templated
@@ -54,7 +56,7 @@ class HoopShellOperator(BaseOperator):
     * secret values (the step's database password) are masked in the output.
     """
 
-    template_fields: Sequence[str] = ("bash_command", "env", "cwd")
+    template_fields: Sequence[str] = ("bash_command", "env", "cwd", COMMITMENT_FIELD)
     template_fields_renderers = {"bash_command": "bash", "env": "json"}
     template_ext: Sequence[str] = (".sh", ".bash")
     ui_color = "#e4ecf0"

@@ -188,7 +188,7 @@ def test_no_task_ever_saw_a_database_password(etl_run, airflow_home, stack):
         "task logs": airflow_home.task_logs("governed_etl"),
         "xcom": airflow_home.xcom_text("governed_etl", run_id),
         "airflow output": proc.stdout + proc.stderr,
-        "airflow metadata db": (airflow_home.home / "airflow.db").read_bytes().decode("latin-1"),
+        "airflow metadata db": airflow_home.db_path.read_bytes().decode("latin-1"),
         "gateway log": Path(stack.gateway_log).read_text(encoding="utf-8", errors="replace"),
         "ledger": "\n".join(r.body for r in read_ledger(stack)),
     }

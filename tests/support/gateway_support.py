@@ -56,14 +56,10 @@ class StepClient:
         self, stack: StackInfo, step: StepRef, url: str | None = None, **vault: Any
     ) -> None:
         self.stack = stack
-        self.step = step
-        config = StepVaultConfig(
-            url=stack.bao_addr,
-            auth="jwt",
-            jwt_issuer=stack.jwt_issuer,
-            workload_key_path=stack.workload_key_path,
-            **vault,
-        )
+        # No Airflow here: the step signs its own claims ("trusted workers" mode), and the
+        # gateway records the step so (its Vault identity token says who attests it).
+        self.step = step.model_copy(update={"attested_by": "trusted-workers"})
+        config = StepVaultConfig(**{**stack.trusted_workers_vault(), **vault})
         self.vault = StepVaultSession(config, step)
         self.http = httpx.Client(base_url=url or stack.gateway_url, trust_env=False, timeout=60)
 
