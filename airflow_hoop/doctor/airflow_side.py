@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from airflow_hoop.doctor.probes import failed, gateway_probe, vault_probe
+from airflow_hoop.doctor.probes import failed, gateway_probe, issuer_probe, vault_probe
 from airflow_hoop.errors import HoopError
+from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.wire.health import CheckResult
 from airflow_hoop.wire.userinfo import UserInfo
 
@@ -33,7 +34,30 @@ def worker_checks(conn_id: str) -> list[CheckResult]:
     results += gateway
     if config.vault is not None:
         results += vault_probe(config.vault.url, config.vault.ca_file)
+        results += _identity_checks(config.vault)
     return results
+
+
+def _identity_checks(vault: StepVaultConfig) -> list[CheckResult]:
+    if vault.identity == "trusted_workers":
+        return [
+            CheckResult(
+                name="identity mode",
+                ok=True,
+                detail="trusted workers: each step's claims are asserted by its worker, so a "
+                "DAG author could claim another DAG's identity (docs/identity.md)",
+            )
+        ]
+    if not vault.issuer_url:
+        return [
+            CheckResult(
+                name="identity issuer",
+                ok=False,
+                detail="identity airflow_issuer, but no issuer_url",
+                fix="set issuer_url to <api-server>/hoop/issuer on the 'hoop' connection",
+            )
+        ]
+    return issuer_probe(vault.issuer_url, vault.ca_file, vault.jwt_audience)
 
 
 def api_server_checks() -> list[CheckResult]:

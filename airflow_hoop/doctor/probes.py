@@ -136,3 +136,39 @@ def vault_probe(url: str, ca_file: str | None) -> list[CheckResult]:
         )
     results.append(clock_check("clock vs vault", response))
     return results
+
+
+def issuer_probe(url: str, ca_file: str | None, audience: str) -> list[CheckResult]:
+    """The identity issuer's discovery document and keys, as OpenBao will fetch them."""
+    name = "identity issuer"
+    discovery: httpx.Response | None
+    jwks: httpx.Response | None
+    with _client(url, ca_file) as http:
+        try:
+            discovery = http.get("/.well-known/openid-configuration")
+            jwks = http.get(str(discovery.json()["jwks_uri"]))  # absolute, as OpenBao fetches it
+        except httpx.TransportError as exc:
+            fix = "start the issuer (the API server's plugin or the standalone one), or correct issuer_url"
+            return [_unreachable(name, url, exc, fix)]
+        except (ValueError, KeyError, httpx.InvalidURL, httpx.UnsupportedProtocol):
+            discovery = jwks = None
+    keys = jwks.json().get("keys", []) if jwks is not None and jwks.status_code == 200 else []
+    if discovery is None or discovery.status_code != 200 or not keys:
+        return [
+            CheckResult(
+                name=name,
+                ok=False,
+                detail=f"{url}: no OpenID discovery document or no signing key",
+                fix="check issuer_url names the issuer (<api-server>/hoop/issuer) and that the "
+                "API server has AIRFLOW_HOOP_ISSUER_SETTINGS",
+            )
+        ]
+    issuer = discovery.json().get("issuer")
+    return [
+        transport_check("issuer transport", url),
+        CheckResult(
+            name=name,
+            ok=True,
+            detail=f"{url}: issuer {issuer}, {len(keys)} key(s); tokens for audience {audience}",
+        ),
+    ]

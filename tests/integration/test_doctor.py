@@ -35,6 +35,7 @@ def test_worker_checks_pass_and_a_dead_vault_is_named(
     code, checks = _doctor("worker")
     assert code == 0, checks
     assert {"connection", "gateway reachable", "gateway ready", "vault reachable"} <= set(checks)
+    assert checks["identity issuer"]["ok"] and "key" in checks["identity issuer"]["detail"]
     assert "plain HTTP on loopback" in checks["gateway transport"]["detail"]
 
     hoop = json.loads(stack.airflow_env()["AIRFLOW_CONN_HOOP_DEFAULT"])

@@ -32,12 +32,8 @@ def ca_gateway(
 
 
 def _config(stack: StackInfo, url: str, ca_file: Path | None) -> HoopConnectionConfig:
-    vault = StepVaultConfig(
-        url=stack.bao_addr,
-        auth="jwt",
-        jwt_issuer=stack.jwt_issuer,
-        workload_key_path=stack.workload_key_path,
-    )
+    # No Airflow here: the "trusted workers" identity (the issuer's path is test_identity.py).
+    vault = StepVaultConfig(**stack.trusted_workers_vault())
     return HoopConnectionConfig(
         gateway_url=url, vault=vault, ca_file=None if ca_file is None else str(ca_file)
     )
