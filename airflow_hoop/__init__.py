@@ -82,9 +82,26 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "JWT auth role",
                         "schema": {"type": ["string", "null"], "default": "airflow-step"},
                     },
+                    "identity": {
+                        "label": "Step identity",
+                        "description": "airflow_issuer (default): the identity issuer signs claims "
+                        "it reads from Airflow's metadata database; trusted_workers: the worker "
+                        "signs its own claims (any DAG author can claim any step).",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["airflow_issuer", "trusted_workers", None],
+                            "default": "airflow_issuer",
+                        },
+                    },
+                    "issuer_url": {
+                        "label": "Identity issuer URL",
+                        "description": "<api-server>/hoop/issuer, or the standalone issuer.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "workload_key_path": {
-                        "label": "Workload issuer key (PEM path)",
-                        "description": "Private key that signs the step's JWT for Vault JWT auth.",
+                        "label": "Workload issuer key (PEM path), trusted workers only",
+                        "description": "Private key that signs the step's JWT for Vault JWT auth "
+                        "in the trusted_workers mode.",
                         "schema": {"type": ["string", "null"]},
                     },
                     "identity_role": {

@@ -142,3 +142,13 @@ class SinkError(HoopError):
         "check the sink's address, TLS and credentials; the stream resumes from its cursor "
         "and delivers the batch again"
     )
+
+
+class IssuerError(HoopError):
+    """The identity issuer refused to mint a step token (403) or could not be reached."""
+
+    link = "identity issuer"
+    default_fix = (
+        "request the token from inside the running task instance, after its rendered fields "
+        "hold the step's commitment (docs/identity.md)"
+    )

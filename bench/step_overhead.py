@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from issuer_round_trip import issuer_round_trips
 from results_model import BenchReport, BenchRow, BenchTable, Machine, at_most, command
 
 from airflow_hoop.devstack import stack
@@ -58,14 +59,9 @@ def config_for(info: StackInfo, revoke_at_end: RevokeMode = "background") -> Hoo
     return HoopConnectionConfig(
         gateway_url=info.gateway_url,
         revoke_at_end=revoke_at_end,
-        vault=StepVaultConfig(
-            url=info.bao_addr,
-            auth="jwt",
-            jwt_role=info.jwt_role,
-            jwt_issuer=info.jwt_issuer,
-            workload_key_path=info.workload_key_path,
-            identity_role=info.identity_role,
-        ),
+        # No Airflow task here: the trusted-workers login; the issuer's round trip is
+        # measured on its own line (issuer_round_trip).
+        vault=StepVaultConfig(**info.trusted_workers_vault()),
     )
 
 
@@ -180,6 +176,7 @@ def main() -> None:
         more_governed, ro_governed = further["plain"], further["read-only"]
         more_direct = further["direct"]
         left = users_left(info)
+        issuer = issuer_round_trips(info, args.n)
         print(f"bench users left after the run: {left} (every step's user revoked: {left == 0})")
 
     results: dict[str, Any] = {
@@ -197,6 +194,7 @@ def main() -> None:
         "added per further read-only statement (median)": statistics.median(ro_governed)
         - statistics.median(more_direct),
         "users left": left,
+        "issuer round trip": stats(issuer),
     }
     print(f"machine: {results['machine']}, python {results['python']}")
     print(f"{'what':55} {'n':>5} {'median ms':>10} {'p95 ms':>9}")
@@ -216,6 +214,11 @@ def main() -> None:
     print(
         "added per further read-only statement (median): "
         f"{results['added per further read-only statement (median)']:.2f} ms (goal <= 3.5)"
+    )
+    trip = results["issuer round trip"]
+    print(
+        f"issuer round trip (POST /token): median {trip['median_ms']:.2f} ms, "
+        f"p95 {trip['p95_ms']:.2f} ms (goal <= 10)"
     )
     if args.json:
         bench_report(results, args.revoke_at_end).write(args.json)
@@ -258,6 +261,10 @@ def bench_report(results: dict[str, Any], revoke_at_end: str = "background") -> 
             **at_most(results["added per further read-only statement (median)"], 3.5, "ms"),
         ),
     ]
+    trip = results["issuer round trip"]
+    identity = [
+        row("issuer round trip (POST /token)", trip, **at_most(trip["median_ms"], 10, "ms"))
+    ]
     return BenchReport(
         benchmark="step_overhead",
         issue="#2 [spine]",
@@ -266,6 +273,7 @@ def bench_report(results: dict[str, Any], revoke_at_end: str = "background") -> 
         tables=[
             BenchTable(title="One-statement step, governed vs direct", rows=steps),
             BenchTable(title="Further statements in one open step", rows=statements),
+            BenchTable(title="Step identity: the issuer's round trip", rows=identity),
         ],
         notes=[
             f"step end: revoke_at_end={revoke_at_end}"

@@ -16,6 +16,11 @@ from airflow.sdk import DAG, task
 from airflow_hoop.hooks.postgres import HoopPostgresHook
 from airflow_hoop.operators.postgres import HoopPostgresOperator
 
+# Runs triggered from the UI or the REST API have no logical date (Airflow 3), so ``ds`` is
+# undefined there; every run has ``run_after``.
+RUN_DAY = "{{ dag_run.run_after | ds }}"
+DAY_BEFORE = "{{ macros.ds_add(dag_run.run_after | ds, -1) }}"
+
 with DAG(
     dag_id="governed_etl",
     schedule=None,
@@ -45,7 +50,7 @@ with DAG(
             "ids": [1, 2, 3, 4, 5],
             "customers": ["acme", "globex", "O'Reilly; DROP TABLE orders; --", "initech", "acme"],
             "amounts": [120.50, 80.00, 42.42, 310.10, 15.00],
-            "days": ["{{ ds }}", "{{ ds }}", "{{ ds }}", "{{ macros.ds_add(ds, -1) }}", "{{ ds }}"],
+            "days": [RUN_DAY, RUN_DAY, RUN_DAY, DAY_BEFORE, RUN_DAY],
         },
     )
 

@@ -44,12 +44,13 @@ with DAG(
             set -euo pipefail
             psql -v ON_ERROR_STOP=1 -c "\\copy (SELECT * FROM shipments ORDER BY id) \\
                 TO 'shipments.csv' WITH (FORMAT csv, HEADER)"
-            echo "exported $(($(wc -l < shipments.csv) - 1)) rows as $PGUSER on {{ ds }}"
+            echo "exported $(($(wc -l < shipments.csv) - 1)) rows as $PGUSER on $RUN_DATE"
             echo "password seen by the command: $PGPASSWORD"  # recorded and logged as ***
             gzip -n shipments.csv
             sha256sum shipments.csv.gz | cut -d' ' -f1
         """,
-        env={"RUN_DATE": "{{ ds }}"},
+        # UI- and API-triggered runs have no logical date (``ds``); every run has ``run_after``.
+        env={"RUN_DATE": "{{ dag_run.run_after | ds }}"},
     )
 
     stage >> export

@@ -335,3 +335,12 @@ def _print_result(result: Verification) -> int:
     style = "bold green" if result.ok else "bold red"
     console.print(result.summary(), style=style, markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+# -- shared with ``audit rehearse`` (cli/rehearse.py) ----------------------------------------
+with_source_and_anchor = _with_source
+parse_when = _when
+pinned_key = _pinned_key
+ledger_source = _source
+progress_bar = _progress
+print_result = _print_result

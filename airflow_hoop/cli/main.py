@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 
 from airflow_hoop.cli.audit import audit_export, audit_verify
+from airflow_hoop.cli.doctor import doctor
+from airflow_hoop.cli.rehearse import audit_rehearse
 from airflow_hoop.cli.stream import audit_stream
 from airflow_hoop.errors import HoopError
 
@@ -19,6 +21,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 @click.version_option(package_name="airflow-hoop")
 def main() -> None:
     """Governed SQL and shell steps for Apache Airflow."""
+
+
+main.add_command(doctor)
 
 
 # -- gateway -------------------------------------------------------------------------------
@@ -131,6 +136,46 @@ def stack_down(run_dir: Path) -> None:
     console.print(f"Stack in {run_dir} stopped.")
 
 
+@stack.command("allow")
+@click.argument("dag_glob")
+@click.option(
+    "--stack",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The stack's run directory (printed by `stack up`).",
+)
+@click.option(
+    "--connection", default=None, help="Only this gateway connection (default: every one)."
+)
+def stack_allow(dag_glob: str, run_dir: Path, connection: str | None) -> None:
+    """Let DAGs matching DAG_GLOB use the stack's connections, without a restart.
+
+    Adds the glob to allowed_dags in the stack's gateway.yaml (validated first) and sends
+    SIGHUP to the stack's gateway, which reloads its connections and records the change in
+    the ledger. Exit codes: 0 applied (or already allowed); 1 refused or not confirmed.
+    """
+    from airflow_hoop.devstack.stack_policy import allow
+
+    try:
+        outcome = allow(run_dir, dag_glob, connection)
+    except HoopError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    if outcome.already:
+        console.print(f"{dag_glob} is already allowed on {', '.join(outcome.connections)}")
+        return
+    console.print(
+        f"{dag_glob} added to allowed_dags of {', '.join(outcome.connections)}",
+        markup=False,
+        highlight=False,
+    )
+    style = "green" if outcome.reloaded else "red"
+    console.print(f"gateway: {outcome.gateway_says}", style=style, markup=False, highlight=False)
+    if not outcome.reloaded:
+        sys.exit(1)
+
+
 # -- demo ----------------------------------------------------------------------------------
 @main.command()
 @click.option(
@@ -176,6 +221,7 @@ def audit() -> None:
 audit.add_command(audit_verify)
 audit.add_command(audit_export)
 audit.add_command(audit_stream)
+audit.add_command(audit_rehearse)
 
 
 if __name__ == "__main__":

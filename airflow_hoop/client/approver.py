@@ -28,13 +28,16 @@ class AsyncApproverClient:
     reads, typed errors), each in a worker thread so the event loop never blocks.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 15.0, ca_file: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._gateway = GatewayClient(
             self.base_url,
             token=lambda: api_key,
             timeout=timeout,
             user_client="airflow-hoop-ui",
+            ca_file=ca_file,
             unreachable_fix="start the gateway or correct [hoop] gateway_url of the API server",
         )
 

@@ -70,13 +70,16 @@ class AuditClient:
     bearer, retries of these idempotent reads, typed errors from ``client/errors.py``).
     """
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 60.0, ca_file: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._gateway = GatewayClient(
             self.base_url,
             token=lambda: api_key,
             timeout=timeout,
             user_client="airflow-hoop-audit",
+            ca_file=ca_file,
             unreachable_fix="check the gateway URL and that the gateway runs",
         )
 

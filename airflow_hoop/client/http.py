@@ -9,8 +9,6 @@ retried only when the connection could not be opened (nothing was sent).
 from __future__ import annotations
 
 import contextlib
-import functools
-import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from airflow_hoop.client.errors import error_for
+from airflow_hoop.client.tls import untrusted_certificate, verifying_context
 from airflow_hoop.errors import GatewayUnavailableError, PolicyRefusedError
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.wire.ledger import LedgerPage
@@ -51,7 +50,11 @@ _STREAM_NEXT_OFFSET = "X-Airflow-Hoop-Next-Offset"
 
 
 class GatewayClient:
-    """A small typed client. ``token`` is a callable so identity tokens refresh transparently."""
+    """A small typed client. ``token`` is a callable so identity tokens refresh transparently.
+
+    ``ca_file``: the PEM file of a private CA that signs the gateway's certificate (default:
+    ``$HOOP_CA_FILE``, else the public CAs; see ``client/tls.py``).
+    """
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class GatewayClient:
         unreachable_fix: str = "start the gateway or correct the 'hoop' connection's host",
         step_key: str | None = None,
         vault_accessor: Callable[[], str | None] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -78,7 +82,7 @@ class GatewayClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            transport=httpx.HTTPTransport(retries=2, verify=_default_tls_context()),
+            transport=httpx.HTTPTransport(retries=2, verify=verifying_context(ca_file)),
             headers={"User-Client": user_client, **_step_header(step_key)},
             trust_env=False,
         )
@@ -286,7 +290,9 @@ class GatewayClient:
         return model.model_validate_json(self._send("GET", path, params=params, retry=True).content)
 
     def _auth(self, bearer: str) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {bearer}"}
+        # No token (the connection's "Test" button, health checks): no header. "Bearer " with
+        # nothing after it is not a valid header value; h11 refuses to send it.
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
         accessor = self._accessor() if self._accessor is not None else None
         if accessor:
             headers[VAULT_ACCESSOR_HEADER] = accessor
@@ -310,6 +316,9 @@ class GatewayClient:
                 bearer = token or self._token()
                 response = self._http.request(method, path, headers=self._auth(bearer), **kwargs)
             except httpx.TransportError as exc:
+                untrusted = untrusted_certificate(exc)
+                if untrusted is not None:
+                    raise untrusted from None  # no retry: trying again cannot help
                 if attempt < attempts:
                     time.sleep(0.2 * attempt)
                     continue
@@ -339,16 +348,6 @@ class GatewayClient:
 def _step_header(step_key: str | None) -> dict[str, str]:
     # Percent-encoded: a run id may hold characters a header cannot carry.
     return {STEP_HEADER: urllib.parse.quote(step_key, safe="/:")} if step_key else {}
-
-
-@functools.cache
-def _default_tls_context() -> ssl.SSLContext:
-    """httpx's default verifying TLS context (certifi's CAs), built once per process.
-
-    Building it loads the whole CA bundle (~40 ms of CPU); httpx does that for every client,
-    and a task builds a client for each step. A context is safe to share between clients.
-    """
-    return httpx.create_ssl_context()
 
 
 def _as_exec_response(info: SessionInfo) -> ExecResponse:

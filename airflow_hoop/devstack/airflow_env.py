@@ -37,6 +37,12 @@ def airflow_env(
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "NO_PROXY": "*",
+            # The metadata database the stack's standalone issuer attests from.
+            **(
+                {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.airflow_metadata_url}
+                if stack.airflow_metadata_url
+                else {}
+            ),
             **stack.airflow_env(),
             **overrides,
         }
@@ -60,7 +66,7 @@ def airflow(
 
 
 def migrate(env: dict[str, str], log: Path | None = None) -> None:
-    """Create Airflow's metadata database (sqlite in the home)."""
+    """Create Airflow's metadata database (the stack's SQLite file unless overridden)."""
     proc = airflow(env, "db", "migrate", log=log)
     if proc.returncode != 0:
         raise ConfigError(

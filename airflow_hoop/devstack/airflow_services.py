@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 import psycopg
 
-from airflow_hoop.devstack import airflow_env
+from airflow_hoop.devstack import airflow_env, issuer_process
 from airflow_hoop.devstack.models import StackInfo, write_private
 from airflow_hoop.errors import ConfigError
+from airflow_hoop.plugins.issuer.settings import SETTINGS_ENV
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: user -> role of the simple auth manager (admin triggers runs; alice approves; vic reads).
@@ -89,9 +90,16 @@ class AirflowServices:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
         )
+        # Tasks prove their steps to the issuer the API server mounts (same key and iss as the
+        # stack's standalone one), which reads this Airflow's own metadata database.
+        self.env.update(stack.airflow_env(issuer_url=f"{self.url}/hoop/issuer"))
+        issuer_settings = issuer_process.write_settings(
+            home / "issuer-api-server.yaml", stack, metadata_db_url=None
+        )
         # Only the API server serves the UI plugin, so only it holds the approver and auditor keys.
         self.api_env = {
             **self.env,
+            SETTINGS_ENV: str(issuer_settings),
             "AIRFLOW__HOOP__GATEWAY_URL": stack.gateway_url,
             "AIRFLOW__HOOP__APPROVER_API_KEY": stack.approver_api_key or "",
             # The Audit pages read the ledger with the auditor key (read-only).

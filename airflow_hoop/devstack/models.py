@@ -50,6 +50,15 @@ class StackInfo(BaseModel):
     bao_audit_log: str | None = None
     #: Where the gateway anchors its signed checkpoints (outside its database).
     anchor_dir: str | None = None
+    #: The standalone identity issuer (devstack/issuer_process.py) and the metadata database
+    #: it attests from: where `airflow dags test` on this stack keeps Airflow's metadata.
+    issuer_url: str = ""
+    issuer_iss: str = ""
+    issuer_pid: int | None = None
+    issuer_key_path: str = ""
+    issuer_settings_path: str = ""
+    issuer_log: str = ""
+    airflow_metadata_url: str = ""
 
     @property
     def pg_json_log(self) -> Path:
@@ -63,8 +72,27 @@ class StackInfo(BaseModel):
             f"user={self.pg_superuser} dbname={dbname}"
         )
 
-    def airflow_connections(self) -> dict[str, dict[str, Any]]:
-        """Airflow connections (conn_id -> JSON) that point a DAG at this stack."""
+    def trusted_workers_vault(self) -> dict[str, Any]:
+        """``StepVaultConfig`` fields of the "trusted workers" mode: the worker signs its own
+        claims with the workload key (gateway-only tests and benches, which run no Airflow)."""
+        return {
+            "url": self.bao_addr,
+            "identity": "trusted_workers",
+            "jwt_mount": "jwt-trusted-workers",
+            "jwt_role": self.jwt_role,
+            "jwt_issuer": self.jwt_issuer,
+            "workload_key_path": self.workload_key_path,
+            "identity_role": "airflow-step-trusted-workers",
+        }
+
+    def airflow_connections(self, issuer_url: str | None = None) -> dict[str, dict[str, Any]]:
+        """Airflow connections (conn_id -> JSON) that point a DAG at this stack.
+
+        ``hoop_default`` proves each step through the identity issuer (``issuer_url``: the
+        API server's ``/hoop/issuer``; by default the stack's standalone issuer);
+        ``hoop_trusted_workers`` is the explicit "trusted workers" mode.
+        """
+        trusted = {k: v for k, v in self.trusted_workers_vault().items() if k != "url"}
         return {
             "hoop_default": {
                 "conn_type": "hoop",
@@ -72,11 +100,16 @@ class StackInfo(BaseModel):
                 "extra": {
                     "vault_url": self.bao_addr,
                     "auth": "jwt",
+                    "identity": "airflow_issuer",
+                    "issuer_url": issuer_url or self.issuer_url,
                     "jwt_role": self.jwt_role,
-                    "jwt_issuer": self.jwt_issuer,
-                    "workload_key_path": self.workload_key_path,
                     "identity_role": self.identity_role,
                 },
+            },
+            "hoop_trusted_workers": {
+                "conn_type": "hoop",
+                "host": self.gateway_url,
+                "extra": {"vault_url": self.bao_addr, "auth": "jwt", **trusted},
             },
             "warehouse_via_hoop": {
                 "conn_type": "hoop_postgres",
@@ -91,11 +124,11 @@ class StackInfo(BaseModel):
             },
         }
 
-    def airflow_env(self) -> dict[str, str]:
+    def airflow_env(self, issuer_url: str | None = None) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables for the connections above."""
         return {
             f"AIRFLOW_CONN_{cid.upper()}": json.dumps(conn)
-            for cid, conn in self.airflow_connections().items()
+            for cid, conn in self.airflow_connections(issuer_url).items()
         }
 
     def save(self) -> Path:

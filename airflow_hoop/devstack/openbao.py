@@ -143,6 +143,21 @@ def private_log(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
+def spawn_service(cmd: list[str], log_path: Path, cwd: str) -> subprocess.Popen[bytes]:
+    """Start one of the stack's Python services, its output in a private log, in a session of
+    its own (a Ctrl-C in the caller's terminal must not kill it)."""
+    with private_log(log_path) as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=proxy_free_env(),
+            start_new_session=True,
+        )
+
+
 def is_running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie counts as exited)."""
     try:
@@ -161,7 +176,8 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _cmdline(pid: int) -> str:
+def process_cmdline(pid: int) -> str:
+    """The command line of ``pid`` (empty when it is gone or unreadable)."""
     try:
         return (
             Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -181,7 +197,7 @@ def stop_process(
     """
     if not pid or pid <= 1 or not is_running(pid):
         return
-    if expect is not None and expect not in _cmdline(pid):
+    if expect is not None and expect not in process_cmdline(pid):
         return
     try:
         os.kill(pid, signal.SIGTERM)

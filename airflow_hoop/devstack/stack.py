@@ -23,7 +23,14 @@ from typing import Any
 
 import yaml
 
-from airflow_hoop.devstack import database_setup, openbao, ports, postgres, vault_setup
+from airflow_hoop.devstack import (
+    database_setup,
+    issuer_process,
+    openbao,
+    ports,
+    postgres,
+    vault_setup,
+)
 from airflow_hoop.devstack.models import STACK_FILE, StackInfo, write_private
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
@@ -94,6 +101,7 @@ def up(
     bao_port = ports.free_port_pair()
     pg_port = ports.free_port(exclude={bao_port, bao_port + 1})
     gw_port = ports.free_port(exclude={bao_port, bao_port + 1, pg_port})
+    issuer_port = ports.free_port(exclude={bao_port, bao_port + 1, pg_port, gw_port})
     try:
         cluster = postgres.prepare_cluster(run_dir, pg_port, pg_bin)
     except BaseException:
@@ -125,6 +133,11 @@ def up(
         info.bao_pid = bao.pid
         _children[bao.pid] = bao
         _save(info)
+        # The issuer serves its JWKS before OpenBao's JWT auth is pointed at it.
+        issuer_process.prepare(info, issuer_port)
+        issuer = issuer_process.start(info)
+        _children[issuer.pid] = issuer
+        _save(info)
         postgres.initdb(cluster, pgaudit=pgaudit)
         postgres.start(cluster)
         passwords = database_setup.create_roles_and_databases(
@@ -139,6 +152,8 @@ def up(
                 bao_addr=bao_addr,
                 pg_port=pg_port,
                 bao_admin_password=passwords.bao_admin,
+                issuer_jwks_url=issuer_process.jwks_url(info),
+                issuer=info.issuer_iss,
                 warehouse_db=info.warehouse_db,
             )
         finally:
@@ -170,13 +185,14 @@ def down(info_or_run_dir: StackInfo | Path | str) -> None:
     )
     stoppers = [
         threading.Thread(target=_stop_bao, args=(info,)),
+        threading.Thread(target=issuer_process.stop, args=(info,)),
         threading.Thread(target=postgres.stop, args=(Path(info.pg_bin), Path(info.pg_data))),
     ]
     for thread in stoppers:
         thread.start()
     for thread in stoppers:
         thread.join()
-    for pid in (info.gateway_pid, info.bao_pid):
+    for pid in (info.gateway_pid, info.bao_pid, info.issuer_pid):
         child = _children.pop(pid or 0, None)
         if child is not None:
             child.poll()
@@ -237,6 +253,9 @@ def gateway_settings(
             "auth": {"method": "token", "token": setup.gateway_token},
             "identity_issuer": setup.identity_issuer,
             "identity_audience": vault_setup.IDENTITY_AUDIENCE,
+            # The stack's gateway-only tests and benches sign their own steps (no Airflow):
+            # the "trusted workers" mode, named so. Airflow tasks go through the issuer.
+            "accept_trusted_workers": True,
             "database_mount": vault_setup.DATABASE_MOUNT,
             "transit_mount": vault_setup.TRANSIT_MOUNT,
             "checkpoint_key": vault_setup.CHECKPOINT_KEY,
@@ -341,16 +360,7 @@ def _start_gateway(info: StackInfo, *, workers: int = 1) -> int:
     cmd = [sys.executable, "-m", GATEWAY_MODULE, "--config", info.gateway_settings_path]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    with openbao.private_log(Path(info.gateway_log)) as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=info.run_dir,
-            env=openbao.proxy_free_env(),
-            start_new_session=True,  # a Ctrl-C in the caller's terminal must not kill it
-        )
+    proc = openbao.spawn_service(cmd, Path(info.gateway_log), info.run_dir)
     _children[proc.pid] = proc
     return proc.pid
 

@@ -2,10 +2,14 @@
 
 What it sets up, in the order a governed step meets it:
 
-1. JWT auth at ``jwt/``: a step proves who it is with a JWT signed by the workload-issuer key.
+1. JWT auth at ``jwt/``: a step proves who it is with a JWT from the identity issuer (claims
+   from Airflow's metadata database), verified through the issuer's JWKS (``jwks_url``).
+   The "trusted workers" mode has its own mount, ``jwt-trusted-workers/``: a JWT the worker
+   signed with the workload key file (claims the worker asserts).
 2. Role and policy ``airflow-step``: the login yields a token that may only fetch
-3. an OIDC identity token (``identity/oidc/token/airflow-step``) naming the step, which the
-   gateway verifies against Vault's JWKS.
+3. an OIDC identity token (``identity/oidc/token/airflow-step``, or
+   ``airflow-step-trusted-workers``) naming the step and who attests it, which the gateway
+   verifies against Vault's JWKS.
 4. Database engine: the gateway (never the task) mints a per-step Postgres user through a
    child token whose display name is the step key, so the user name shows dag and task.
    Two roles: ``warehouse-rw`` (the writer) and ``warehouse-ro`` (the READ user: SELECT and
@@ -31,7 +35,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from airflow_hoop.devstack.database_setup import BAO_ADMIN, WAREHOUSE_READER, WAREHOUSE_WRITER
 
 JWT_MOUNT = "jwt"
+#: "trusted workers" mode: step JWTs signed by the worker with the workload key.
+TRUSTED_JWT_MOUNT = "jwt-trusted-workers"
 JWT_ISSUER = "airflow-hoop-devstack"
+#: The identity-token role of trusted-workers logins (its template says so).
+TRUSTED_IDENTITY_ROLE = "airflow-step-trusted-workers"
 JWT_AUDIENCE = "openbao"
 STEP_ROLE = "airflow-step"
 IDENTITY_AUDIENCE = "hoop-gateway"
@@ -53,6 +61,11 @@ WORKLOAD_KEY_FILE = "workload-issuer.pem"
 #: Step claims copied into token and entity-alias metadata, and from there into the identity
 #: token. ``triggered_by`` is optional: absent claims are skipped and render as "".
 STEP_CLAIMS = ("dag_id", "task_id", "run_id", "try_number", "map_index", "triggered_by")
+#: What only the identity issuer attests (read from Airflow's metadata database): never
+#: mapped from a trusted worker's JWT, whose identity tokens say ``trusted-workers`` instead.
+ISSUER_CLAIMS = ("ti_id", "bundle_name", "bundle_version", "hostname", "attested_by")
+ISSUER_ATTESTED = "airflow-issuer"
+TRUSTED_ATTESTED = "trusted-workers"
 
 #: Child tokens get display name ``token-<step key>`` with every character outside
 #: [A-Za-z0-9-] turned into "-" (so ``governed_etl/load/manual__…/1`` becomes
@@ -67,6 +80,9 @@ USERNAME_TEMPLATE = (
 )
 
 _STEP_POLICY = f'path "identity/oidc/token/{STEP_ROLE}" {{ capabilities = ["read"] }}\n'
+_TRUSTED_POLICY = (
+    f'path "identity/oidc/token/{TRUSTED_IDENTITY_ROLE}" {{ capabilities = ["read"] }}\n'
+)
 _GATEWAY_POLICY = f"""\
 path "auth/token/create" {{ capabilities = ["update"] }}
 path "sys/leases/revoke" {{ capabilities = ["update"] }}
@@ -88,6 +104,7 @@ class VaultSetup:
     gateway_token: str
     workload_key_path: Path
     jwt_accessor: str
+    trusted_jwt_accessor: str
     identity_issuer: str
 
 
@@ -105,13 +122,20 @@ def configure(
     bao_addr: str,
     pg_port: int,
     bao_admin_password: str,
+    issuer_jwks_url: str,
+    issuer: str,
     warehouse_db: str = "warehouse",
 ) -> VaultSetup:
-    """Apply the whole configuration with a root client; returns the gateway's token."""
+    """Apply the whole configuration with a root client; returns the gateway's token.
+
+    The identity issuer must already serve its JWKS at ``issuer_jwks_url``: OpenBao fetches
+    it when the JWT auth mount is configured.
+    """
     key_path = run_dir / WORKLOAD_KEY_FILE
     public_pem = write_workload_key(key_path)
-    accessor = setup_jwt_auth(root, public_pem)
-    issuer = setup_identity_tokens(root, bao_addr, accessor)
+    accessor = setup_jwt_auth(root, issuer_jwks_url, issuer)
+    trusted = setup_trusted_workers_auth(root, public_pem)
+    identity_issuer = setup_identity_tokens(root, bao_addr, accessor, trusted)
     setup_database(root, pg_port=pg_port, password=bao_admin_password, dbname=warehouse_db)
     setup_transit(root)
     setup_masking_key(root)
@@ -120,7 +144,8 @@ def configure(
         gateway_token=token,
         workload_key_path=key_path,
         jwt_accessor=accessor,
-        identity_issuer=issuer,
+        trusted_jwt_accessor=trusted,
+        identity_issuer=identity_issuer,
     )
 
 
@@ -143,44 +168,86 @@ def write_workload_key(path: Path) -> str:
     )
 
 
-def setup_jwt_auth(root: hvac.Client, public_pem: str) -> str:
-    """JWT auth, the step policy and the step role. Returns the jwt mount's accessor."""
+def setup_jwt_auth(root: hvac.Client, jwks_url: str, issuer: str) -> str:
+    """JWT auth verifying the identity issuer through its JWKS, the step policy and role.
+
+    The role binds the audience and ``attested_by``, and maps the issuer's claims into the
+    entity alias metadata (from there into the identity token). ``bound_claims`` is also where
+    a deployment binds the DAG bundles allowed to log in (``bundle_name``): any author can
+    name a DAG anything, but not the bundle its code came from. Returns the mount's accessor.
+    """
     root.sys.enable_auth_method("jwt", path=JWT_MOUNT)
     root.write_data(
         f"auth/{JWT_MOUNT}/config",
-        data={"jwt_validation_pubkeys": [public_pem], "bound_issuer": JWT_ISSUER},
+        data={"jwks_url": jwks_url, "bound_issuer": issuer, "jwt_supported_algs": ["EdDSA"]},
     )
     root.sys.create_or_update_policy(STEP_ROLE, _STEP_POLICY)
     root.write_data(
         f"auth/{JWT_MOUNT}/role/{STEP_ROLE}",
         data={
-            "role_type": "jwt",
-            "user_claim": "sub",
-            "bound_audiences": [JWT_AUDIENCE],
-            "claim_mappings": {name: name for name in STEP_CLAIMS},
-            "token_policies": [STEP_ROLE],
-            "token_ttl": "15m",
-            "token_max_ttl": "1h",
-            "token_type": "service",
+            **_step_role(STEP_ROLE, (*STEP_CLAIMS, *ISSUER_CLAIMS)),
+            "bound_claims_type": "glob",
+            "bound_claims": {"attested_by": ISSUER_ATTESTED, "bundle_name": "*"},
         },
     )
+    return _accessor(root, JWT_MOUNT)
+
+
+def setup_trusted_workers_auth(root: hvac.Client, public_pem: str) -> str:
+    """The "trusted workers" mount: JWTs the worker signs with the workload key. Returns the
+    mount's accessor."""
+    root.sys.enable_auth_method("jwt", path=TRUSTED_JWT_MOUNT)
+    root.write_data(
+        f"auth/{TRUSTED_JWT_MOUNT}/config",
+        data={"jwt_validation_pubkeys": [public_pem], "bound_issuer": JWT_ISSUER},
+    )
+    root.sys.create_or_update_policy(TRUSTED_IDENTITY_ROLE, _TRUSTED_POLICY)
+    root.write_data(
+        f"auth/{TRUSTED_JWT_MOUNT}/role/{STEP_ROLE}",
+        data=_step_role(TRUSTED_IDENTITY_ROLE, STEP_CLAIMS),
+    )
+    return _accessor(root, TRUSTED_JWT_MOUNT)
+
+
+def _step_role(policy: str, claims: tuple[str, ...]) -> dict[str, object]:
+    return {
+        "role_type": "jwt",
+        "user_claim": "sub",
+        "bound_audiences": [JWT_AUDIENCE],
+        "claim_mappings": {name: name for name in claims},
+        "token_policies": [policy],
+        "token_ttl": "15m",
+        "token_max_ttl": "1h",
+        "token_type": "service",
+    }
+
+
+def _accessor(root: hvac.Client, mount: str) -> str:
     mounts = root.sys.list_auth_methods()
     data = mounts.get("data", mounts)
-    return str(data[f"{JWT_MOUNT}/"]["accessor"])
+    return str(data[f"{mount}/"]["accessor"])
 
 
-def identity_template(jwt_accessor: str) -> str:
-    """The identity-token claims template: the step fields from the login's alias metadata."""
+def identity_template(
+    jwt_accessor: str, claims: tuple[str, ...] = STEP_CLAIMS, attested_by: str | None = None
+) -> str:
+    """The identity-token claims template: the step fields from the login's alias metadata,
+    and, for trusted-workers logins, a fixed ``attested_by`` no worker can change."""
     # Placeholders stay unquoted: OpenBao renders each as a JSON string ("" when absent).
-    fields = ", ".join(
+    fields = [
         f'"{name}": {{{{identity.entity.aliases.{jwt_accessor}.metadata.{name}}}}}'
-        for name in STEP_CLAIMS
-    )
-    return "{" + fields + "}"
+        for name in claims
+    ]
+    if attested_by:
+        fields.append(f'"attested_by": "{attested_by}"')
+    return "{" + ", ".join(fields) + "}"
 
 
-def setup_identity_tokens(root: hvac.Client, bao_addr: str, jwt_accessor: str) -> str:
-    """OIDC identity tokens for steps (EdDSA, audience ``hoop-gateway``). Returns the issuer."""
+def setup_identity_tokens(
+    root: hvac.Client, bao_addr: str, jwt_accessor: str, trusted_accessor: str
+) -> str:
+    """OIDC identity tokens for steps (EdDSA, audience ``hoop-gateway``): one role per JWT
+    mount, each reading its own mount's alias metadata. Returns the issuer."""
     root.write_data("identity/oidc/config", data={"issuer": bao_addr})
     root.write_data(
         f"identity/oidc/key/{STEP_ROLE}",
@@ -191,16 +258,22 @@ def setup_identity_tokens(root: hvac.Client, bao_addr: str, jwt_accessor: str) -
             "verification_ttl": "24h",
         },
     )
-    template = identity_template(jwt_accessor)
-    root.write_data(
-        f"identity/oidc/role/{STEP_ROLE}",
-        data={
-            "key": STEP_ROLE,
-            "ttl": "5m",
-            "client_id": IDENTITY_AUDIENCE,
-            "template": base64.b64encode(template.encode()).decode(),
-        },
-    )
+    templates = {
+        STEP_ROLE: identity_template(jwt_accessor, (*STEP_CLAIMS, *ISSUER_CLAIMS)),
+        TRUSTED_IDENTITY_ROLE: identity_template(
+            trusted_accessor, STEP_CLAIMS, attested_by=TRUSTED_ATTESTED
+        ),
+    }
+    for role, template in templates.items():
+        root.write_data(
+            f"identity/oidc/role/{role}",
+            data={
+                "key": STEP_ROLE,
+                "ttl": "5m",
+                "client_id": IDENTITY_AUDIENCE,
+                "template": base64.b64encode(template.encode()).decode(),
+            },
+        )
     return f"{bao_addr}/v1/identity/oidc"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import ssl
 import sys
@@ -14,6 +13,7 @@ from fastapi import FastAPI
 
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.gateway.app import create_app
+from airflow_hoop.gateway.observability.logs import configure_logging
 from airflow_hoop.gateway.settings import GatewaySettings
 
 
@@ -23,21 +23,21 @@ def app_from_environment() -> FastAPI:
     Each worker loads the settings itself, from the file named by ``HOOP_GATEWAY_CONFIG`` and
     the ``HOOP_GATEWAY_*`` variables it inherited: the same inputs the parent validated.
     """
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return create_app(GatewaySettings.load())
+    settings = GatewaySettings.load()
+    configure_logging(settings.observability)
+    return create_app(settings)
 
 
 def serve(settings: GatewaySettings, *, workers: int = 1, config: str | None = None) -> None:
     """Serve the gateway until SIGINT/SIGTERM; shutdown revokes every live step credential.
 
+    SIGHUP reloads the connections of ``config`` (``settings_reload.py``); with ``workers > 1``
+    uvicorn's supervisor restarts the workers instead, each loading the file anew.
+
     With ``workers > 1`` uvicorn runs that many processes on one socket; they share nothing but
     the database (the ledger is appended under an advisory lock), so each needs ``config``.
     """
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.observability)
     app: FastAPI | str
     extra: dict[str, Any] = {}
     if workers > 1:
@@ -47,13 +47,14 @@ def serve(settings: GatewaySettings, *, workers: int = 1, config: str | None = N
         app = "airflow_hoop.gateway.__main__:app_from_environment"
         extra = {"factory": True, "workers": workers}
     else:
-        app = create_app(settings)
+        app = create_app(settings, config)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         **_tls_options(settings),
-        log_level="warning",
+        log_level=settings.observability.log_level.lower(),
+        log_config=None,  # the root logger, as configure_logging set it (text or JSON)
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=20,

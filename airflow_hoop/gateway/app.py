@@ -34,14 +34,21 @@ from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
 from airflow_hoop.gateway.ledger_io.siem import SiemStream
+from airflow_hoop.gateway.observability.metrics import GatewayMetrics, RequestMetrics
 from airflow_hoop.gateway.routes.audit import router as audit_router
 from airflow_hoop.gateway.routes.deps import Services
+from airflow_hoop.gateway.routes.health import router as health_router
 from airflow_hoop.gateway.routes.input_guard import NulGuard
 from airflow_hoop.gateway.routes.ledger import router as ledger_router
 from airflow_hoop.gateway.routes.reviews import router as reviews_router
 from airflow_hoop.gateway.routes.sessions import router
 from airflow_hoop.gateway.routes.stream import router as stream_router
 from airflow_hoop.gateway.settings import GatewaySettings, ShellConnection
+from airflow_hoop.gateway.settings_reload import (
+    SettingsReloader,
+    reload_on_sighup,
+    settings_path,
+)
 from airflow_hoop.gateway.vault import GatewayVaultClient
 
 log = logging.getLogger(__name__)
@@ -62,8 +69,12 @@ _STATUS: list[tuple[type[HoopError], int]] = [
 ]
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    """The gateway app; the lifespan opens the database pool and Vault client."""
+def create_app(settings: GatewaySettings, settings_file: str | None = None) -> FastAPI:
+    """The gateway app; the lifespan opens the database pool and Vault client.
+
+    ``settings_file`` (default ``$HOOP_GATEWAY_CONFIG``): what SIGHUP reloads
+    (``settings_reload.py``).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,8 +122,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             siem.start()
             if notifier is not None:
                 notifier.start()
+            reloader = SettingsReloader(settings, store, settings_path(settings_file))
+            app.state.reloader = reloader
             try:
-                yield
+                with reload_on_sighup(reloader):
+                    yield
             finally:
                 if notifier is not None:
                     await notifier.stop()
@@ -137,6 +151,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapiv3.json",
     )
+    app.include_router(health_router)
     app.include_router(router)
     app.include_router(ledger_router)
     app.include_router(audit_router)
@@ -144,6 +159,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(stream_router)
     _install_error_handlers(app)
     app.add_middleware(NulGuard)  # NUL in a URL is bad input, not a database failure
+    # Outermost: counts every answer, a NulGuard refusal included.
+    app.state.metrics = GatewayMetrics()
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
 
 

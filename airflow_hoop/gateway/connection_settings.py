@@ -20,6 +20,17 @@ from pydantic import (
 )
 
 from airflow_hoop.gateway.masking.rules import MaskingPolicy
+from airflow_hoop.wire.session_settings import SessionSettingName
+
+#: Session settings a step may ask for unless its connection says otherwise: the timeouts and
+#: an application_name prefix. search_path changes what unqualified names resolve to, so a
+#: connection allows it explicitly.
+DEFAULT_SESSION_SETTINGS: list[SessionSettingName] = [
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "application_name",
+]
 
 #: Largest number of review groups a rule may name: an any-k-of-n rule tries each set of k.
 MAX_GROUPS = 10
@@ -163,6 +174,12 @@ class PostgresConnection(BaseModel):
     )
     masking: MaskingPolicy | None = Field(
         None, description="what the output must not show (docs/masking.md); none: unmasked"
+    )
+    session_settings: list[SessionSettingName] = Field(
+        default_factory=lambda: list(DEFAULT_SESSION_SETTINGS),
+        description="session settings a step may set through the hook's options "
+        "(statement_timeout, lock_timeout, idle_in_transaction_session_timeout, "
+        "application_name prefix; search_path only when listed here)",
     )
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@
 4. the typed parameters decode;
 5. policy: the DAG may use the connection and the metadata agrees with the token (recorded);
 6. the command for its kind of connection (``targets.py``): a shell command's arguments, cwd
-   and environment; a cwd outside the connection's roots is a refusal (recorded);
+   and environment; a cwd outside the connection's roots, or a session setting the connection
+   does not allow (or ``search_path`` where an approval rule covers the DAG), is a refusal
+   (recorded);
 7. approvals, the last check: a command a rule marks runs only with an approved, unexpired,
    unused review bound to this step and command (``approvals/gate.py``, recorded);
 8. start: credential, intent record, then the run (``execution/sessions.py``); a command that
@@ -33,7 +35,11 @@ from airflow_hoop.gateway.access.policy import (
     check_exec,
     record_refusal,
 )
-from airflow_hoop.gateway.approvals.gate import ApprovalGate, runs_read_only
+from airflow_hoop.gateway.approvals.gate import (
+    ApprovalGate,
+    runs_read_only,
+    unbound_settings_refusal,
+)
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.execution.sessions import Finished, RunningSession, SessionService
 from airflow_hoop.gateway.settings import GatewaySettings
@@ -104,8 +110,12 @@ class ExecPipeline:
             await self._refuse(step, step.key, req, denied)
         try:
             prepared = target.prepare(req, wire_parameters)
-        except PolicyRefusedError as exc:  # a cwd outside the connection's roots
+        except PolicyRefusedError as exc:  # a cwd outside the roots, a setting not allowed
             await self._refuse(step, step.key, req, Refusal(reason=exc.what, message=str(exc)))
+        unbound = unbound_settings_refusal(target, step.dag_id, req)
+        if unbound is not None:
+            error = PolicyRefusedError(unbound, "set search_path in the SQL, and have it approved")
+            await self._refuse(step, step.key, req, Refusal(reason=unbound, message=str(error)))
         # Approvals, last check before anything runs: a command an approval rule marks runs only
         # with an approved, unexpired, unused review bound to this step and command (recorded).
         # A shell command's approval also binds its client_args, cwd and environment.

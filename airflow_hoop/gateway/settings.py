@@ -32,6 +32,7 @@ from airflow_hoop.gateway.connection_settings import ShellConnection as ShellCon
 from airflow_hoop.gateway.connection_settings import ShellLimits as ShellLimits
 from airflow_hoop.gateway.masking.siblings import Reach, sibling_bypasses
 from airflow_hoop.gateway.notification_settings import NotificationSettings
+from airflow_hoop.gateway.observability_settings import ObservabilitySettings
 from airflow_hoop.stream.settings import StreamSettings
 
 
@@ -107,6 +108,12 @@ class GatewayVault(BaseModel):
         description="expected 'iss' of step identity tokens, e.g. <vault>/v1/identity/oidc"
     )
     identity_audience: str = "hoop-gateway"
+    accept_trusted_workers: bool = Field(
+        False,
+        description="'trusted workers' mode: also run steps whose claims a worker signed "
+        "itself (attested_by trusted-workers); off, only steps the identity issuer attested "
+        "(claims from Airflow's metadata database) run",
+    )
     jwks_cache_seconds: int = 300
     max_identity_token_seconds: int = Field(
         600,
@@ -266,6 +273,10 @@ class GatewaySettings(BaseSettings):
     notifications: NotificationSettings = Field(
         default_factory=NotificationSettings,
         description="approval notifications: the signed webhook (docs/notifications.md)",
+    )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings,
+        description="log format and level, /metrics, readiness (docs/operations.md)",
     )
     siem_stream: StreamSettings | None = Field(
         None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from airflow_hoop.errors import PolicyRefusedError
 from airflow_hoop.gateway.execution.runners.shell import ShellInvocation
 from airflow_hoop.gateway.execution.shell_exec import approval_parameters, shell_invocation
 from airflow_hoop.gateway.execution.steps import StepContext, StepRegistry
@@ -77,7 +78,21 @@ class PostgresTarget(_Configured[PostgresConnection]):
     has_read_mode = True
 
     def prepare(self, req: ExecRequest, wire_parameters: Any) -> Prepared:
-        """An approval binds the statement's parameters as sent."""
+        """An approval binds the statement's parameters as sent.
+
+        Raises PolicyRefusedError for a session setting the connection does not allow.
+        """
+        requested = req.airflow_hoop.session_settings if req.airflow_hoop else None
+        if requested is not None:
+            allowed = self.connection.session_settings
+            for name, _value in requested.items():
+                if name not in allowed:
+                    raise PolicyRefusedError(
+                        f"connection {self.name!r} does not allow the session setting {name} "
+                        f"(allowed: {', '.join(allowed) or 'none'})",
+                        "drop it from the hook's options, or have the gateway's administrators "
+                        f"list it in session_settings of connection {self.name!r}",
+                    )
         return Prepared(shell=None, approval_parameters=wire_parameters)
 
     def label(self, script: str, parameterized: bool) -> ScriptLabel:
@@ -119,8 +134,16 @@ class ShellTarget(_Configured[ShellConnection]):
     def prepare(self, req: ExecRequest, wire_parameters: Any) -> Prepared:
         """The validated invocation; an approval binds its client_args, cwd and environment.
 
-        Raises BadRequestError, or PolicyRefusedError for a cwd outside the connection's roots.
+        Raises BadRequestError, or PolicyRefusedError for a cwd outside the connection's roots
+        or for session settings (a shell has no database session to set them on).
         """
+        if req.airflow_hoop is not None and req.airflow_hoop.session_settings is not None:
+            raise PolicyRefusedError(
+                f"connection {self.name!r} runs shell commands: session settings "
+                f"({', '.join(n for n, _ in req.airflow_hoop.session_settings.items())}) "
+                "have no database session to apply to",
+                "drop the options, or set them in the command (PGOPTIONS)",
+            )
         shell = shell_invocation(req, self.connection)
         return Prepared(shell=shell, approval_parameters=approval_parameters(req, shell))
 

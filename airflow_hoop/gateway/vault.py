@@ -222,6 +222,15 @@ class GatewayVaultClient:
             ttl=int(data.get("ttl") or 0),
         )
 
+    # -- readiness (routes/health.py) --------------------------------------------------------
+    async def own_token_ttl(self) -> int:
+        """Seconds the gateway's own token has left (0: no expiry); VaultError when Vault is
+        unreachable or the token is gone. ``auth/token/lookup-self`` is in every policy."""
+        return await self._call("looking up the gateway's own token", None, self._ttl_self)
+
+    def _ttl_self(self) -> int:
+        return int(self._client.auth.token.lookup_self()["data"].get("ttl") or 0)
+
     # -- checkpoint signing (transit) ---------------------------------------------------------
     async def sign_digest(self, digest: bytes) -> tuple[int, str]:
         """Sign 32 bytes with the transit checkpoint key: (key version, base64 signature)."""

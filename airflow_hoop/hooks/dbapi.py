@@ -27,6 +27,7 @@ from airflow_hoop.errors import (
 )
 from airflow_hoop.task.step_evidence import note_exec
 from airflow_hoop.task.step_session import GovernedStep
+from airflow_hoop.wire.session_settings import SessionSettings
 from airflow_hoop.wire.sessions import ExecExtension, ExecRequest, ExecResponse
 from airflow_hoop.wire.values import decode_value, encode_parameters
 
@@ -34,11 +35,21 @@ _TX_CONTROL = re.compile(r"^\s*(COMMIT|ROLLBACK)\s*;?\s*$", re.IGNORECASE)
 
 
 class GatewayConnection:
-    """DB-API connection bound to one governed step and one gateway connection name."""
+    """DB-API connection bound to one governed step and one gateway connection name.
 
-    def __init__(self, step: GovernedStep, connection: str) -> None:
+    ``session_settings`` (the hook's libpq ``options``) go with every exec; the gateway
+    applies them to the step's database session before the script.
+    """
+
+    def __init__(
+        self,
+        step: GovernedStep,
+        connection: str,
+        session_settings: SessionSettings | None = None,
+    ) -> None:
         self.step = step
         self.connection = connection
+        self.session_settings = session_settings
         self.autocommit = False
         self.closed = False
         self._pending = False
@@ -75,6 +86,12 @@ class GatewayConnection:
                 "run this step through the airflow-hoop gateway (gateway_kind airflow-hoop), "
                 "or send SQL without parameters",
             )
+        if self.hoop_dev and self.session_settings is not None:
+            raise BadRequestError(
+                "a hoop.dev gateway cannot apply session settings (its exec API has no field "
+                "for them), and airflow-hoop never drops them silently",
+                "run this step through the airflow-hoop gateway, or drop the hook's options",
+            )
         metadata = identity.metadata()
         if self.hoop_dev and identity.triggered_by:
             # No Vault identity on hoop.dev: metadata and correlation_id are all it records.
@@ -89,7 +106,9 @@ class GatewayConnection:
             airflow_hoop=None
             if self.hoop_dev
             else ExecExtension(
-                parameters=encode_parameters(parameters), autocommit=self.autocommit
+                parameters=encode_parameters(parameters),
+                autocommit=self.autocommit,
+                session_settings=self.session_settings,
             ),
         )
         self.step.used_gateway = True

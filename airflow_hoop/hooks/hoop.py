@@ -10,9 +10,13 @@ from pydantic import SecretStr, ValidationError
 
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID
 from airflow_hoop.errors import ConfigError, IdentityError
+from airflow_hoop.hooks import commit
 from airflow_hoop.task.identity import StepIdentity
 from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig, step_for
 from airflow_hoop.task.vault_config import StepVaultConfig
+
+# Hooks used in any task commit through the supervisor when no hoop operator did.
+commit.install()
 
 #: ``auth`` extra of a 'hoop' connection that holds a hoop.dev API key instead of a Vault login.
 HOOP_API_KEY_AUTH = "hoop_api_key"
@@ -24,10 +28,13 @@ class HoopHook(BaseHook):
     Connection fields: ``host`` is the gateway URL (``https://gateway:8009``); ``password``
     holds the AppRole secret_id or the Vault token when ``auth`` is ``approle``/``token``.
     Extras: ``vault_url``, ``auth`` (``jwt``, the default, ``approle`` or ``token``),
-    ``jwt_role``, ``jwt_issuer``, ``workload_key_path``, ``identity_role``,
-    ``approle_role_id``, ``namespace``, ``timeout_seconds``. Kubernetes executor without a
-    key file: ``workload_signer`` ``vault_transit`` with ``kubernetes_role`` (the pod logs in
-    with its service-account token and Vault signs the step's JWT). Every extra, with its
+    ``identity`` (``airflow_issuer``, the default: the identity issuer at ``issuer_url``
+    signs claims it reads from Airflow's metadata database, docs/identity.md; or
+    ``trusted_workers``: the worker signs its own claims), ``jwt_role``, ``identity_role``,
+    ``approle_role_id``, ``namespace``, ``timeout_seconds``. Trusted workers only:
+    ``jwt_issuer``, ``workload_key_path``, or, on the Kubernetes executor without a key file,
+    ``workload_signer`` ``vault_transit`` with ``kubernetes_role`` (the pod logs in with its
+    service-account token and Vault signs the step's JWT). Every extra, with its
     default: the configuration reference (docs/configuration.md, generated).
 
     Against a hoop.dev gateway: ``auth`` ``hoop_api_key`` and the ``hpk_`` key as password
@@ -58,6 +65,8 @@ class HoopHook(BaseHook):
             return self._api_key_config(gateway_url, conn.password, extra)
         vault_fields = {k: v for k, v in extra.items() if k in StepVaultConfig.model_fields}
         vault_fields["url"] = extra.get("vault_url") or vault_fields.get("url")
+        # One private CA for both by default (ca_file); vault_ca_file when Vault's differs.
+        vault_fields["ca_file"] = extra.get("vault_ca_file") or extra.get("ca_file")
         if conn.password:
             # AppRole's secret_id: the step's login, or the transit signer's (Kubernetes recipe).
             approle = extra.get("auth") == "approle" or extra.get("signer_auth") == "approle"
@@ -68,6 +77,7 @@ class HoopHook(BaseHook):
                 gateway_url=gateway_url,
                 vault=StepVaultConfig(**vault_fields),
                 gateway_kind=extra.get("gateway_kind"),
+                ca_file=extra.get("ca_file"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
                 revoke_at_end=extra.get("revoke_at_end", "background"),
@@ -94,6 +104,7 @@ class HoopHook(BaseHook):
                 gateway_url=gateway_url,
                 api_key=SecretStr(password),
                 gateway_kind=extra.get("gateway_kind"),
+                ca_file=extra.get("ca_file"),
                 timeout_seconds=float(extra.get("timeout_seconds", 75.0)),
                 poll_interval_seconds=float(extra.get("poll_interval_seconds", 0.5)),
             )
@@ -117,7 +128,7 @@ class HoopHook(BaseHook):
         from airflow_hoop.client.http import GatewayClient
 
         config = self.get_config()
-        with GatewayClient(config.gateway_url, token=lambda: "") as client:
+        with GatewayClient(config.gateway_url, token=lambda: "", ca_file=config.ca_file) as client:
             try:
                 return client.healthz(), f"gateway {config.gateway_url} is up"
             except Exception as exc:

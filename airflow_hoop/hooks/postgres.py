@@ -25,6 +25,13 @@ class HoopPostgresHook(DbApiHook):
     ``hoop_default``). ``run``, ``get_records``, ``get_first``, ``get_df`` (pandas) and
     ``insert_rows`` work as on ``PostgresHook``. There is deliberately no SQLAlchemy engine:
     a direct connection would bypass the gateway.
+
+    ``options`` (``hook_params={"options": "-c statement_timeout=3000ms"}``, or the
+    connection's ``options`` extra, which wins as with ``PostgresHook``): libpq's switches for
+    ``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout``, an
+    ``application_name`` prefix and, where the gateway connection allows it, ``search_path``.
+    The gateway applies them to the step's session; any other switch fails the task with a
+    message naming it (``wire/session_settings.py``), it is never dropped silently.
     """
 
     conn_name_attr = "hoop_postgres_conn_id"
@@ -40,11 +47,13 @@ class HoopPostgresHook(DbApiHook):
         *args: Any,
         hoop_conn_id: str | None = None,
         gateway_connection: str | None = None,
+        options: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.hoop_conn_id = hoop_conn_id
         self.gateway_connection = gateway_connection
+        self.options = options
 
     def _target(self) -> str:
         # SQLExecuteQueryOperator(database=...) sets hook.schema for non-postgres conn types.
@@ -71,8 +80,12 @@ class HoopPostgresHook(DbApiHook):
                 f"use a '{self.conn_type}' connection",
             )
         from airflow_hoop.hooks.dbapi import GatewayConnection
+        from airflow_hoop.wire.session_settings import parse_libpq_options
 
-        return GatewayConnection(self._hoop().get_step(), self._target())
+        # Parsed before the step starts: a refused option fails the task before any login.
+        options = self.connection.extra_dejson.get("options", self.options)
+        settings = parse_libpq_options(options)
+        return GatewayConnection(self._hoop().get_step(), self._target(), settings)
 
     @property
     def dialect_name(self) -> str:

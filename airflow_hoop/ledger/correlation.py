@@ -66,9 +66,17 @@ def step_digest(step_key: str) -> str:
     return hashlib.sha256(step_key.encode("utf-8", _ERRORS)).hexdigest()[:_DIGEST_HEX]
 
 
-def application_name(step_key: str) -> str:
-    """``hoop:<digest>:<percent-encoded key, cut>``, at most 63 ASCII bytes."""
-    head = f"{APPLICATION_NAME_PREFIX}{step_digest(step_key)}:"
+def application_name(step_key: str, prefix: str | None = None) -> str:
+    """``hoop:<digest>:<percent-encoded key, cut>``, at most 63 ASCII bytes.
+
+    ``prefix`` (the step's own ``application_name`` option, letters, digits, ``_.-`` only and
+    at most 24 characters: ``wire/session_settings.py``) goes first, then a space; the digest
+    still fits whole, and only the readable key is cut shorter.
+    """
+    lead = f"{prefix} " if prefix else ""
+    head = f"{lead}{APPLICATION_NAME_PREFIX}{step_digest(step_key)}:"
+    if len(head) > APPLICATION_NAME_MAX:
+        raise CorrelationError("an application_name prefix leaves no room for the step's digest")
     room = APPLICATION_NAME_MAX - len(head)
     tail = quote(step_key, safe="/", errors=_ERRORS)[:room]
     # Never end on half an escape ("%2" or "%"): it would decode to something else.

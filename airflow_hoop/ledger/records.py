@@ -30,6 +30,15 @@ class StepRef(BaseModel):
     try_number: int = 1
     map_index: int = -1
     triggered_by: str | None = None
+    #: Who attests the fields above: "airflow-issuer" (claims read from Airflow's metadata
+    #: database by the issuer) or "trusted-workers" (asserted by the worker that signed).
+    #: Absent in records written before the issuer existed. The fields below come with it.
+    attested_by: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The task instance's id: one per try (Airflow's own key for it).
+    ti_id: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: The DAG bundle the task's code came from, and its version (a git commit, when any).
+    bundle_name: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    bundle_version: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def key(self) -> str:
@@ -55,7 +64,31 @@ class StepRef(BaseModel):
         }
         if self.triggered_by:
             claims["triggered_by"] = self.triggered_by
+        for name in ("ti_id", "bundle_name", "bundle_version", "attested_by"):
+            value = getattr(self, name)
+            if value:
+                claims[name] = value
         return claims
+
+    @staticmethod
+    def provenance_of(step: Mapping[str, Any]) -> str:
+        """Who vouches for a step's claims and which code it ran, as a reviewer reads it."""
+        attested = step.get("attested_by")
+        if attested == "airflow-issuer":
+            bundle = step.get("bundle_name") or "(unknown bundle)"
+            version = step.get("bundle_version") or "(unversioned)"
+            return (
+                f"ran code from bundle {bundle} at version {version}; claims attested by "
+                "Airflow's identity issuer"
+            )
+        if attested == "trusted-workers":
+            return "claims asserted by the worker (trusted workers mode)"
+        return "claims not attested (recorded before the identity issuer)"
+
+    @property
+    def provenance(self) -> str:
+        """``provenance_of`` this step."""
+        return self.provenance_of(self.__dict__)
 
     @property
     def correlation_id(self) -> str:
@@ -163,6 +196,9 @@ class SessionIntent(_Body):
     #: True: run unapproved, as the step's READ user in a read-only transaction the gateway
     #: opened (PostgreSQL refuses writes). Absent otherwise (older records' bytes).
     read_only: bool | None = Field(default=None, exclude_if=_absent_if_none)
+    #: The session settings the step asked for (the hook's libpq ``options``), as sent, applied
+    #: before the script. Absent when none were asked for (older records' bytes).
+    session_settings: dict[str, str] | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
@@ -321,6 +357,22 @@ class Checkpoint(_Body):
     signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
 
 
+class SettingsChanged(_Body):
+    """The gateway applied a new version of its settings file (SIGHUP), without a restart.
+
+    ``settings_sha256`` and ``previous_sha256`` are SHA-256 of the canonical JSON of the
+    whole settings with every secret field masked (``gateway/settings_reload.py``): a reviewer
+    holding the file computes the same digest; no secret enters the record. Added after the
+    first records: a ledger without settings changes holds none of this kind.
+    """
+
+    kind: Literal["gateway.settings_changed"] = "gateway.settings_changed"
+    settings_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    previous_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    changed: list[str] = Field(description="what differs, e.g. connections.warehouse.allowed_dags")
+    instance: str = Field(description="the gateway process that reloaded (host-pid-random)")
+
+
 RecordBody = Annotated[
     SessionIntent
     | SessionResult
@@ -330,7 +382,8 @@ RecordBody = Annotated[
     | ReviewRequested
     | ReviewDecided
     | ReviewExecuted
-    | Checkpoint,
+    | Checkpoint
+    | SettingsChanged,
     Field(discriminator="kind"),
 ]
 

@@ -121,6 +121,8 @@ class ReportBuilder:
         self._executions: dict[str, dict[str, str]] = {}  # step -> statement digest -> review
         self._reviews: dict[str, list[dict[str, Any]]] = {}
         self._user_step: dict[str, str] = {}
+        #: step key -> who vouches for it and which code it ran (question 1)
+        self._provenance: dict[str, str] = {}
         self.shared: list[str] = []
         self.counts: Counter[str] = Counter()
         self.masking: Counter[str] = Counter()
@@ -145,6 +147,8 @@ class ReportBuilder:
         if step is None or not self._selected(step, body):
             return
         key = StepRef.key_of(step)
+        if key not in self._provenance:
+            self._provenance[key] = StepRef.provenance_of(step)
         if kind == "session.intent":
             self._intent(record, body, step, key)
         elif kind == "session.result":
@@ -325,6 +329,7 @@ class ReportBuilder:
             out.write("</ul>")
         else:
             out.write("<b class=ok>No database user was shared between steps.</b></p>")
+        out.write(_provenance_list(self._provenance))
         out.write("<h2>2. What did each step reach?</h2>")
         self._rows.copy_into(out, _STATEMENT_HEADERS)
         out.write("<h2>3. Were the writes approved?</h2><p>")
@@ -435,3 +440,10 @@ def _masking(body: dict[str, Any]) -> str:
     if isinstance(shell, dict) and shell.get("masked"):
         return f"shell output ({shell['masked']} redactions)"
     return ""
+
+
+def _provenance_list(provenance: dict[str, str]) -> str:
+    """Question 1's second half: who vouches for the steps' claims, and which code ran."""
+    counts = Counter(provenance.values())
+    items = "".join(f"<li>{n} step(s): {html.escape(text)}" for text, n in counts.most_common())
+    return f"<ul class=provenance>{items}</ul>" if items else ""

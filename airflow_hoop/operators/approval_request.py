@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from pydantic import BaseModel
 
@@ -128,8 +128,9 @@ def request_approval(
     justification: str = "",
     hoop_conn_id: str | None = None,
     wait_deadline: datetime | None = None,
-) -> tuple[ReviewCreated, str]:
-    """Ask as the running step; returns the review (new or already open) and the gateway URL."""
+) -> tuple[ReviewCreated, GatewayAddress]:
+    """Ask as the running step; returns the review (new or already open) and where the
+    gateway is (for the trigger that waits)."""
     hook = HoopHook(hoop_conn_id or command.hoop_conn_id or HoopHook.default_conn_name)
     step = hook.get_step(context)
     dag_run = context.get("dag_run")
@@ -165,12 +166,19 @@ def request_approval(
         command.connection,
         len(command.statements),
     )
-    return created, step.config.gateway_url
+    return created, GatewayAddress(step.config.gateway_url, step.config.ca_file)
+
+
+class GatewayAddress(NamedTuple):
+    """Where the step's gateway is, and the private CA its certificate is signed by (if any)."""
+
+    url: str
+    ca_file: str | None = None
 
 
 def trigger_for(
     created: ReviewCreated,
-    gateway_url: str,
+    gateway: GatewayAddress,
     poll_interval: float,
     *,
     end_task: bool = False,
@@ -180,7 +188,8 @@ def trigger_for(
     """The trigger that waits for the review; ``end_task``: succeed the task from the trigger;
     ``remind_at``: wake the task then for its notifiers' reminder (docs/notifications.md)."""
     return ReviewTrigger(
-        gateway_url=gateway_url,
+        gateway_url=gateway.url,
+        ca_file=gateway.ca_file,
         review_id=created.review.id,
         poll_token=created.poll_token,
         poll_interval=poll_interval or DEFAULT_POLL_INTERVAL,

@@ -9,6 +9,8 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
 from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin, notifier_list
+from airflow_hoop.operators.step_commitment import StepCommitmentMixin
+from airflow_hoop.wire.identity import COMMITMENT_FIELD
 
 if TYPE_CHECKING:
     from airflow_hoop.hooks.postgres import HoopPostgresHook
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 # task callback), and none of it needs Vault or the gateway client (airflow_hoop/defaults.py).
 
 
-class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
+class HoopPostgresOperator(StepCommitmentMixin, RequiresApprovalMixin, SQLExecuteQueryOperator):
     """Run SQL through the Hoop gateway as this step, with a database user of its own.
 
     A drop-in replacement for ``SQLExecuteQueryOperator``: ``sql`` (a string, a list, or a
@@ -42,6 +44,7 @@ class HoopPostgresOperator(RequiresApprovalMixin, SQLExecuteQueryOperator):
     template_fields: Sequence[str] = (
         *SQLExecuteQueryOperator.template_fields,
         "approval_justification",
+        COMMITMENT_FIELD,
     )
 
     def __init__(

@@ -17,6 +17,8 @@ from airflow.sdk import BaseOperator
 from airflow_hoop.defaults import DEFAULT_HOOP_CONN_ID, DEFAULT_POLL_INTERVAL
 from airflow_hoop.errors import BadRequestError, ConfigError
 from airflow_hoop.operators.approval_mixin import RequiresApprovalMixin, notifier_list
+from airflow_hoop.operators.step_commitment import StepCommitmentMixin
+from airflow_hoop.wire.identity import COMMITMENT_FIELD
 
 if TYPE_CHECKING:
     from airflow_hoop.operators.approval_request import ApprovalCommand
@@ -33,7 +35,7 @@ SYNC_SECONDS = 1.0
 _KILL_WAIT_SECONDS = 10.0
 
 
-class HoopShellOperator(RequiresApprovalMixin, BaseOperator):
+class HoopShellOperator(StepCommitmentMixin, RequiresApprovalMixin, BaseOperator):
     """Run a Bash script on the Hoop gateway's shell connection, as this step, with a record.
 
     A drop-in replacement for ``BashOperator``: ``bash_command`` (a string or a templated
@@ -62,7 +64,13 @@ class HoopShellOperator(RequiresApprovalMixin, BaseOperator):
     approval binds the script, ``cwd`` and environment as sent (docs/approvals.md).
     """
 
-    template_fields: Sequence[str] = ("bash_command", "env", "cwd", "approval_justification")
+    template_fields: Sequence[str] = (
+        "bash_command",
+        "env",
+        "cwd",
+        "approval_justification",
+        COMMITMENT_FIELD,
+    )
     template_fields_renderers = {"bash_command": "bash", "env": "json"}
     template_ext: Sequence[str] = (".sh", ".bash")
     ui_color = "#e4ecf0"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from airflow_hoop.plugins.common import APPROVALS_PREFIX, AUDIT_PREFIX, URL_PREFIX
+from airflow_hoop.plugins.common import APPROVALS_PREFIX, AUDIT_PREFIX, ISSUER_PREFIX, URL_PREFIX
 
 #: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
 APPROVAL_VIEWS = [
@@ -72,7 +72,27 @@ def build_app() -> Any:
     app.include_router(approvals_router)
     app.include_router(audit_router)
     app.include_router(download_router)
+    _mount_issuer(app)
     return app
+
+
+def _mount_issuer(app: Any) -> None:
+    """The step identity issuer under ``/hoop/issuer``, when the API server is given its
+    settings (``AIRFLOW_HOOP_ISSUER_SETTINGS``); it reads Airflow's own metadata database."""
+    import os
+
+    from airflow_hoop.plugins.issuer.settings import SETTINGS_ENV, IssuerSettings
+
+    path = os.environ.get(SETTINGS_ENV)
+    if not path:
+        return
+    from airflow.configuration import conf
+
+    from airflow_hoop.plugins.issuer.app import build_issuer_app
+
+    settings = IssuerSettings.load(path)
+    url = settings.metadata_db_url or conf.get("database", "sql_alchemy_conn")
+    app.mount(ISSUER_PREFIX.removeprefix(URL_PREFIX), build_issuer_app(settings, url))
 
 
 class LazyFastAPIApps:

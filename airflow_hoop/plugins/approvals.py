@@ -30,6 +30,7 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
 )
 from airflow_hoop.plugins.common import APPROVALS_PREFIX, map_index_param, templates
+from airflow_hoop.plugins.settings import PluginSettings
 from airflow_hoop.wire.reviews import MAX_REASON, Review
 
 router = APIRouter(prefix="/approvals")
@@ -46,17 +47,9 @@ def _render(name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
 
 
 def _client() -> AsyncApproverClient:
-    from airflow.configuration import conf
-
-    url = conf.get("hoop", "gateway_url", fallback=None)
-    key = conf.get("hoop", "approver_api_key", fallback=None)
-    if not url or not key:
-        raise ConfigError(
-            "the API server has no gateway URL or approver key for approvals",
-            "set [hoop] gateway_url and [hoop] approver_api_key (AIRFLOW__HOOP__GATEWAY_URL, "
-            "AIRFLOW__HOOP__APPROVER_API_KEY) on the API server only",
-        )
-    return AsyncApproverClient(url, key)
+    settings = PluginSettings.from_airflow()
+    url, key = settings.gateway_with(settings.approver_api_key, views="approvals", role="approver")
+    return AsyncApproverClient(url, key, ca_file=settings.ca_file)
 
 
 def _may_decide(user: Any, dag_id: str) -> bool:

@@ -21,6 +21,7 @@ from markupsafe import Markup
 URL_PREFIX = "/hoop"
 APPROVALS_PREFIX = URL_PREFIX + "/approvals"
 AUDIT_PREFIX = URL_PREFIX + "/audit"
+ISSUER_PREFIX = URL_PREFIX + "/issuer"
 
 #: Longer texts (or more lines) start collapsed.
 COLLAPSE_CHARS = 300

@@ -220,6 +220,12 @@ def _checkpoint(view: RecordView) -> dict[str, Any]:
     return view.event(0, 99, "Checkpoint", status_id=1)
 
 
+def _settings_changed(view: RecordView) -> dict[str, Any]:
+    # A change of the enforcement point's policy: the SIEM sees which parts and the digest.
+    changed = ", ".join(view.body["changed"])
+    return view.event(0, 99, "Settings Changed", status_id=1, status_detail=changed)
+
+
 #: One mapper per record kind; a kind the mapping does not know is a Base Event "Other".
 MAPPERS: dict[str, Mapper] = {
     "session.intent": _intent,
@@ -231,6 +237,7 @@ MAPPERS: dict[str, Mapper] = {
     "credential.issued": _credential(1, "Create"),
     "credential.revoked": _credential(6, "Delete"),
     "checkpoint": _checkpoint,
+    "gateway.settings_changed": _settings_changed,
 }
 
 

@@ -39,6 +39,8 @@ class StepIdentity(StepRef):
                 getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1
             ),
             triggered_by=triggered_by,
+            # Airflow 3's RuntimeTaskInstance has the try's id; the issuer checks it.
+            ti_id=str(ti.id) if getattr(ti, "id", None) else None,
         )
 
 

@@ -47,6 +47,11 @@ class HoopConnectionConfig(BaseModel):
     gateway_kind: GatewayKind | None = Field(
         None, description="None: hoop.dev with an API key, airflow-hoop otherwise"
     )
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of the private CA that signs the gateway's (and, unless "
+        "vault's own ca_file says otherwise, Vault's) certificate; default: the public CAs",
+    )
     timeout_seconds: float = 75.0
     poll_interval_seconds: float = 0.5
     revoke_at_end: RevokeMode = Field(
@@ -92,6 +97,7 @@ class GovernedStep:
             poll_interval=config.poll_interval_seconds,
             step_key=step.key,
             vault_accessor=self.vault.accessor if self.vault is not None else None,
+            ca_file=config.ca_file,
         )
         self.used_gateway = False
         self.running_session: str | None = None

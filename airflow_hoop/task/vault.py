@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, SecretStr
 
 from airflow_hoop.errors import ConfigError, IdentityError
 from airflow_hoop.ledger.records import StepRef
-from airflow_hoop.task.vault_config import StepVaultConfig, call_vault
+from airflow_hoop.task.issuer_client import issuer_jwt
+from airflow_hoop.task.vault_config import StepVaultConfig, call_vault, vault_verify
 from airflow_hoop.task.workload_signer import transit_signed_jwt
 
 #: Refresh an identity token this long before it expires.
@@ -72,6 +73,7 @@ class StepVaultSession:
             namespace=config.namespace,
             session=session,
             timeout=config.timeout_seconds,  # type: ignore[arg-type]
+            verify=vault_verify(config),
         )
 
     # -- login -----------------------------------------------------------------------------
@@ -122,7 +124,9 @@ class StepVaultSession:
         return str(resp["auth"]["client_token"]), str(resp["auth"]["accessor"])
 
     def _workload_jwt(self) -> str:
-        """The step's JWT, signed with the workload-issuer key (claims carry the step)."""
+        """The step's JWT: from the identity issuer, or (trusted workers) signed here."""
+        if self.config.identity == "airflow_issuer":
+            return issuer_jwt(self.config, self.step)
         if self.config.workload_signer == "vault_transit":
             return transit_signed_jwt(self.config, self._workload_claims())
         path = self.config.workload_key_path
@@ -143,6 +147,8 @@ class StepVaultSession:
         now = int(time.time())
         return {
             **self.step.jwt_claims(),
+            # Said by the worker, and not believed: the trusted-workers identity role sets it.
+            "attested_by": "trusted-workers",
             "iss": self.config.jwt_issuer,
             "aud": self.config.jwt_audience,
             "iat": now,

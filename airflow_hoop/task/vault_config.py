@@ -23,6 +23,14 @@ class StepVaultConfig(BaseModel):
     url: str
     namespace: str | None = None
     auth: Literal["jwt", "approle", "token"] = "jwt"
+    # Who vouches for the step's claims (auth jwt). airflow_issuer: the identity issuer reads
+    # them from Airflow's metadata database after the task proves it is that running task
+    # instance. trusted_workers: the worker signs claims it asserts itself (key file or Vault
+    # transit): only for deployments that trust every DAG author (docs/identity.md).
+    identity: Literal["airflow_issuer", "trusted_workers"] = "airflow_issuer"
+    issuer_url: str | None = Field(
+        None, description="the identity issuer: <api-server>/hoop/issuer, or the standalone one"
+    )
     jwt_mount: str = "jwt"
     jwt_role: str = "airflow-step"
     jwt_issuer: str = "airflow-hoop"
@@ -35,7 +43,10 @@ class StepVaultConfig(BaseModel):
     token: SecretStr | None = None
     identity_role: str = "airflow-step"
     timeout_seconds: float = 10.0
-    # Kubernetes executor: no key file on the worker; Vault's transit engine signs the step's
+    ca_file: str | None = Field(
+        None, description="PEM file of the private CA of Vault's certificate (default: public CAs)"
+    )
+    # trusted_workers only. Kubernetes executor: no key file on the worker; Vault's transit engine signs the step's
     # JWT after the pod logs in with its service-account token (airflow_hoop/task/workload_signer.py).
     workload_signer: Literal["key_file", "vault_transit"] = Field(
         "key_file",
@@ -68,3 +79,8 @@ def call_vault(url: str, what: str, fn: Any, *, refused: str, fix: str) -> Any:
     except hvac.exceptions.VaultError as exc:
         reason = "; ".join(str(e) for e in (exc.errors or [])) or type(exc).__name__
         raise VaultError(f"Vault refused {refused}: {reason}", fix) from None
+
+
+def vault_verify(config: StepVaultConfig) -> str | bool:
+    """requests' ``verify`` for the step's Vault: the private CA's file, else the public CAs."""
+    return config.ca_file or True

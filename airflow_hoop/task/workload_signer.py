@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.ledger.checkpoint import split_vault_signature
-from airflow_hoop.task.vault_config import StepVaultConfig, call_vault
+from airflow_hoop.task.vault_config import StepVaultConfig, call_vault, vault_verify
 
 _HEADER = {"alg": "EdDSA", "typ": "JWT"}
 
@@ -41,6 +41,7 @@ def transit_signed_jwt(config: StepVaultConfig, claims: dict[str, Any]) -> str:
         namespace=config.namespace,
         session=session,
         timeout=config.timeout_seconds,  # type: ignore[arg-type]
+        verify=vault_verify(config),
     )
     try:
         client.token = _signer_login(client, config)

@@ -19,6 +19,7 @@ import httpx
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from pydantic import ValidationError
 
+from airflow_hoop.client.tls import verifying_context
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
 from airflow_hoop.wire.reviews import Review
 
@@ -29,15 +30,16 @@ SETTLED = frozenset({"APPROVED", "REJECTED", "REVOKED", "PROCESSING", "EXECUTED"
 #: The event that wakes a waiting task to send its approval reminder (docs/notifications.md).
 REMIND = "REMIND"
 
-# One client per triggerer event loop: connections are reused across all waiting triggers.
-_clients: dict[int, httpx.AsyncClient] = {}
+# One client per triggerer event loop and CA: connections are reused across waiting triggers.
+_clients: dict[tuple[int, str | None], httpx.AsyncClient] = {}
 
 
-def _client() -> httpx.AsyncClient:
-    loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
+def _client(ca_file: str | None) -> httpx.AsyncClient:
+    key = (id(asyncio.get_running_loop()), ca_file)
+    client = _clients.get(key)
     if client is None or client.is_closed:
-        client = _clients[loop_id] = httpx.AsyncClient(
+        client = _clients[key] = httpx.AsyncClient(
+            verify=verifying_context(ca_file),
             trust_env=False,
             timeout=httpx.Timeout(30.0, connect=5.0),
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
@@ -64,8 +66,11 @@ class ReviewTrigger(BaseTrigger):
         end_task_on_approval: bool = False,
         remind_at: float | None = None,
         wait_deadline: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         super().__init__()
+        #: The private CA of the gateway's certificate (the step's connection's ``ca_file``).
+        self.ca_file = ca_file
         self.gateway_url = gateway_url.rstrip("/")
         self.review_id = review_id
         self.poll_token = poll_token
@@ -88,6 +93,7 @@ class ReviewTrigger(BaseTrigger):
                 "end_task_on_approval": self.end_task_on_approval,
                 "remind_at": self.remind_at,
                 "wait_deadline": self.wait_deadline,
+                "ca_file": self.ca_file,
             },
         )
 
@@ -117,7 +123,7 @@ class ReviewTrigger(BaseTrigger):
 
     async def _poll(self, url: str, headers: dict[str, str]) -> dict[str, Any] | None:
         try:
-            response = await _client().get(url, headers=headers)
+            response = await _client(self.ca_file).get(url, headers=headers)
         except httpx.HTTPError as exc:
             self.log.warning(
                 "[gateway] cannot reach the gateway at %s (%s); still waiting",

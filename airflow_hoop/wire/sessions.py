@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from airflow_hoop.ledger.records import MaskingRecord
+from airflow_hoop.wire.session_settings import SessionSettings
 
 #: Names the step's own Vault token by its accessor on every request of a step: the gateway
 #: honours the step's identity token only while that Vault token lives (an accessor can look a
@@ -31,6 +32,10 @@ class ExecExtension(BaseModel):
     output_encoding: str | None = Field(None, description="how to decode the output (utf-8)")
     sync_seconds: float | None = Field(
         None, ge=0, description="answer 202 after this long (at most the gateway's window)"
+    )
+    # SQL connections only: the hook's libpq ``options`` (wire/session_settings.py).
+    session_settings: SessionSettings | None = Field(
+        None, description="settings of the step's database session, applied before the script"
     )
 
 

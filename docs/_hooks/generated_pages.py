@@ -230,8 +230,9 @@ def configuration_markdown() -> str:
         "",
         "### Extras of a `hoop` connection: Vault login",
         "",
-        f"{_doc(StepVaultConfig)} The extra `vault_url` sets `url`; secrets go in the "
-        "connection's password, never in extras.",
+        f"{_doc(StepVaultConfig)} The extra `vault_url` sets `url`; `ca_file` (the "
+        "gateway's private CA) is Vault's too unless `vault_ca_file` names another; secrets "
+        "go in the connection's password, never in extras.",
         "",
         *_field_table(StepVaultConfig, skip={"url", "token", "approle_secret_id"}),
         "",

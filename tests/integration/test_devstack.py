@@ -311,17 +311,24 @@ def test_step_login_yields_an_identity_token_and_no_credentials(
     sub = "/".join(step[k] for k in ("dag_id", "task_id", "run_id", "try_number"))
     client = _client(stack)
     login = client.auth.jwt.jwt_login(
-        role=stack.jwt_role, jwt=_workload_jwt(stack, sub=sub, **step), use_token=False
+        role=stack.jwt_role,
+        jwt=_workload_jwt(stack, sub=sub, **step),
+        path=vault_setup.TRUSTED_JWT_MOUNT,
+        use_token=False,
     )
     client.token = login["auth"]["client_token"]
     try:
-        token = client.secrets.identity.generate_signed_id_token(name=stack.identity_role)
+        token = client.secrets.identity.generate_signed_id_token(
+            name=vault_setup.TRUSTED_IDENTITY_ROLE
+        )
         claims = jwt.decode(token["data"]["token"], options={"verify_signature": False})
         assert claims["iss"] == f"{stack.bao_addr}/v1/identity/oidc"
         assert claims["aud"] == "hoop-gateway"
         assert {k: claims[k] for k in step} == step
         # An absent claim renders as "" rather than breaking the template.
         assert claims["triggered_by"] == (triggered_by or "")
+        # A worker-signed login says so, whatever its JWT claimed.
+        assert claims["attested_by"] == vault_setup.TRUSTED_ATTESTED
         # The task proves who it is; it never mints database credentials itself.
         with pytest.raises(hvac.exceptions.Forbidden):
             client.secrets.database.generate_credentials(name=vault_setup.DATABASE_ROLE)

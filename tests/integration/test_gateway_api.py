@@ -396,22 +396,27 @@ def short_lived_identity(stack: StackInfo) -> Iterator[str]:
     root: hvac.Client = vault_setup.vault_client(stack.bao_addr, stack.bao_root_token)
     name = "short-ttl-test"
     mounts = root.sys.list_auth_methods()
-    accessor = mounts.get("data", mounts)["jwt/"]["accessor"]
+    mount = vault_setup.TRUSTED_JWT_MOUNT  # no Airflow here: the trusted-workers mount
+    accessor = mounts.get("data", mounts)[f"{mount}/"]["accessor"]
     root.write_data(
         f"identity/oidc/role/{name}",
         data={
             "key": vault_setup.STEP_ROLE,
             "ttl": "2s",
             "client_id": vault_setup.IDENTITY_AUDIENCE,
-            "template": base64.b64encode(vault_setup.identity_template(accessor).encode()).decode(),
+            "template": base64.b64encode(
+                vault_setup.identity_template(
+                    accessor, attested_by=vault_setup.TRUSTED_ATTESTED
+                ).encode()
+            ).decode(),
         },
     )
     root.sys.create_or_update_policy(
         name, f'path "identity/oidc/token/{name}" {{ capabilities = ["read"] }}\n'
     )
-    role = root.read(f"auth/jwt/role/{vault_setup.STEP_ROLE}")["data"]
+    role = root.read(f"auth/{mount}/role/{vault_setup.STEP_ROLE}")["data"]
     root.write_data(
-        f"auth/jwt/role/{name}",
+        f"auth/{mount}/role/{name}",
         data={
             "role_type": "jwt",
             "user_claim": role["user_claim"],

@@ -74,7 +74,9 @@ def _credential_records(stack: StackInfo, step: StepRef) -> list[Any]:
     return [
         r.body
         for r in ledger_records(stack)
-        if r.step == step and isinstance(r.body, (CredentialIssued, CredentialRevoked))
+        if r.step is not None
+        and r.step.key == step.key
+        and isinstance(r.body, (CredentialIssued, CredentialRevoked))
     ]
 
 
@@ -120,12 +122,7 @@ def test_governed_step_end_defaults_to_background_revoke(stack: StackInfo) -> No
     """The task side (GovernedStep, as hooks and the bench use it) ends in the background."""
     config = HoopConnectionConfig(
         gateway_url=stack.gateway_url,
-        vault=StepVaultConfig(
-            url=stack.bao_addr,
-            auth="jwt",
-            jwt_issuer=stack.jwt_issuer,
-            workload_key_path=stack.workload_key_path,
-        ),
+        vault=StepVaultConfig(**stack.trusted_workers_vault()),
     )
     assert config.revoke_at_end == "background"
     step = GovernedStep(config, new_step(task_id="fast_end"))

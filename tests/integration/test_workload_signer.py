@@ -26,6 +26,11 @@ from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.task.workload_signer import transit_public_pem
 
 
+def _trusted(stack: StackInfo) -> dict[str, Any]:
+    """The trusted-workers mode without the key file: the transit signer replaces it."""
+    return {k: v for k, v in stack.trusted_workers_vault().items() if k != "workload_key_path"}
+
+
 def _signer(stack: StackInfo, *, may_sign: bool = True) -> dict[str, Any]:
     """A transit key trusted by the stack's JWT auth, and an AppRole that may sign with it."""
     root = vault_setup.vault_client(stack.bao_addr, stack.bao_root_token)
@@ -33,10 +38,10 @@ def _signer(stack: StackInfo, *, may_sign: bool = True) -> dict[str, Any]:
     key = f"airflow-workload-{suffix}"
     root.secrets.transit.create_key(name=key, key_type="ed25519", mount_point="transit")
     # Trust the transit key's public key next to the workload issuer's (as deploy/vault does).
-    config = root.read(f"auth/{vault_setup.JWT_MOUNT}/config")["data"]
+    config = root.read(f"auth/{vault_setup.TRUSTED_JWT_MOUNT}/config")["data"]
     pubkeys = list(config["jwt_validation_pubkeys"]) + transit_public_pem(root, key)
     root.write_data(
-        f"auth/{vault_setup.JWT_MOUNT}/config",
+        f"auth/{vault_setup.TRUSTED_JWT_MOUNT}/config",
         data={"jwt_validation_pubkeys": pubkeys, "bound_issuer": config["bound_issuer"]},
     )
     policy = f"signer-{suffix}"
@@ -65,7 +70,7 @@ def test_a_step_signed_by_vault_transit_runs_as_itself(stack: StackInfo) -> None
     signer = _signer(stack)
     step = new_step(task_id="signed_by_transit")
     # No workload_key_path: this worker has no key file, only the signer login.
-    config = StepVaultConfig(url=stack.bao_addr, jwt_issuer=stack.jwt_issuer, **signer)
+    config = StepVaultConfig(**_trusted(stack), **signer)
     session = StepVaultSession(config, step)
     headers = auth_headers(session.identity_token(), session.accessor())
     try:
@@ -89,7 +94,7 @@ def test_a_step_signed_by_vault_transit_runs_as_itself(stack: StackInfo) -> None
 
 def test_a_signer_that_may_not_use_the_key_fails_closed_naming_vault(stack: StackInfo) -> None:
     signer = _signer(stack, may_sign=False)
-    config = StepVaultConfig(url=stack.bao_addr, jwt_issuer=stack.jwt_issuer, **signer)
+    config = StepVaultConfig(**_trusted(stack), **signer)
     session = StepVaultSession(config, new_step(task_id="no_sign_right"))
     with pytest.raises(VaultError) as caught:
         session.login()
@@ -99,7 +104,11 @@ def test_a_signer_that_may_not_use_the_key_fails_closed_naming_vault(stack: Stac
 
 
 def test_kubernetes_signer_needs_a_role_and_the_pods_token(tmp_path: Path) -> None:
-    base = {"url": "http://127.0.0.1:9", "workload_signer": "vault_transit"}
+    base = {
+        "url": "http://127.0.0.1:9",
+        "identity": "trusted_workers",
+        "workload_signer": "vault_transit",
+    }
     session = StepVaultSession(StepVaultConfig(**base), new_step())
     with pytest.raises(ConfigError, match="kubernetes_role"):
         session.login()

@@ -39,8 +39,14 @@ class AirflowHome:
         self._output[dag_id] = self._output.get(dag_id, "") + proc.stdout + proc.stderr
         return proc
 
+    @property
+    def db_path(self) -> Path:
+        """Airflow's SQLite metadata database (the stack's, which its issuer reads)."""
+        url = self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+        return Path(url.removeprefix("sqlite:///")) if url else self.home / "airflow.db"
+
     def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.home / "airflow.db")
+        return sqlite3.connect(self.db_path)
 
     def latest_run(self, dag_id: str) -> str:
         with self._db() as db:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import psycopg
@@ -56,14 +56,10 @@ class StepClient:
         self, stack: StackInfo, step: StepRef, url: str | None = None, **vault: Any
     ) -> None:
         self.stack = stack
-        self.step = step
-        config = StepVaultConfig(
-            url=stack.bao_addr,
-            auth="jwt",
-            jwt_issuer=stack.jwt_issuer,
-            workload_key_path=stack.workload_key_path,
-            **vault,
-        )
+        # No Airflow here: the step signs its own claims ("trusted workers" mode), and the
+        # gateway records the step so (its Vault identity token says who attests it).
+        self.step = step.model_copy(update={"attested_by": "trusted-workers"})
+        config = StepVaultConfig(**{**stack.trusted_workers_vault(), **vault})
         self.vault = StepVaultSession(config, step)
         self.http = httpx.Client(base_url=url or stack.gateway_url, trust_env=False, timeout=60)
 
@@ -214,6 +210,24 @@ def extra_gateway(
 
     ``env`` adds variables to the process's environment (e.g. ``HOOP_GATEWAY_*`` settings).
     """
+    with gateway_process(stack, name, env, **overrides) as gateway:
+        yield gateway.url
+
+
+class GatewayProcess(NamedTuple):
+    """A gateway process of a test: where it listens, its settings file, log and process."""
+
+    url: str
+    settings_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def gateway_process(
+    stack: StackInfo, name: str, env: dict[str, str] | None = None, **overrides: Any
+) -> Iterator[GatewayProcess]:
+    """``extra_gateway``, with the process, its settings file and its log."""
     env_extra = dict(env or {})
     settings = yaml.safe_load(Path(stack.gateway_settings_path).read_text())
     port = free_port()
@@ -240,7 +254,9 @@ def extra_gateway(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gateway {name} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.05)
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        yield GatewayProcess(
+            f"{'https' if tls else 'http'}://127.0.0.1:{port}", path, log_path, proc
+        )
     finally:
         if proc.poll() is None:  # our own child, by its Popen handle
             proc.send_signal(signal.SIGTERM)

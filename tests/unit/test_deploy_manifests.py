@@ -5,6 +5,7 @@ suite's Vault runs with. (No cluster or kubeconform here: checked, not applied.)
 
 from __future__ import annotations
 
+import configparser
 import os
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,9 @@ def test_deployment_selects_its_pods_and_mounts_what_it_references() -> None:
     for mount in container["volumeMounts"]:
         assert mount["name"] in volumes, f"volumeMount {mount['name']} has no volume"
     port_names = {p["name"] for p in container["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", "/api/readyz"), ("livenessProbe", "/api/healthz")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/api/healthz" and get["port"] in port_names
+        assert get["path"] == path and get["port"] in port_names
         assert get["scheme"] == "HTTPS"  # the gateway serves TLS itself
     assert pod["serviceAccountName"] == _by_kind("ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -108,6 +109,10 @@ def test_network_policies_make_the_gateway_the_only_way_to_the_targets() -> None
 @pytest.fixture
 def configmap_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
     """The ConfigMap's gateway.yaml with the Deployment's environment (placeholder values)."""
+    return GatewaySettings.load(_configmap_settings_file(tmp_path, monkeypatch))
+
+
+def _configmap_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
         if key.upper().startswith("HOOP_GATEWAY_"):
             monkeypatch.delenv(key)
@@ -121,7 +126,7 @@ def configmap_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gatew
     (container,) = _by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
     for env in container["env"]:
         monkeypatch.setenv(env["name"], "host=gateway-db dbname=hoop_gateway user=hoop_gateway")
-    return GatewaySettings.load(settings_file)
+    return settings_file
 
 
 def test_configmap_settings_validate_and_use_production_auth(
@@ -161,3 +166,30 @@ def test_vault_setup_configures_the_kubernetes_executor_signer() -> None:
     assert f"transit/keys/{key} type=ed25519" in script
     assert f'path "transit/sign/{key}"' in script
     assert "auth/kubernetes/role/airflow-task" in script
+
+
+def test_systemd_unit_runs_the_gateway_hardened_with_secrets_only_in_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    parser.read_string((DEPLOY / "systemd" / "hoop-gateway.service").read_text())
+    service = parser["Service"]
+    assert service["User"] == "hoop-gateway"
+    argv = service["ExecStart"].split()
+    assert argv[1:4] == ["-m", "airflow_hoop.gateway", "--config"]
+    assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+    # bubblewrap (shell steps) needs user namespaces: hardening must not take them away.
+    assert "RestrictNamespaces" not in service and "PrivateUsers" not in service
+    assert "Environment" not in service  # secrets never in the unit (readable by all)
+
+    # The environment file sets real, non-secret settings only.
+    env_lines = (DEPLOY / "systemd" / "gateway.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in env_lines if line and not line.startswith("#"))
+    secret_words = ("DSN", "TOKEN", "SECRET", "PASSWORD", "AUTH")
+    assert env and not [k for k in env if any(w in k for w in secret_words)]
+    settings_file = _configmap_settings_file(tmp_path, monkeypatch)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = GatewaySettings.load(settings_file)
+    assert settings.observability.log_format == "json"

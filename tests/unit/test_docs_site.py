@@ -3,6 +3,7 @@ generated pages (gateway API, configuration) cover every route and every setting
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -105,3 +106,30 @@ def test_reference_renders_the_operators_from_their_docstrings(site: Path) -> No
         assert 'id="airflow_hoop.' in page and name in page
     # A sentence of a docstring, so the page is not only headings.
     assert "A drop-in replacement for" in page
+
+
+def _list_indent() -> Any:
+    spec = importlib.util.spec_from_file_location("list_indent", DOCS / "_hooks" / "list_indent.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_list_lint_finds_lists_python_markdown_would_flatten() -> None:
+    lint = _list_indent()
+    three = "1. step one;\n2. step two:\n   - a nested item\n   - another\n3. step three\n"
+    four = three.replace("\n   - ", "\n    - ")
+    two = "- top\n  - nested by two\n"
+    fenced = "```\n1. x\n   - not a list: code\n```\n"
+    assert lint.misindented_lines(three) == [3, 4]
+    assert lint.misindented_lines(four) == []
+    assert lint.misindented_lines(two) == [2]
+    assert lint.misindented_lines(fenced) == []
+
+
+def test_readme_and_docs_have_no_flattened_lists() -> None:
+    lint = _list_indent()
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    bad = {p.name: lines for p in pages if (lines := lint.misindented_lines(p.read_text()))}
+    assert bad == {}, "indent nested lists by 4 spaces"

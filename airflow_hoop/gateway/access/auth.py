@@ -20,6 +20,7 @@ from airflow_hoop.errors import GatewayAuthError, VaultError
 from airflow_hoop.gateway.access.verified_tokens import VerifiedTokens
 from airflow_hoop.gateway.settings import ApiKey, GatewaySettings
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.wire.userinfo import UserInfo
 
 #: Asymmetric algorithms only: never 'none' nor an HMAC that a public key could forge.
 ALGORITHMS = ["EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS512"]
@@ -28,6 +29,8 @@ ALGORITHMS = ["EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS
 _MIN_REFETCH_SECONDS = 2.0
 
 _API_KEY_PREFIX = "hpk_"
+#: The ``attested_by`` of steps whose claims the identity issuer read from Airflow's database.
+ISSUER_ATTESTED = "airflow-issuer"
 
 
 class StepPrincipal(BaseModel):
@@ -48,6 +51,16 @@ class StepPrincipal(BaseModel):
     def name(self) -> str:
         return self.step.key
 
+    def userinfo(self) -> UserInfo:
+        return UserInfo(
+            email=self.step.key,
+            name=self.step.key,
+            groups=[],
+            role="step",
+            is_admin=False,
+            type="step",
+        )
+
 
 class ApiKeyPrincipal(BaseModel):
     """A caller holding a configured API key: reads the ledger and sessions, never execs."""
@@ -66,6 +79,17 @@ class ApiKeyPrincipal(BaseModel):
     def name(self) -> str:
         return f"api-key:{self.key_name}"
 
+    def userinfo(self) -> UserInfo:
+        return UserInfo(
+            email=self.name,
+            name=self.key_name,
+            groups=list(self.groups),
+            role=self.role,
+            is_admin=self.role == "admin",
+            type="api-key",
+            asserts_users=self.asserts_users,
+        )
+
 
 Principal = StepPrincipal | ApiKeyPrincipal
 
@@ -81,6 +105,10 @@ class _StepClaims(BaseModel):
     try_number: int
     map_index: int = -1
     triggered_by: str | None = None
+    attested_by: str | None = None
+    ti_id: str | None = None
+    bundle_name: str | None = None
+    bundle_version: str | None = None
 
     @field_validator("dag_id", "task_id", "run_id")
     @classmethod
@@ -94,7 +122,9 @@ class _StepClaims(BaseModel):
     def _default_map_index(cls, value: Any) -> Any:
         return -1 if value in (None, "") else value
 
-    @field_validator("triggered_by", mode="before")
+    @field_validator(
+        "triggered_by", "attested_by", "ti_id", "bundle_name", "bundle_version", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return value or None
@@ -154,6 +184,7 @@ class Authenticator:
         self.audience = vault.identity_audience
         self.leeway = settings.token_leeway_seconds
         self.max_lifetime = vault.max_identity_token_seconds
+        self.accept_trusted_workers = vault.accept_trusted_workers
         self._api_keys = settings.api_keys
         jwks_url = f"{vault.url.rstrip('/')}/v1/identity/oidc/.well-known/keys"
         self._jwks = _Jwks(jwks_url, vault.jwks_cache_seconds, http)
@@ -266,6 +297,14 @@ class Authenticator:
                 "vault.max_identity_token_seconds in the gateway settings",
             )
         step = _step_from(claims)
+        if step.attested_by != ISSUER_ATTESTED and not self.accept_trusted_workers:
+            # Claims a worker signed itself: any DAG author could have written them.
+            raise GatewayAuthError(
+                f"the step's identity is attested by {step.attested_by or 'nobody'!r}, not by "
+                "Airflow's identity issuer, and this gateway does not trust workers",
+                "log the step in through the identity issuer (identity airflow_issuer), or "
+                "set vault.accept_trusted_workers in the gateway settings",
+            )
         entity_id = str(claims["sub"])
         self._verified.remember(
             token, step, float(claims["exp"]), float(claims["iat"]), entity_id=entity_id

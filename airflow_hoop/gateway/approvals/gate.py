@@ -61,6 +61,28 @@ def _why_marked(rule: ApprovalRule, label: ScriptLabel, *, quote: bool) -> str:
     return label.explain() if quote else f"it was labelled a write: {label.why}"
 
 
+def unbound_settings_refusal(target: Target, dag_id: str, req: ExecRequest) -> str | None:
+    """Why a session setting may not be applied here, or None.
+
+    ``search_path`` changes what an approved command's names resolve to, and an approval binds
+    the command's text and parameters, not the session it runs in: where a rule covers the
+    DAG, the step could have ``DELETE FROM staging`` approved and run it on another schema's
+    table. (A ``SET search_path`` in the SQL is a write under the rule: it needs an approval of
+    its own.) The timeouts and the application_name prefix change no statement's meaning.
+    """
+    settings = req.airflow_hoop.session_settings if req.airflow_hoop else None
+    if settings is None or settings.search_path is None:
+        return None
+    rule = rule_for(target, dag_id)
+    if rule is None:
+        return None
+    return (
+        f"search_path cannot be set through options on connection {target.name!r} for DAG "
+        f"{dag_id!r}: approval rule {rule.name or '(unnamed)'} covers it, and an approval "
+        "does not bind the session's search_path"
+    )
+
+
 def runs_read_only(target: Target, dag_id: str, approval: Appended | None) -> bool:
     """Does this command run where PostgreSQL refuses writes (the step's READ user)?
 

@@ -35,6 +35,7 @@ from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.commands import parameters_sha256
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
 from airflow_hoop.ledger.sql_label import label_sql
+from airflow_hoop.wire.session_settings import SessionSettings
 from airflow_hoop.wire.sessions import ExecRequest, ExecResponse, TypedResult
 from airflow_hoop.wire.values import encode_value
 
@@ -133,6 +134,7 @@ class SessionService:
         if shell is not None:  # a shell command's "parameters": client_args, cwd, environment
             params_digest = parameters_sha256(approval_parameters(request, shell))
         autocommit = bool(request.airflow_hoop and request.airflow_hoop.autocommit)
+        session_settings = request.airflow_hoop.session_settings if request.airflow_hoop else None
         intent = SessionIntent(
             session_id=str(session_id),
             connection=target.name,
@@ -143,6 +145,9 @@ class SessionService:
             autocommit=autocommit,
             db_user=ctx.credential.username if ctx.credential else None,
             read_only=True if ctx.read_only else None,
+            session_settings=dict(session_settings.items())
+            if session_settings is not None
+            else None,
             shell=ctx.runner.intent(shell)
             if shell is not None and isinstance(ctx.runner, ShellRunner)
             else None,
@@ -180,7 +185,7 @@ class SessionService:
                 running.stream_masker = StreamMasker(masker)
                 running.live.add_masker(running.stream_masker)
         running.task = asyncio.create_task(
-            self._run(running, request.script, parameters, autocommit, shell),
+            self._run(running, request.script, parameters, autocommit, shell, session_settings),
             name=f"session-{session_id}",
         )
         self._running[session_id] = running
@@ -230,6 +235,7 @@ class SessionService:
         parameters: Any,
         autocommit: bool,
         shell: ShellInvocation | None = None,
+        settings: SessionSettings | None = None,
     ) -> Finished:
         ctx = running.ctx
         try:
@@ -248,6 +254,7 @@ class SessionService:
                             autocommit=autocommit,
                             masker=running.masker,
                             seq=running.intent_seq,
+                            settings=settings,
                         )
                     ctx.touch()
         except Exception as exc:  # never lose the result record to an unexpected error

@@ -191,6 +191,7 @@ class StepRegistry:
                 # The step in the database's own views and logs (docs/correlation.md).
                 application_name=application_name(step.key),
                 tag=StatementTag.for_step(step),
+                step_key=step.key,
             )
         except HoopError:
             try:

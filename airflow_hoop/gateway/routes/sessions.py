@@ -41,12 +41,6 @@ def _error(status: int, what: str, fix: str) -> HTTPException:
     return HTTPException(status, detail=str(BadRequestError(what, fix)))
 
 
-# -- health ----------------------------------------------------------------------------------
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"liveness": "OK"}
-
-
 # -- exec ------------------------------------------------------------------------------------
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON schema with its ``$defs`` inlined: refs to ``#/$defs`` would point at

@@ -29,9 +29,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
 from airflow_hoop.client.audit import EPOCH
+from airflow_hoop.client.tls import CA_FILE_ENV
 from airflow_hoop.errors import HoopError
 from airflow_hoop.plugins.audit.form import SearchFormDep
 from airflow_hoop.plugins.audit.pages import client, gateway_error, may_read, render
+from airflow_hoop.plugins.settings import PluginSettings
 
 #: More records than this in the window: use the CLI (minutes of work, a large file).
 MAX_UI_EXPORT_RECORDS = 200_000
@@ -64,10 +66,13 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
         return render(
             "audit_error.html", started, status_code=400, message="Until must be after From"
         )
+    settings = PluginSettings.from_airflow()
     try:
+        url, key = settings.gateway_with(
+            settings.auditor_api_key, views="Audit pages", role="auditor"
+        )
         with client() as gateway:
             window = gateway.window(since, until)
-            url, key = gateway.base_url, _client_key()
     except HoopError as exc:
         return gateway_error(exc, started)
     if window.records > MAX_UI_EXPORT_RECORDS:
@@ -104,6 +109,8 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
         command += ["--connection", form.connection]
     # The key goes by environment, never on the command line (ps would show it).
     env = {**os.environ, "HOOP_API_KEY": key}
+    if settings.ca_file:
+        env[CA_FILE_ENV] = settings.ca_file
     try:
         done = subprocess.run(
             command, env=env, capture_output=True, timeout=EXPORT_TIMEOUT_S, check=False
@@ -137,12 +144,6 @@ def export(user: GetUserDep, form: SearchFormDep) -> Response:
         "X-Airflow-Hoop-Verified": "true" if done.returncode == 0 else "false",
     }
     return StreamingResponse(_stream(archive, work), media_type="application/gzip", headers=headers)
-
-
-def _client_key() -> str:
-    from airflow.configuration import conf
-
-    return str(conf.get("hoop", "auditor_api_key"))
 
 
 def _safe(name: str) -> str:

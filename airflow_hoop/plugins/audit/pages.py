@@ -22,6 +22,7 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
 )
 from airflow_hoop.plugins.common import AUDIT_PREFIX, templates
+from airflow_hoop.plugins.settings import PluginSettings
 
 PREFIX = AUDIT_PREFIX
 _HEADERS = {
@@ -40,17 +41,9 @@ def render(name: str, started: float, status_code: int = 200, **values: Any) -> 
 
 
 def client() -> AuditViewsClient:
-    from airflow.configuration import conf
-
-    url = conf.get("hoop", "gateway_url", fallback=None)
-    key = conf.get("hoop", "auditor_api_key", fallback=None)
-    if not url or not key:
-        raise ConfigError(
-            "the API server has no gateway URL or auditor key for the Audit pages",
-            "set [hoop] gateway_url and [hoop] auditor_api_key (AIRFLOW__HOOP__GATEWAY_URL, "
-            "AIRFLOW__HOOP__AUDITOR_API_KEY) on the API server only; the key needs role auditor",
-        )
-    return AuditViewsClient(url, key, timeout=30.0)
+    settings = PluginSettings.from_airflow()
+    url, key = settings.gateway_with(settings.auditor_api_key, views="Audit pages", role="auditor")
+    return AuditViewsClient(url, key, timeout=30.0, ca_file=settings.ca_file)
 
 
 def may_read(user: Any, dag_id: str | None) -> bool:

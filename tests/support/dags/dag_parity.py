@@ -42,7 +42,28 @@ CASES: dict[str, dict] = {
         "autocommit": True,
     },
     "logged": {"sql": "SELECT 'shown' AS v", "show_return_value_in_logs": True},
+    # libpq options (hook_params): the session settings reach the step's session.
+    "options_settings": {
+        "sql": "SELECT current_setting('lock_timeout') AS lock_timeout, "
+        "current_setting('idle_in_transaction_session_timeout') AS idle, "
+        "split_part(current_setting('application_name'), ' ', 1) AS app",
+        "hook_params": {
+            "options": "-c lock_timeout=1500ms -c idle_in_transaction_session_timeout=60s "
+            "-c application_name=nightly-etl"
+        },
+    },
+    "options_timeout_ok": {
+        "sql": "SELECT pg_sleep(0.2)::text AS slept, current_setting('statement_timeout') AS t",
+        "hook_params": {"options": "-c statement_timeout=3000ms"},
+    },
+    # Fails both ways: a 2 s sleep under a 500 ms statement_timeout (FAILING).
+    "options_timeout_fails": {
+        "sql": "SELECT pg_sleep(2)",
+        "hook_params": {"options": "-c statement_timeout=500ms"},
+    },
 }
+#: Cases whose both tasks must fail, the same way.
+FAILING = {"options_timeout_fails"}
 
 with DAG(
     dag_id="test_parity",

@@ -27,11 +27,13 @@ from pydantic import SecretStr
 from airflow_hoop.errors import HoopError
 from airflow_hoop.gateway.execution.runners import read_only
 from airflow_hoop.gateway.execution.runners.outcome import ResultSet, RunOutcome, render_output
+from airflow_hoop.gateway.execution.runners.session_settings import SessionSettingsState
 from airflow_hoop.gateway.masking.engine import ResultMasker
 from airflow_hoop.gateway.masking.methods import MaskingError
 from airflow_hoop.gateway.masking.postgres import SourceCache, column_infos, mask_result
 from airflow_hoop.gateway.settings import PostgresConnection
 from airflow_hoop.ledger.correlation import StatementTag
+from airflow_hoop.wire.session_settings import SessionSettings
 from airflow_hoop.wire.sessions import Column
 
 #: read_only_sql_transaction: what PostgreSQL answers a write in a read-only transaction.
@@ -66,8 +68,11 @@ class PostgresRunner:
         max_output: int,
         read_only: bool = False,
         tag: StatementTag | None = None,
+        step_key: str | None = None,
     ) -> None:
         self._conn = conn
+        #: The hook's ``options`` settings on this connection (``session_settings.py``).
+        self._session = SessionSettingsState(step_key)
         #: The step's statement comment (None: statements go out as the task sent them).
         self._tag = tag
         #: Every script in a read-only transaction the runner opens itself (``read_only.py``).
@@ -90,6 +95,7 @@ class PostgresRunner:
         read_only: bool = False,
         application_name: str = "airflow-hoop gateway",
         tag: StatementTag | None = None,
+        step_key: str | None = None,
     ) -> PostgresRunner:
         """Log in as the step's user; ``application_name`` rides in the startup packet."""
         try:
@@ -113,7 +119,14 @@ class PostgresRunner:
                 f"cannot connect to connection {target.name!r} "
                 f"({target.host}:{target.port}/{target.database}) as {username}: {first}"
             ) from None
-        return cls(conn, max_rows=max_rows, max_output=max_output, read_only=read_only, tag=tag)
+        return cls(
+            conn,
+            max_rows=max_rows,
+            max_output=max_output,
+            read_only=read_only,
+            tag=tag,
+            step_key=step_key,
+        )
 
     @property
     def broken(self) -> bool:
@@ -132,10 +145,13 @@ class PostgresRunner:
         autocommit: bool = False,
         masker: ResultMasker | None = None,
         seq: int | None = None,
+        settings: SessionSettings | None = None,
     ) -> RunOutcome:
         """Run ``script`` (bound ``parameters`` when given); never raises for SQL errors.
 
         ``seq``: the exec's intent record, named in the comment sent before each statement.
+        ``settings``: the step's session settings, applied first (a refused value fails the
+        exec with PostgreSQL's message, and nothing of the script runs).
         """
         started = time.perf_counter()
         comment = self._comment(seq, parameters)
@@ -143,6 +159,7 @@ class PostgresRunner:
         # Did this exec open the transaction? Then a failure may roll it back safely.
         fresh = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
+            await self._session.apply(self._conn, settings)
             if _TX_CONTROL.match(script):
                 if self._commit_of_aborted(script):
                     await self._conn.rollback()
