@@ -9,7 +9,7 @@ PGBIN  ?= /usr/lib/postgresql/15/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,docs]"
+	$(PY) -m pip install --quiet -e ".[test,docs,agents]"
 	touch $@
 
 setup: $(VENV)/.installed system-deps

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from airflow_hoop.ledger.records import MaskingRecord
+from airflow_hoop.ledger.records import AgentCall, MaskingRecord
 
 #: Names the step's own Vault token by its accessor on every request of a step: the gateway
 #: honours the step's identity token only while that Vault token lives (an accessor can look a
@@ -32,6 +32,8 @@ class ExecExtension(BaseModel):
     sync_seconds: float | None = Field(
         None, ge=0, description="answer 202 after this long (at most the gateway's window)"
     )
+    #: An LLM agent's tool call: the model and digests of its prompt and turn (docs/agents.md).
+    agent: AgentCall | None = None
 
 
 #: hoop refuses metadata keys or values of this many characters or more (422).
