@@ -28,6 +28,7 @@ from pydantic_ai.exceptions import ApprovalRequired
 from pydantic_ai.toolsets import WrapperToolset
 
 from airflow_hoop.agents.turns import agent_call
+from airflow_hoop.defaults import AGENT_TOOL_CALL
 from airflow_hoop.ledger.sql_label import label_sql
 from airflow_hoop.task.agent_call import agent_call as attributed
 
@@ -85,6 +86,7 @@ class HoopAgentToolset(WrapperToolset[Any]):
             target_map_index=-1 if map_index is None else int(map_index),
             target_try_number=int(ti.try_number),
             justification=self.justification,
+            context_extra={AGENT_TOOL_CALL: "query"},
         )
         log.info("agent write: gateway review %s (%s)", created.review.id, created.review.status)
         return created.review.id

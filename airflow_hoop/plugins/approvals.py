@@ -20,8 +20,10 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from airflow_hoop.client.approver import AsyncApproverClient
+from airflow_hoop.plugins.agent_pause import answer_agent_pause, is_agent_pause
 from airflow_hoop.errors import (
     BadRequestError,
     ConfigError,
@@ -172,6 +174,9 @@ async def decide(
             )
     except HoopError as exc:
         return _error_page(exc)
+    if is_agent_pause(decided):
+        # The same decision, to the agent task parked in Airflow's tool approval.
+        await run_in_threadpool(answer_agent_pause, decided, user, reason_text)
     target = return_to if return_to.startswith(PREFIX + "/") else _review_page(decided)
     return RedirectResponse(target, status_code=303)
 
