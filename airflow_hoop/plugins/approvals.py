@@ -23,7 +23,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from airflow_hoop.client.approver import AsyncApproverClient
-from airflow_hoop.plugins.agent_pause import answer_agent_pause, is_agent_pause
 from airflow_hoop.errors import (
     BadRequestError,
     ConfigError,
@@ -31,6 +30,7 @@ from airflow_hoop.errors import (
     HoopError,
     PolicyRefusedError,
 )
+from airflow_hoop.plugins.agent_pause import answer_agent_pause, is_agent_pause
 from airflow_hoop.plugins.common import APPROVALS_PREFIX, map_index_param, templates
 from airflow_hoop.wire.reviews import MAX_REASON, Review
 
