@@ -152,7 +152,7 @@ def test_a_write_without_approval_is_refused_at_the_gateway(seeded, airflow_home
     )
     refused = [r.body for r in records if isinstance(r.body, PolicyRefused)]
     assert [b.script_sha256 for b in refused] == [sha256_hex(WRITE)]
-    assert "needs an approval" in refused[0].reason
+    assert refused[0].reason.startswith("approval required: no approval was requested")
     assert not any(isinstance(r.body, ReviewExecuted) for r in records)
     assert _status(stack, TABLE, 2) == "past_due"
     # The agent was told (a retry prompt) and answered: the refusal reached the model.
