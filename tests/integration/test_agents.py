@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -191,3 +192,11 @@ def test_an_approved_write_runs_once(airflow_services, stack):
     assert len(writes) == 1 and writes[0].read_only is None  # ran read-write, once
     assert writes[0].agent is not None and writes[0].agent.approved_call is True
     assert _results(records)[writes[0].session_id].status == "success"
+    # The Audit tab shows the step as its tool call: tool, statement, result, approval.
+    with af.client("alice") as api:
+        page = api.get(
+            f"/hoop/audit/ti/test_agent_approval/{quote(run_id, safe='')}/fix?map_index=-1"
+        )
+    assert page.status_code == 200, page.text[:500]
+    assert "Agent tool calls" in page.text and "scripted-analyst" in page.text
+    assert 'class="tool">query<' in page.text and "customer 2 paid" in page.text
