@@ -22,10 +22,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _response_json(response: ModelResponse) -> Any:
-    from pydantic_ai.messages import ModelMessagesTypeAdapter
-
-    return json.loads(ModelMessagesTypeAdapter.dump_json([response]))[0]
+def _said(response: ModelResponse) -> list[Any]:
+    """What the model said in a turn, part by part: kind, tool, arguments, text (no ids or
+    timestamps, which differ between two runs of the same script)."""
+    out: list[Any] = []
+    for part in response.parts:
+        if isinstance(part, ToolCallPart):
+            out.append(["tool-call", part.tool_name, part.args_as_dict()])
+        else:
+            out.append([part.part_kind, _jsonable(getattr(part, "content", None))])
+    return out
 
 
 def _turn_of(messages: list[Any], tool_call_id: str | None) -> tuple[int, ModelResponse | None]:
@@ -50,9 +56,7 @@ def agent_call(ctx: Any, tool: str, *, record_text: bool = False) -> AgentCall:
     """The ledger's view of the tool call ``ctx`` (pydantic-ai's ``RunContext``) is making."""
     prompt = _jsonable(getattr(ctx, "prompt", None))
     turn, response = _turn_of(list(getattr(ctx, "messages", []) or []), ctx.tool_call_id)
-    turn_json = _response_json(response) if response is not None else None
-    # The timestamp and ids vary per run; the digest covers what the model said (its parts).
-    said = turn_json.get("parts") if isinstance(turn_json, dict) else None
+    said = _jsonable(_said(response)) if response is not None else None
     return AgentCall(
         model=model_name(ctx),
         tool=tool[:200],
