@@ -103,6 +103,7 @@ def test_page_has_every_benchmark_in_order_with_goals(results: Path) -> None:
     assert [b.name for b in report.BENCHMARKS] == [
         "step_overhead",
         "shell_overhead",
+        "agent_tool_call",
         "ledger",
         "export_month",
         "masking",
