@@ -159,7 +159,7 @@ def test_cli_writes_the_page(results: Path, tmp_path: Path) -> None:
         check=True,
     )
     assert out.read_text() == report.render(results)
-    assert "2 of 10 benchmarks with results" in done.stdout
+    assert "2 of 11 benchmarks with results" in done.stdout
 
 
 def test_a_report_survives_its_json_round_trip(tmp_path: Path) -> None:
