@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fastapi import HTTPException
+
 from airflow_hoop.defaults import AGENT_TOOL_CALL
 from airflow_hoop.wire.reviews import Review
 
@@ -42,11 +44,8 @@ def answer_agent_pause(review: Review, user: Any, reason: str | None) -> bool:
     ext = review.airflow_hoop
     if not AIRFLOW_V_3_3_PLUS or ext is None or review.status not in ("APPROVED", "REJECTED"):
         return False
-    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
-    from airflow.providers.common.ai.mixins.approval import LLMApprovalMixin
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
@@ -79,17 +78,32 @@ def answer_agent_pause(review: Review, user: Any, reason: str | None) -> bool:
         if isinstance(request, dict) and "value" in request:
             params["request"] = request["value"]  # which pause of the run it answers
         approved = review.status == "APPROVED"
-        update_hitl_detail(
-            dag_id=t.dag_id,
-            dag_run_id=t.run_id,
-            task_id=t.task_id,
-            update_hitl_detail_payload=UpdateHITLDetailPayload(
-                chosen_options=[LLMApprovalMixin.APPROVE if approved else LLMApprovalMixin.REJECT],
-                params_input=params,
-            ),
-            user=user,
-            session=session,
-            map_index=t.map_index,
-        )
+        try:
+            _answer(t, approved, params, user, session)
+        except HTTPException as exc:
+            # The gateway's decision stands; only Airflow's pause was not answered (the user
+            # is not one of its assigned users, or it was answered meanwhile).
+            log.warning("review %s: Airflow's tool approval not answered: %s", review.id, exc)
+            return False
     log.info("review %s (%s) answered the tool approval of %s", review.id, review.status, t)
     return True
+
+
+def _answer(t: Any, approved: bool, params: dict[str, Any], user: Any, session: Any) -> None:
+    """Airflow's own handler of a Required Actions answer, as the approver."""
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.providers.common.ai.mixins.approval import LLMApprovalMixin
+
+    update_hitl_detail(
+        dag_id=t.dag_id,
+        dag_run_id=t.run_id,
+        task_id=t.task_id,
+        update_hitl_detail_payload=UpdateHITLDetailPayload(
+            chosen_options=[LLMApprovalMixin.APPROVE if approved else LLMApprovalMixin.REJECT],
+            params_input=params,
+        ),
+        user=user,
+        session=session,
+        map_index=t.map_index,
+    )
