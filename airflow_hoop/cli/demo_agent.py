@@ -51,9 +51,7 @@ def run_agent_demo(console: Console, env: dict[str, str], info: StackInfo, log: 
         try:
             review = _wait_review(info, proc)
         finally:
-            if proc.poll() is None:
-                proc.terminate()  # it waits for a person: make ui is where one approves
-                proc.wait(timeout=30)
+            _stop(proc)
     if review is None or review.airflow_hoop is None:
         console.print(f"[red]{AGENT_DAG} asked for no approval; see {log}[/red]")
         return False
@@ -66,6 +64,19 @@ def run_agent_demo(console: Console, env: dict[str, str], info: StackInfo, log: 
         highlight=False,
     )
     return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End the ``dags test`` waiting for a person (``make ui`` is where one approves): SIGTERM,
+    then SIGKILL when it has not ended (it keeps waiting for input through a SIGTERM)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def _wait_review(info: StackInfo, proc: subprocess.Popen[bytes]) -> Review | None:
