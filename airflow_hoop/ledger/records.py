@@ -176,6 +176,24 @@ class MaskingRecord(BaseModel):
     hmac_key: str | None = Field(None, description="'<name> v<version>' when hashing applied")
 
 
+class AgentCall(_Body):
+    """The agent turn behind a tool call of an LLM agent step (docs/agents.md).
+
+    Digests, not text: the prompt and the model's turn are recorded as SHA-256 of their
+    canonical JSON; their text only when the step's ``record_text`` setting says so.
+    """
+
+    model: str = Field(max_length=200, description="the model's name, as pydantic-ai names it")
+    tool: str = Field(max_length=200, description="the tool the model called")
+    tool_call_id: str = Field(max_length=200)
+    turn: int = Field(ge=0, description="which model turn of the run made the call (0-based)")
+    prompt_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    turn_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    approved_call: bool = Field(False, description="the call ran after an approval pause")
+    prompt_text: str | None = Field(default=None, max_length=20000, exclude_if=_absent_if_none)
+    turn_text: str | None = Field(default=None, max_length=20000, exclude_if=_absent_if_none)
+
+
 class SessionIntent(_Body):
     """Written before a command runs; no command runs without it."""
 
@@ -199,6 +217,8 @@ class SessionIntent(_Body):
     #: The session settings the step asked for (the hook's libpq ``options``), as sent, applied
     #: before the script. Absent when none were asked for (older records' bytes).
     session_settings: dict[str, str] | None = Field(default=None, exclude_if=_absent_if_none)
+    #: An agent's tool call: the model and digests of the prompt and turn. Absent otherwise.
+    agent: AgentCall | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
