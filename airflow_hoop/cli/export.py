@@ -83,15 +83,15 @@ def _feed_stream(
     after_seq: int,
     through_seq: int | None,
     progress: Progress | None,
-    each: Callable[[int, bytes], None] | None = None,
+    each: Callable[[int, bytes, str | None], None] | None = None,
 ) -> None:
     """Feed the stream to the verifier; ``each`` sees every record, after the verifier.
     Without ``each`` reading stops at the first failure."""
     try:
         for record in client.stream(after_seq, through_seq):
-            failed = verifier.feed(record.data, record.hash, record.seq) is not None
+            failed = verifier.feed(record.data, record.hash, record.seq, record.batch) is not None
             if each is not None:
-                each(record.seq, record.data)
+                each(record.seq, record.data, record.batch)
             elif failed:
                 return
             if progress is not None:
@@ -126,6 +126,8 @@ def export_bundle(
         start_seq = (window.head_seq or 0) + 1
         end_seq = window.head_seq
     writer = BundleWriter(out_dir)
+    certificates = client.certificates()
+    writer.certificates = certificates
     anchor = DirectoryAnchor(anchor_dir) if anchor_dir else None
     verifier = LedgerVerifier(
         keys,
@@ -138,6 +140,7 @@ def export_bundle(
         on_checkpoint=lambda _seq, body: (
             None if body == start_body else writer.add_checkpoint(body)
         ),
+        certificates=certificates,
     )
     if start_body is not None:
         writer.add_checkpoint(start_body)
@@ -155,10 +158,12 @@ def export_bundle(
 
     written = [0, start_seq - 1]  # records, last seq
 
-    def each(seq: int, data: bytes) -> None:
+    def each(seq: int, data: bytes, batch: str | None) -> None:
         # Every record goes into the bundle (a tampered one too: the reviewer sees it); the
         # report reads only records that verified.
         writer.write_record(data)
+        if batch is not None:
+            writer.write_batch(seq, batch)
         written[0], written[1] = written[0] + 1, seq
         if verifier.last_kind in REPORT_KINDS:  # (None when the record did not verify)
             report.add(data)

@@ -6,6 +6,9 @@ A bundle is a directory::
     records.jsonl      the records, one canonical record per line, exactly as hashed
     checkpoints.jsonl  the signed checkpoints: the one before the records (it signs the hash
                        they start from), then every one among them
+    batches.jsonl      the batch signatures: ``{"last_seq":N,"sig":"…"}`` for each batch
+                       among the records (ledger/batch.py)
+    keys.jsonl         the gateway key certificates (signed by Vault's checkpoint key)
     public-key.json    the checkpoint key's public halves, and how they were obtained
     report.html        the four questions, answered
     report.csv         one row per statement
@@ -39,15 +42,17 @@ from airflow_hoop.ledger.manifest import (
     read_manifest,
 )
 from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
-from airflow_hoop.ledger.verify import LedgerVerifier
+from airflow_hoop.ledger.verify import BatchEnds, LedgerVerifier
 
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
+BATCHES = "batches.jsonl"
+KEYS = "keys.jsonl"
 PUBLIC_KEY = "public-key.json"
 README = "README.txt"
 #: Files checked before the records (a changed key or checkpoint file would otherwise show
 #: up as a misleading signature failure), and after them.
-_CHECKED_FIRST = (PUBLIC_KEY, CHECKPOINTS)
+_CHECKED_FIRST = (PUBLIC_KEY, CHECKPOINTS, BATCHES, KEYS)
 
 _README = """\
 airflow-hoop audit bundle
@@ -77,6 +82,8 @@ class BundleWriter:
         self._digest = hashlib.sha256()
         self._size = 0
         self.checkpoints: list[bytes] = []
+        self.certificates: list[dict[str, Any]] = []
+        self._batches = open(out_dir / BATCHES, "w", buffering=1 << 20)  # noqa: SIM115
 
     def write_record(self, data: bytes) -> None:
         line = data + b"\n"
@@ -84,12 +91,17 @@ class BundleWriter:
         self._digest.update(line)
         self._size += len(line)
 
+    def write_batch(self, last_seq: int, batch_sig: str) -> None:
+        self._batches.write(f'{{"last_seq":{last_seq},"sig":{json.dumps(batch_sig)}}}\n')
+
     def add_checkpoint(self, body: dict[str, Any]) -> None:
         self.checkpoints.append(canonical(body))
 
     def finish(self, keys: PublicKeySet, manifest: dict[str, Any]) -> BundleManifest:
         """Close the records, write the other files and the manifest (last)."""
         self._records.close()
+        self._batches.close()
+        (self.out_dir / KEYS).write_bytes(b"".join(canonical(c) + b"\n" for c in self.certificates))
         files = {RECORDS: FileDigest(sha256=self._digest.hexdigest(), bytes=self._size)}
         (self.out_dir / CHECKPOINTS).write_bytes(b"".join(c + b"\n" for c in self.checkpoints))
         (self.out_dir / PUBLIC_KEY).write_text(keys.model_dump_json(indent=2) + "\n")
@@ -130,6 +142,7 @@ def verify_bundle(
         anchor_location=anchor_location,
         complete=False,
         on_checkpoint=lambda _seq, body: _listed(body, checkpoints),
+        certificates=_read_jsonl(bundle, KEYS),
     )
     if span is not None and span.start_checkpoint is not None and start_body is None:
         verifier.fail(
@@ -203,13 +216,14 @@ def _feed_records(
         raise BundleError(
             f"{bundle / RECORDS} cannot be read ({type(exc).__name__})", "export the bundle again"
         ) from None
+    ends = BatchEnds(_batch_sigs(bundle))
     with fh:
         for line in fh:
             digest.update(line)
             size += len(line)
             if verifier.failed:
                 continue  # keep hashing: the digest is of the whole file
-            verifier.feed(line.rstrip(b"\n"))
+            verifier.feed(line.rstrip(b"\n"), batch=ends.at(verifier.expected))
             if verifier.last_accepted is not None:
                 last = verifier.last_accepted
                 window.add(last, verifier.last_time)
@@ -280,6 +294,32 @@ def _read_checkpoints(bundle: Path) -> dict[int, bytes]:
                 continue  # a malformed line matches no checkpoint: reported where it is used
             found[number] = data
     return found
+
+
+def _read_jsonl(bundle: Path, name: str) -> list[dict[str, Any]]:
+    """A small JSON Lines file of the bundle (its digest was checked first)."""
+    try:
+        lines = (bundle / name).read_bytes().splitlines()
+        items = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        raise BundleError(f"{bundle / name} is not JSON Lines", "export the bundle again") from None
+    if not all(isinstance(i, dict) for i in items):
+        raise BundleError(f"{bundle / name} holds a line that is not an object")
+    return items
+
+
+def _batch_sigs(bundle: Path) -> Iterator[tuple[int, str]]:
+    """``batches.jsonl`` streamed: (last seq, batch signature), in the file's order."""
+    with open(bundle / BATCHES, "rb") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+                yield int(item["last_seq"]), str(item["sig"])
+            except (ValueError, KeyError, TypeError):
+                raise BundleError(
+                    f"{bundle / BATCHES} holds a line that is not a batch signature",
+                    "export the bundle again",
+                ) from None
 
 
 def _listed(body: dict[str, Any], checkpoints: dict[int, bytes]) -> str | None:

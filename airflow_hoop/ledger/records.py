@@ -77,6 +77,8 @@ class RecordKind(str, Enum):
     REVIEW_DECIDED = "review.decided"
     REVIEW_EXECUTED = "review.executed"
     CHECKPOINT = "checkpoint"
+    GATEWAY_KEY = "gateway.key"
+    LEDGER_ALARM = "ledger.alarm"
 
 
 class _Body(BaseModel):
@@ -315,6 +317,41 @@ class Checkpoint(_Body):
     signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
 
 
+class KeyCertificateStatement(BaseModel):
+    """What Vault's checkpoint key certifies: this Ed25519 key signs one gateway process's
+    batches between ``not_before`` and ``not_after`` (``ledger/batch.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A field no checkpoint statement has: one signed statement never passes for the other.
+    purpose: Literal["gateway batch key"] = "gateway batch key"
+    key_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="SHA-256 of the key, 32 hex")
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    process: str = Field(description="the gateway process (host-pid-random instance id)")
+    replica: str = Field(description="the gateway replica (host name)")
+    not_before: datetime
+    not_after: datetime
+
+
+class GatewayKeyCertified(_Body):
+    """A gateway process's batch key, certified by Vault's transit checkpoint key."""
+
+    kind: Literal["gateway.key"] = "gateway.key"
+    statement: KeyCertificateStatement
+    key_name: str
+    key_version: int = Field(ge=1)
+    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
+
+
+class LedgerAlarm(_Body):
+    """A gateway found a ledger head no certified gateway key signed, and refused to chain
+    its batch after it; this record names the head (``audit verify`` fails there)."""
+
+    kind: Literal["ledger.alarm"] = "ledger.alarm"
+    found_seq: int
+    problem: str
+
+
 RecordBody = Annotated[
     SessionIntent
     | SessionResult
@@ -324,7 +361,9 @@ RecordBody = Annotated[
     | ReviewRequested
     | ReviewDecided
     | ReviewExecuted
-    | Checkpoint,
+    | Checkpoint
+    | GatewayKeyCertified
+    | LedgerAlarm,
     Field(discriminator="kind"),
 ]
 

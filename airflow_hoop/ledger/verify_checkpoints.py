@@ -29,7 +29,9 @@ class CheckpointChecks(AnchorChecks):
     _start_body: bytes | None
     _signatures: SignatureChecks
 
-    def _settle_signatures(self, *, upto: int | None, only_done: bool) -> None:
+    def _settle_signatures(
+        self, *, upto: int | None, only_done: bool, before_batches: bool = False
+    ) -> None:
         raise NotImplementedError  # LedgerVerifier._settle_signatures
 
     def _start_checkpoint(self, body: dict[str, Any]) -> None:

@@ -95,7 +95,7 @@ def _write_bundle(out: Path) -> None:
     # README names the bundle's temporary directory: it and its digest vary.)
     signer = Signer()
     signer.private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    ledger = Ledger(signer)
+    ledger = Ledger(signer, Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33))))
     step = StepRef(dag_id="d", task_id="t", run_id="r")
     for i in range(4):
         ledger.statement(step, i)
@@ -109,6 +109,8 @@ def _write_bundle(out: Path) -> None:
     window_lines = lines[first_seq - 1 :]
     writer = BundleWriter(out)
     writer.add_checkpoint(start_body)
+    writer.certificates = [ledger.certificate.model_dump(mode="json")]
+    window_rows = ledger.rows[first_seq - 1 :]
     verifier = LedgerVerifier(
         keys,
         start_seq=first_seq,
@@ -118,10 +120,13 @@ def _write_bundle(out: Path) -> None:
         on_checkpoint=lambda _seq, body: (
             None if body == start_body else writer.add_checkpoint(body)
         ),
+        certificates=writer.certificates,
     )
-    for line in window_lines:
+    for line, row in zip(window_lines, window_rows, strict=True):
         writer.write_record(line)
-        verifier.feed(line)
+        if row.batch is not None:
+            writer.write_batch(row.seq, row.batch)
+        verifier.feed(line, batch=row.batch)
     result = verifier.finish()
     assert result.ok, result.failure
     (out / "report.html").write_text("<html><body>report</body></html>\n")

@@ -130,7 +130,7 @@ class CheckpointSigner:
                 key_version=version,
                 signature=signature,
             )
-            appended = await append_in(conn, None, ACTOR, checkpoint)
+            appended = await append_in(conn, self.store.signer, None, ACTOR, checkpoint)
             written = (appended.seq, checkpoint)
         # Committed: now the anchor (a crash here leaves it behind; the next round catches up).
         await self._anchor_up_to(*written)

@@ -18,6 +18,7 @@ from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal
 from airflow_hoop.gateway.db.ledger_reads import (
     LedgerFilter,
     checkpoint_page,
+    key_certificates,
     ledger_page,
     stream_lines,
     window_bounds,
@@ -25,7 +26,7 @@ from airflow_hoop.gateway.db.ledger_reads import (
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.routes.deps import Caller, Svc
 from airflow_hoop.ledger.checkpoint import PublicKeySet
-from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
+from airflow_hoop.wire.ledger import CheckpointPage, KeyCertificates, LedgerPage, LedgerWindow
 
 router = APIRouter(prefix="/api/airflow-hoop/ledger")
 
@@ -107,6 +108,13 @@ async def checkpoints(
     records = await checkpoint_page(svc.store, after_seq, before_seq, limit, newest_first)
     full = len(records) == limit and not newest_first
     return CheckpointPage(checkpoints=records, next_after_seq=records[-1].seq if full else None)
+
+
+@router.get("/keys")
+async def keys(svc: Svc, _: Auditor) -> KeyCertificates:
+    """The gateway processes' batch key certificates (``gateway.key`` records, signed by
+    Vault's checkpoint key): what a verifier of a window needs for keys certified before it."""
+    return KeyCertificates(certificates=await key_certificates(svc.store))
 
 
 @router.get("/public-key")
