@@ -337,6 +337,7 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
 
     from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
     from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+    from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
     from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
     from airflow_hoop.gateway.vault import GatewayVaultClient
     from airflow_hoop.ledger.canonical import sha256_hex
@@ -352,6 +353,8 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
     vault = GatewayVaultClient(settings.vault)
     await store.open()
     await vault.login()
+    keys = ProcessKeys(settings.checkpoints, store, vault)
+    await keys.start()
     signer = CheckpointSigner(
         CheckpointSettings(
             every_records=1000, interval_seconds=1.0, poll_seconds=0.2, anchor_dir=str(anchor)
@@ -413,9 +416,10 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
         await asyncio.gather(*(worker() for _ in range(BULK_WRITERS)))
     finally:
         await signer.stop()  # signs the tail
+        await keys.stop()
         await store.close()
         vault.close()
-    return steps * per_step
+    return steps * per_step + 1  # and the process key's certificate
 
 
 def test_no_false_alarm_on_100k_records_from_concurrent_steps(
