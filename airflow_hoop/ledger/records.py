@@ -305,6 +305,18 @@ class CheckpointStatement(BaseModel):
     head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     time: datetime
     prev_checkpoint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # Absent from checkpoints signed before batch signatures existed (they still verify).
+    batches: int | None = Field(
+        None,
+        ge=0,
+        exclude_if=_absent_if_none,
+        description="batch signatures ending in first_seq..last_seq, each checked",
+    )
+    unsigned_from: int | None = Field(
+        None,
+        exclude_if=_absent_if_none,
+        description="first record the signer found under no valid batch signature",
+    )
 
 
 class Checkpoint(_Body):

@@ -81,7 +81,7 @@ class _Pending:
         self.hash = hash_
 
 
-class LedgerVerifier(CheckpointChecks, BatchChecks):
+class LedgerVerifier(BatchChecks, CheckpointChecks):
     """Push the records in storage order with ``feed``; ``finish`` gives the result.
 
     ``start_seq``/``start_hash`` say where the records begin (a bundle starts after a signed

@@ -9,6 +9,7 @@ at the batch's end. Ed25519 checks run in the background threads of ``verify_sig
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,10 @@ from airflow_hoop.ledger.batch import (
 from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.ledger.verification import Failure, FailureKind
 from airflow_hoop.ledger.verify_signatures import SignatureChecks
+
+#: Batch ends kept for the next checkpoint's count (a ledger without checkpoints: the oldest
+#: are dropped, and that checkpoint's count then fails: bounded memory first).
+MAX_UNCOUNTED = 1_000_000
 
 
 class BatchChecks:
@@ -47,6 +52,8 @@ class BatchChecks:
         self.certified = CertifiedKeys(keys)
         #: Last seq under a batch signature (records after it are not covered yet).
         self.covered = self.start_seq - 1
+        #: Ends of the batches not yet counted by a checkpoint (``checkpoint_batches``).
+        self._ends: deque[int] = deque(maxlen=MAX_UNCOUNTED)
         for body in certificates or ():
             problem = self.certified.add(body)
             if problem is not None:
@@ -96,6 +103,42 @@ class BatchChecks:
         if self._signatures.crowded:
             self._settle_signatures(upto=None, only_done=True)
         self.covered = seq
+        self._ends.append(seq)
+
+    def checkpoint_batches(self, seq: int, statement: dict[str, Any]) -> bool:
+        """A checkpoint states how many batches end in its range and whether its signer found
+        a record under none: both must agree with what was read. False on failure."""
+        first, last = int(statement["first_seq"]), int(statement["last_seq"])
+        counted = 0
+        while self._ends and self._ends[0] <= last:
+            counted += self._ends.popleft() >= first
+        unsigned = statement.get("unsigned_from")
+        if unsigned is not None:
+            self.fail(
+                FailureKind.NOT_SIGNED,
+                int(unsigned),
+                f"{NOT_SIGNED}: the gateway's checkpoint {statement['number']} (seq {seq}) found "
+                "this record under no valid batch signature",
+            )
+            return False
+        if self.covered < last and first >= self.start_seq:
+            self.fail(
+                FailureKind.NOT_SIGNED,
+                self.covered + 1,
+                f"{NOT_SIGNED}: no batch signature covers seq {self.covered + 1}..{last}, "
+                f"which checkpoint {statement['number']} (seq {seq}) signs",
+            )
+            return False
+        stated = statement.get("batches")
+        if stated is not None and stated != counted and first >= self.start_seq:
+            self.fail(
+                FailureKind.NOT_SIGNED,
+                first,
+                f"checkpoint {statement['number']} (seq {seq}) signed {stated} batch signatures "
+                f"for seq {first}..{last}; the records hold {counted}",
+            )
+            return False
+        return True
 
     def _uncovered_tail(self, last: int) -> None:
         if self.covered < last:

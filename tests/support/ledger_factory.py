@@ -151,6 +151,7 @@ class Ledger:
             head_hash=self.head,
             time=T0 + timedelta(seconds=len(self.rows)),
             prev_checkpoint=checkpoint_hash(last) if last else GENESIS_CHECKPOINT,
+            batches=len(self.rows) - (last.last_seq if last else 0),  # one per append here
         )
         checkpoint = self.signer.checkpoint(statement)
         self.append(checkpoint)

@@ -77,18 +77,39 @@ class BatchSigner:
         """Raise ``UnsignedHead`` unless the head is ours or under a valid batch signature."""
         if head is None or head[0] is None or (head[0], head[1]) == self._own:
             return
+        problem = (await self._check(conn, head))[1]
+        if problem is not None:
+            raise UnsignedHead(head[0], problem)
+
+    async def coverage(self, conn: Any, after_seq: int, head_seq: int) -> tuple[int, int | None]:
+        """Check every batch signature of ``after_seq < seq <= head_seq`` (the checkpoint
+        signer, before it signs): how many, and the first record none validly covers."""
+        cur = await conn.execute(
+            "SELECT seq, hash, batch_sig, time FROM ledger WHERE seq > %s AND seq <= %s "
+            "AND batch_sig IS NOT NULL ORDER BY seq",
+            (after_seq, head_seq),
+        )
+        covered, batches = after_seq, 0
+        for row in await cur.fetchall():
+            first, problem = await self._check(conn, row)
+            if problem is not None or first != covered + 1:
+                return batches, covered + 1
+            covered, batches = row[0], batches + 1
+        return batches, None if covered == head_seq else covered + 1
+
+    async def _check(self, conn: Any, head: Head) -> tuple[int | None, str | None]:
+        """(first seq, None) when the row ends a validly signed batch; else what is wrong."""
         seq, digest, text, when = head[0], head[1], head[2], head[3]
         sig = parse_batch_sig(text) if text else None
         if sig is None:
-            raise UnsignedHead(seq, "it carries no batch signature")
+            return None, "it carries no batch signature"
         if sig.key_id not in self.certified:
             await self._load_certificates(conn)
         problem = self.certified.precheck(sig, seq, when)
         key = self.certified.get(sig.key_id)
         if problem is None and key is not None and not key.verifies(sig, seq, digest):
             problem = bad_signature(sig, seq)
-        if problem is not None:
-            raise UnsignedHead(seq, problem)
+        return sig.first_seq, problem
 
     async def _load_certificates(self, conn: Any) -> None:
         """Read the ledger's key certificates (few: one per process start or renewal)."""
