@@ -31,10 +31,20 @@ from support.ledger_db import drop_db, fresh_gateway_db, unlocked, vault_key_fil
 from airflow_hoop.cli.audit import audit_export, audit_verify
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.ledger.canonical import canonical
+from airflow_hoop.ledger.batch import key_id, public_raw, sign_batch
+from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import link_hash
-from airflow_hoop.ledger.checkpoint import checkpoint_hash, statement_digest
-from airflow_hoop.ledger.records import Checkpoint, CheckpointStatement
+from airflow_hoop.ledger.checkpoint import (
+    checkpoint_hash,
+    split_vault_signature,
+    statement_digest,
+)
+from airflow_hoop.ledger.records import (
+    Checkpoint,
+    CheckpointStatement,
+    GatewayKeyCertified,
+    KeyCertificateStatement,
+)
 
 #: Checkpoints of the writer gateway: small, so the little traffic here spans several.
 WRITER_CHECKPOINTS = {"every_records": 5, "interval_seconds": 0.5, "poll_seconds": 0.05}
@@ -51,6 +61,29 @@ class Tamper:
     anchor: Path
     key_file: Path
     pristine_anchor: Path
+    dsn: str = ""
+
+    def gateway_role(self) -> psycopg.Connection:
+        """The gateway's own database role (its password is in the gateway's settings)."""
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def head(self) -> tuple[int, str]:
+        with self.admin() as conn:
+            row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        return row[0], row[1]
+
+    def insert(self, record: dict, batch_sig: str | None = None) -> int:
+        """Insert a correctly chained record at the head, as the gateway role."""
+        seq, prev = self.head()
+        record = {**record, "seq": seq + 1, "prev_hash": prev}
+        data = canonical(record)
+        with self.gateway_role() as conn:
+            conn.execute(
+                "INSERT INTO ledger (seq, time, kind, body, hash, batch_sig) "
+                "VALUES (%s, now(), %s, %s, %s, %s)",
+                (seq + 1, record["body"]["kind"], data.decode(), link_hash(prev, data), batch_sig),
+            )
+        return seq + 1
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.stack.admin_dsn(self.db), autocommit=True)
@@ -113,6 +146,7 @@ def tamper(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 anchor,
                 vault_key_file(stack, base / "key.json"),
                 base / "anchor-pristine",
+                dsn,
             )
     finally:
         drop_db(stack, db)
@@ -340,7 +374,6 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
     from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
     from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
     from airflow_hoop.gateway.vault import GatewayVaultClient
-    from airflow_hoop.ledger.canonical import sha256_hex
     from airflow_hoop.ledger.records import (
         CredentialIssued,
         CredentialRevoked,
@@ -455,3 +488,140 @@ def test_no_false_alarm_on_100k_records_from_concurrent_steps(
         assert f"{checkpoints} checkpoints matching the anchor" in result.output
     finally:
         drop_db(stack, db)
+
+
+# -- records only the gateway can write --------------------------------------------------------
+def _intent_record(script: str) -> dict:
+    sid = str(uuid.uuid4())
+    return {
+        "v": 1,
+        "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "step": None,
+        "actor": "gateway",
+        "body": {
+            "kind": "session.intent",
+            "session_id": sid,
+            "connection": "warehouse",
+            "script": script,
+            "script_sha256": sha256_hex(script),
+            "db_user": None,
+        },
+    }
+
+
+def test_a_forged_insert_after_the_last_checkpoint(t: Tamper) -> None:
+    seq = t.insert(_intent_record("DROP TABLE payroll_salaries"))
+    result = t.verify()
+    assert failed_at(result, seq, "record not signed"), result.output
+    assert "record not signed by a certified gateway key" in result.output
+
+
+def test_a_forged_insert_before_a_checkpoint_is_refused_and_flagged(
+    t: Tamper, stack: StackInfo
+) -> None:
+    """The issue's attack: the gateway role inserts a chained record; the next checkpoint is
+    signed over it. The gateway that finds it chains nothing after it but an alarm record
+    naming it (and logs the alarm), and its checkpoint names the seq."""
+    seq = t.insert(_intent_record("DROP TABLE payroll_salaries"))
+    checkpoints = {**WRITER_CHECKPOINTS, "anchor_dir": str(t.anchor)}
+    with extra_gateway(stack, "tamper-writer2", database_dsn=t.dsn, checkpoints=checkpoints) as url:
+        run_steps(stack, url, steps=1, statements=1)
+        time.sleep(WRITER_CHECKPOINTS["interval_seconds"] + 0.5)
+    kinds = {kind: s for s, kind, _ in t.rows() if s > seq}
+    assert "ledger.alarm" in kinds and "checkpoint" in kinds
+    alarm = next(json.loads(b)["body"] for s, k, b in t.rows() if k == "ledger.alarm")
+    assert alarm["found_seq"] == seq
+    covering = next(c.statement for s, c in checkpoint_rows(t) if c.statement.last_seq >= seq)
+    assert covering.unsigned_from == seq
+    log = (Path(stack.run_dir) / "gateway-tamper-writer2.log").read_text()
+    assert f"ALARM: ledger seq {seq}" in log
+    result = t.verify()
+    assert failed_at(result, seq, "record not signed"), result.output
+
+
+def test_a_signed_batch_replayed_at_another_place(t: Tamper) -> None:
+    with t.admin() as conn:
+        _seq, body, batch_sig = conn.execute(
+            "SELECT seq, body, batch_sig FROM ledger WHERE kind = 'session.intent' "
+            "AND batch_sig LIKE '%%.' || seq || '.%%' ORDER BY seq LIMIT 1"
+        ).fetchone()
+    kid, _first, signature = batch_sig.split(".")
+    head, _ = t.head()
+    # The record and its signature copied to the head, the signature's start renumbered.
+    new_seq = t.insert(json.loads(body), f"{kid}.{head + 1}.{signature}")
+    result = t.verify()
+    assert failed_at(result, new_seq, "record not signed"), result.output
+    assert "does not verify" in result.output
+
+
+def _certificate(t: Tamper, key: Ed25519PrivateKey, valid: timedelta, sign) -> dict:
+    raw = public_raw(key)
+    now = datetime.now(timezone.utc)
+    statement = KeyCertificateStatement(
+        key_id=key_id(raw),
+        public_key=base64.b64encode(raw).decode(),
+        process="attacker",
+        replica="attacker",
+        not_before=now - valid - timedelta(minutes=1),
+        not_after=now - timedelta(minutes=1) if valid else now + timedelta(hours=1),
+    )
+    version, signature = sign(statement_digest(statement))
+    cert = GatewayKeyCertified(
+        statement=statement,
+        key_name=vault_setup.CHECKPOINT_KEY,
+        key_version=version,
+        signature=signature,
+    )
+    return {
+        "v": 1,
+        "time": now.isoformat().replace("+00:00", "Z"),
+        "step": None,
+        "actor": "gateway",
+        "body": cert.model_dump(mode="json"),
+    }
+
+
+def _insert_signed(t: Tamper, record: dict, key: Ed25519PrivateKey) -> int:
+    """Insert a record under a batch signature made with ``key``."""
+    seq, prev = t.head()
+    data = canonical({**record, "seq": seq + 1, "prev_hash": prev})
+    sig = sign_batch(key, key_id(public_raw(key)), seq + 1, seq + 1, link_hash(prev, data))
+    return t.insert(record, sig)
+
+
+def test_a_forged_key_certificate(t: Tamper) -> None:
+    attacker = Ed25519PrivateKey.generate()
+    key = Ed25519PrivateKey.generate()
+
+    def sign(digest: bytes) -> tuple[int, str]:
+        return 1, base64.b64encode(attacker.sign(digest)).decode()
+
+    cert_seq = _insert_signed(t, _certificate(t, key, timedelta(0), sign), key)
+    _insert_signed(t, _intent_record("DROP TABLE payroll_salaries"), key)
+    result = t.verify()
+    assert failed_at(result, cert_seq, "signature invalid"), result.output
+    assert "forged key certificate" in result.output
+
+
+def test_an_expired_key_certificate(t: Tamper, stack: StackInfo) -> None:
+    """Vault really certified the key, but its validity ended: a stolen old process key."""
+    key = Ed25519PrivateKey.generate()
+    client = vault_setup.vault_client(stack.bao_addr, stack.bao_root_token)
+
+    def sign(digest: bytes) -> tuple[int, str]:
+        resp = client.secrets.transit.sign_data(
+            name=vault_setup.CHECKPOINT_KEY,
+            hash_input=base64.b64encode(digest).decode(),
+            mount_point=vault_setup.TRANSIT_MOUNT,
+        )
+        version, signature = split_vault_signature(resp["data"]["signature"])
+        return version, signature
+
+    try:
+        cert = _certificate(t, key, timedelta(hours=1), sign)
+    finally:
+        client.adapter.close()
+    cert_seq = _insert_signed(t, cert, key)
+    result = t.verify()
+    assert failed_at(result, cert_seq, "record not signed"), result.output
+    assert "expired key" in result.output

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, TypeAdapter
 
+from airflow_hoop.errors import LedgerError
 from airflow_hoop.gateway.db.batch_signer import BatchSigner, ProcessKey, UnsignedHead
 from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.chain import GENESIS_HASH, link_hash
@@ -288,10 +289,13 @@ class LedgerAppender:
         try:
             appended = await self._commit(batch, batch[0].what if len(batch) == 1 else None)
         except UnsignedHead as exc:
-            await self._alarm(exc)
-            for job in batch:
-                _settle(job.future, exc=exc)
-            return
+            try:
+                appended = await self._alarm(exc, batch)
+            except Exception as failure:
+                log.exception("the ledger alarm record could not be written")
+                for job in batch:
+                    _settle(job.future, exc=failure if isinstance(failure, LedgerError) else exc)
+                return
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc=exc)
@@ -303,25 +307,27 @@ class LedgerAppender:
         for job, where in zip(batch, appended, strict=True):
             _settle(job.future, where)
 
-    async def _alarm(self, exc: UnsignedHead) -> None:
-        """Log the alarm and put it on record: one ``ledger.alarm`` record, chained after the
-        head it names (so the forgery stays in the chain, flagged, and appends go on after a
-        signed record); the batch that found it has failed."""
+    async def _alarm(self, exc: UnsignedHead, batch: list[_Job]) -> list[Appended]:
+        """Log the alarm and put it on record: the batch that found an unsigned head is
+        written after a ``ledger.alarm`` record naming that head, in one signed batch. Nothing
+        is chained after the forgery but the record that flags it; ``audit verify`` still
+        fails at the forged seq (the forgery stays in the chain: the ledger is append-only).
+        """
         log.error("ALARM: %s", exc)
-        body = LedgerAlarm(found_seq=exc.seq, problem=exc.problem)
-        record = PreparedRecord(None, "gateway", body)
-        try:
-            async with self._connect("record a ledger alarm") as conn, conn.transaction():
-                cur = await conn.execute(_LOCK_HEAD)
-                head = await cur.fetchone()
-                if head is None or head[0] != exc.seq:
-                    return  # the head moved on meanwhile: the next batch checks it again
-                appended, rows = _seal([record], head, self.signer, self.signer.current)
-                await _insert(conn, rows, copy=False)
-        except Exception:
-            log.exception("the ledger alarm record could not be written")
-            return
+        alarm = PreparedRecord(None, "gateway", LedgerAlarm(found_seq=exc.seq, problem=exc.problem))
+        key = next((j.key for j in batch if j.key is not None), self.signer.current)
+        async with self._connect("record a ledger alarm") as conn, conn.transaction():
+            cur = await conn.execute(_LOCK_HEAD)
+            head = await cur.fetchone()
+            if head is None or head[0] != exc.seq:
+                raise exc  # the head moved on meanwhile: fail this batch; the next checks again
+            records = [alarm, *(j.record for j in batch)]
+            appended, rows = _seal(records, head, self.signer, key)
+            await _insert(conn, rows, copy=False)
+            await self._thens(conn, batch, appended[1:])
         self._head = (appended[-1].seq, appended[-1].hash)
+        self.signer.current = key
+        return appended[1:]
 
     async def _commit(self, batch: list[_Job], what: str | None) -> list[Appended]:
         records = [j.record for j in batch]
