@@ -17,6 +17,7 @@ from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import GatewayUnavailableError
 from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 from airflow_hoop.ledger.checkpoint import PublicKeySet
+from airflow_hoop.ledger.manifest_sig import ManifestSignRequest, SignedManifest
 from airflow_hoop.wire.ledger import CheckpointPage, KeyCertificates, LedgerPage, LedgerWindow
 
 LEDGER = "/api/airflow-hoop/ledger"
@@ -136,6 +137,13 @@ class AuditClient:
         """The bodies of every ``gateway.key`` record (each verified by whoever uses it)."""
         page = KeyCertificates.model_validate_json(self._get(f"{LEDGER}/keys").content)
         return [json.loads(r.body)["body"] for r in page.certificates]
+
+    def sign_manifest(self, request: ManifestSignRequest) -> SignedManifest:
+        """Have the gateway sign a bundle's manifest (``ledger/manifest_sig.py``)."""
+        response = self._gateway.send(
+            "POST", f"{LEDGER}/manifest-signature", json=request.model_dump(mode="json")
+        )
+        return SignedManifest.model_validate_json(response.content)
 
     def signed_start(self, first_seq: int) -> tuple[int, str, dict[str, Any] | None]:
         """Where to start reading so that ``first_seq`` is under a signature: after the last

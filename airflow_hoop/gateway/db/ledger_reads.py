@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from airflow_hoop.gateway.db.store import GatewayStore
-from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 
 #: Rows fetched from the server-side cursor at a time while streaming.
 STREAM_BATCH = 5000
@@ -91,6 +91,16 @@ async def key_certificates(store: GatewayStore) -> list[StoredRecord]:
             "SELECT seq, body, hash FROM ledger WHERE kind = 'gateway.key' ORDER BY seq"
         )
         return [StoredRecord(seq=s, body=b, hash=h) for s, b, h in await cur.fetchall()]
+
+
+async def hash_at(store: GatewayStore, seq: int) -> str | None:
+    """The chain hash at ``seq`` (genesis for 0); None when there is no such record."""
+    if seq == 0:
+        return GENESIS_HASH
+    async with store.connection("read the ledger") as conn:
+        cur = await conn.execute("SELECT hash FROM ledger WHERE seq = %s", (seq,))
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def window_bounds(
