@@ -30,6 +30,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from airflow_hoop.ledger.anchor import AnchorEntry
+from airflow_hoop.ledger.bundle_checks import (
+    ReportCheck,
+    read_signature,
+    signature_problem,
+    trimmed,
+)
 from airflow_hoop.ledger.bundle_window import WindowCheck
 from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.checkpoint import PublicKeySet
@@ -41,6 +47,8 @@ from airflow_hoop.ledger.manifest import (
     file_digest,
     read_manifest,
 )
+from airflow_hoop.ledger.manifest_sig import MANIFEST_SIG
+from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
 from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
 from airflow_hoop.ledger.verify import BatchEnds, LedgerVerifier
 
@@ -127,6 +135,9 @@ def verify_bundle(
     problem = _unlisted(bundle, manifest) or _check_files(bundle, manifest, _CHECKED_FIRST)
     if problem is not None:
         return problem
+    if manifest.report is None:
+        message = "the manifest does not state what its report was rendered from"
+        return _failed(Verification(ok=False), message, MANIFEST, FailureKind.REPORT_CHANGED)
     keys = public_key or _bundle_keys(bundle)
     checkpoints = _read_checkpoints(bundle)
     span = manifest.range
@@ -159,7 +170,30 @@ def verify_bundle(
             file=MANIFEST,
         )
     window = WindowCheck(manifest.window, span)
-    digest, size, last = _feed_records(bundle, verifier, window)
+    listed = manifest.files.get(RECORDS)
+    report = ReportCheck(manifest.report, listed.bytes if listed else 0)
+    try:
+        digest, size, last = _feed_records(bundle, verifier, window, report)
+    except BaseException:
+        report.close()
+        raise
+    try:
+        return _judge(bundle, manifest, verifier, window, report, (digest, size, last))
+    finally:
+        report.close()
+
+
+def _judge(
+    bundle: Path,
+    manifest: BundleManifest,
+    verifier: LedgerVerifier,
+    window: WindowCheck,
+    report: ReportCheck,
+    read: tuple[str, int, int | None],
+) -> Verification:
+    """After the records: their end, count and digest, the window, then ``_proofs``."""
+    digest, size, last = read
+    span = manifest.range
     result = verifier.finish(expect_last_seq=span.last_seq if span else None)
     if result.failure is not None:
         return result
@@ -198,14 +232,55 @@ def verify_bundle(
             file=MANIFEST,
         )
         return result
+    proof = _proofs(bundle, manifest, verifier, report)
+    if proof is not None:
+        verifier.fail(*proof)
+        return result
     if window.warning is not None:
         result.warnings.append(window.warning)
     rest = tuple(n for n in manifest.files if n not in (*_CHECKED_FIRST, RECORDS))
     return _check_files(bundle, manifest, rest) or result
 
 
+def _proofs(
+    bundle: Path,
+    manifest: BundleManifest,
+    verifier: LedgerVerifier,
+    report: ReportCheck,
+) -> tuple[FailureKind, None, str, str] | None:
+    """Completeness against the anchor (first: a trimmed bundle is named as such even when
+    its manifest was re-signed by nobody), the manifest's signature, the report's bytes."""
+    span = manifest.range
+    end = (span.last_seq, verifier.prev_hex) if span else (0, "00" * 32)
+    window = manifest.window
+    anchor = verifier.anchor_entries()
+    cut = trimmed(
+        verifier.last_checkpoint_number,
+        end[0],
+        window.until,
+        window.last_seq,
+        manifest.newest_checkpoint,
+        anchor,
+    )
+    if cut is not None:
+        return FailureKind.INCOMPLETE, None, cut, RECORDS
+    signed = read_signature(bundle)
+    problem = (
+        signed
+        if isinstance(signed, str)
+        else signature_problem(bundle, signed, verifier.certified, *end)
+    )
+    if problem is not None:
+        return FailureKind.SIGNATURE_INVALID, None, problem, MANIFEST_SIG
+    name = report.differs(bundle, manifest.verification)
+    if name is not None:
+        message = f"{name} is not the report of the verified records (it was changed)"
+        return FailureKind.REPORT_CHANGED, None, message, name
+    return None
+
+
 def _feed_records(
-    bundle: Path, verifier: LedgerVerifier, window: WindowCheck
+    bundle: Path, verifier: LedgerVerifier, window: WindowCheck, report: ReportCheck
 ) -> tuple[str, int, int | None]:
     digest, size, last = hashlib.sha256(), 0, None
     try:
@@ -224,6 +299,8 @@ def _feed_records(
             if verifier.failed:
                 continue  # keep hashing: the digest is of the whole file
             verifier.feed(line.rstrip(b"\n"), batch=ends.at(verifier.expected))
+            if verifier.last_kind in REPORT_KINDS:  # (None when the record did not verify)
+                report.add(line.rstrip(b"\n"))
             if verifier.last_accepted is not None:
                 last = verifier.last_accepted
                 window.add(last, verifier.last_time)
@@ -237,7 +314,7 @@ def _unlisted(bundle: Path, manifest: BundleManifest) -> Verification | None:
     if RECORDS not in manifest.files:
         return _failed(Verification(ok=False), f"{RECORDS} is not listed in the manifest", RECORDS)
     for path in sorted(bundle.iterdir()):
-        if path.name != MANIFEST and path.name not in manifest.files:
+        if path.name not in (MANIFEST, MANIFEST_SIG) and path.name not in manifest.files:
             return _failed(
                 Verification(ok=False),
                 f"{path.name} is not part of the bundle (not listed in the manifest): "
@@ -262,9 +339,14 @@ def _check_files(
     return None
 
 
-def _failed(result: Verification, message: str, file: str) -> Verification:
+def _failed(
+    result: Verification,
+    message: str,
+    file: str,
+    kind: FailureKind = FailureKind.CONTENT_CHANGED,
+) -> Verification:
     result.ok = False
-    result.failure = Failure(kind=FailureKind.CONTENT_CHANGED, seq=None, message=message, file=file)
+    result.failure = Failure(kind=kind, seq=None, message=message, file=file)
     return result
 
 

@@ -18,30 +18,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+import msgspec
+from pydantic import ValidationError
 
 from airflow_hoop.ledger.anchor import AnchorEntry
 from airflow_hoop.ledger.batch import CertifiedKeys
+from airflow_hoop.ledger.manifest import NewestCheckpoint, ReportInputs
 from airflow_hoop.ledger.manifest_sig import MANIFEST_SIG, SignedManifest, manifest_problem
-from airflow_hoop.ledger.report import ReportScope
+from airflow_hoop.ledger.report import ReportBuilder
+from airflow_hoop.ledger.report_worker import ReportWorker
 from airflow_hoop.ledger.verification import Verification
 
 REPORT_FILES = ("report.html", "report.csv")
-
-
-class ReportInputs(BaseModel):
-    """What the report was rendered from, besides the records and the verification."""
-
-    scope: ReportScope
-    facts: dict[str, str]
-
-
-class NewestCheckpoint(BaseModel):
-    """The newest checkpoint of the ledger when the bundle was exported."""
-
-    number: int
-    last_seq: int
-    time: datetime
 
 
 def read_signature(bundle: Path) -> SignedManifest | str:
@@ -66,21 +54,52 @@ def signature_problem(
     return manifest_problem(signed, manifest, keys, last_seq, end_hash)
 
 
+#: Records files larger than this render the report in a second process (as the export
+#: does: on two cores it halves the time); smaller ones in this one (no process start).
+WORKER_FROM_BYTES = 8 << 20
+
+
 class ReportCheck:
-    """Renders the report from the verified records (in a second process, as the export
-    does) into a scratch directory; ``differs`` names the bundle's file that is not it."""
+    """Renders the report from the verified records into a scratch directory; ``differs``
+    names the bundle's file that is not that rendering."""
 
-    def __init__(self, inputs: ReportInputs) -> None:
-        from airflow_hoop.cli.report_worker import ReportWorker  # a process: only when used
-
+    def __init__(self, inputs: ReportInputs, records_bytes: int) -> None:
         self.inputs = inputs
         self._tmp = tempfile.TemporaryDirectory(prefix="hoop-report-check-")
-        self._worker = ReportWorker(Path(self._tmp.name), inputs.scope)
-        self.add = self._worker.add
+        out = Path(self._tmp.name)
+        self._worker: ReportWorker | None = None
+        self._builder: ReportBuilder | None = None
+        self._broken = False
+        self._decode = msgspec.json.Decoder().decode
+        if records_bytes >= WORKER_FROM_BYTES:
+            self._worker = ReportWorker(out, inputs.scope)
+        else:
+            self._builder = ReportBuilder(out, inputs.scope)
+
+    def add(self, line: bytes) -> None:
+        """A record the verifier accepted so far (one whose link the next record decides may
+        still fail: then the verification fails, and the report is never compared)."""
+        if self._worker is not None:
+            self._worker.add(line)
+            return
+        if self._builder is None or self._broken:
+            return
+        try:
+            self._builder.add(self._decode(line))
+        except (KeyError, TypeError, ValueError, AttributeError, msgspec.DecodeError):
+            self._broken = True
 
     def differs(self, bundle: Path, verification: Verification) -> str | None:
         try:
-            self._worker.finish(verification, self.inputs.facts)
+            if self._broken:
+                return REPORT_FILES[0]
+            if self._worker is not None:
+                try:
+                    self._worker.finish(verification, self.inputs.facts)
+                except RuntimeError:  # a record the report could not read
+                    return REPORT_FILES[0]
+            elif self._builder is not None:
+                self._builder.finish(verification, self.inputs.facts)
             for name in REPORT_FILES:
                 mine = Path(self._tmp.name) / name
                 theirs = bundle / name
@@ -91,7 +110,8 @@ class ReportCheck:
             self.close()
 
     def close(self) -> None:
-        self._worker.close()
+        if self._worker is not None:
+            self._worker.close()
         self._tmp.cleanup()
 
 

@@ -162,6 +162,15 @@ class LedgerVerifier(BatchChecks, CheckpointChecks):
         return self.result.failure
 
     @property
+    def last_checkpoint_number(self) -> int:
+        """The last checkpoint read (the window's start checkpoint included); 0 for none."""
+        return self._last_number
+
+    def anchor_entries(self) -> list[AnchorEntry] | None:
+        """The anchor's entries given to the verifier (None without an anchor)."""
+        return None if self._anchor is None else list(self._anchor.values())
+
+    @property
     def record(self) -> dict[str, Any] | None:
         """The record the last ``feed`` accepted, parsed (on first use)."""
         if self._record is None and self._data is not None:
