@@ -11,6 +11,7 @@ off serves the ledger while it is tampered with, so nothing signs the tampered s
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import threading
@@ -133,12 +134,14 @@ def tamper(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             for _ in range(3):
                 run_steps(stack, url, steps=3, statements=2)
                 time.sleep(WRITER_CHECKPOINTS["interval_seconds"] + 0.5)
-        # The writer signed a last checkpoint as it stopped: every record is under a signature.
-        with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
-        shutil.copytree(anchor, base / "anchor-pristine")
         reader = {"checkpoints": {"enabled": False}}
         with extra_gateway(stack, "tamper-reader", database_dsn=dsn, **reader) as url:
+            # The writer signed a last checkpoint as it stopped: every record is under a
+            # checkpoint but the reader's key certificate (under its batch signature; the
+            # reader signs the manifests of the exports here).
+            with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
+                conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
+            shutil.copytree(anchor, base / "anchor-pristine")
             yield Tamper(
                 stack,
                 db,
@@ -342,7 +345,95 @@ def test_a_bundle_file_edited_after_export(t: Tamper, tmp_path: Path) -> None:
     report = bundle / "report.html"
     report.write_text(report.read_text().replace("No database user was shared", "All fine"))
     result = verify_bundle()
-    assert result.exit_code == 1 and "report.html does not match" in result.output, result.output
+    assert failed_at(result, None, "report changed"), result.output
+    assert "report.html is not the report of the verified records" in result.output
+
+
+def _export(t: Tamper, bundle: Path) -> None:
+    now = datetime.now(timezone.utc)
+    window = ["--since", (now - timedelta(hours=1)).isoformat(), "--until", now.isoformat()]
+    source = ["--gateway", t.url, "--api-key", t.stack.auditor_api_key, "--anchor", str(t.anchor)]
+    export = CliRunner().invoke(
+        audit_export, [*source, "--public-key", str(t.key_file), *window, "--out", str(bundle)]
+    )
+    assert export.exit_code == 0, export.output
+
+
+def _verify_bundle(t: Tamper, bundle: Path, *extra: str) -> Result:
+    args = ["--bundle", str(bundle), "--public-key", str(t.key_file), *extra]
+    return CliRunner().invoke(audit_verify, args)
+
+
+def _fix_digests(bundle: Path, manifest: dict) -> None:
+    for name in manifest["files"]:
+        data = (bundle / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def test_a_reworded_report_with_its_digests_fixed(t: Tamper, tmp_path: Path) -> None:
+    """The issue's attack: a DELETE re-worded as a SELECT in the report, digests fixed."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    csv_file = bundle / "report.csv"
+    text = csv_file.read_text()
+    assert "SELECT " in text
+    csv_file.write_text(text.replace("SELECT ", "SELECT 1 -- ", 1))
+    # Digests fixed, but the manifest is signed: that alone is caught...
+    _fix_digests(bundle, json.loads((bundle / "manifest.json").read_text()))
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "signature invalid"), result.output
+    assert "manifest.json is not the manifest the gateway signed" in result.output
+
+
+def test_a_reworded_report_under_the_signed_manifest(t: Tamper, tmp_path: Path) -> None:
+    """...and a report re-worded under the untouched, signed manifest: the verifier renders the
+    report from the verified records itself, and names the file that differs."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    clean = _verify_bundle(t, bundle)
+    assert clean.exit_code == 0, clean.output
+    csv_file = bundle / "report.csv"
+    csv_file.write_text(csv_file.read_text().replace("SELECT ", "SELECT 1 -- ", 1))
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "report changed"), result.output
+    assert "report.csv is not the report of the verified records" in result.output
+
+
+def test_a_manifest_without_its_signature(t: Tamper, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    (bundle / "manifest.sig").unlink()
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "signature invalid"), result.output
+    assert "the manifest carries no signature" in result.output
+
+
+def test_a_trimmed_bundle_against_the_anchor(t: Tamper, tmp_path: Path) -> None:
+    """Cut back to an earlier checkpoint, the manifest's counts and digests made to fit."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    lines = (bundle / "records.jsonl").read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    cps = [i for i, r in enumerate(records) if r["body"]["kind"] == "checkpoint"]
+    cut = cps[-3]  # keep up to the third-last checkpoint
+    kept, checkpoint = records[: cut + 1], records[cut]["body"]["statement"]["number"]
+    (bundle / "records.jsonl").write_bytes(b"".join(lines[: cut + 1]))
+    last = kept[-1]["seq"]
+    batches = (bundle / "batches.jsonl").read_bytes().splitlines(keepends=True)
+    (bundle / "batches.jsonl").write_bytes(
+        b"".join(b for b in batches if json.loads(b)["last_seq"] <= last)
+    )
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["range"].update(last_seq=last, records=len(kept))
+    manifest["window"].update(last_seq=last, records=len(kept))
+    _fix_digests(bundle, manifest)
+    result = _verify_bundle(t, bundle, "--anchor", str(t.anchor))
+    assert failed_at(result, None, "bundle incomplete"), result.output
+    assert f"bundle ends at checkpoint {checkpoint} but the anchor holds checkpoint" in (
+        result.output
+    )
+    assert "covering this window" in result.output
 
 
 def test_verify_exit_codes_and_step_tokens(t: Tamper, stack: StackInfo) -> None:
