@@ -82,7 +82,9 @@ def manifest_problem(
         return "manifest.json is not the manifest the gateway signed (it was changed)"
     key = keys.get(st.key_id)
     if key is None:
-        return f"the manifest is signed by key {st.key_id}, which no certificate in keys.jsonl names"
+        return (
+            f"the manifest is signed by key {st.key_id}, which no certificate in keys.jsonl names"
+        )
     if not key.valid_at(st.signed_at):
         return f"the manifest was signed by {key.describe()} outside its validity"
     try:
