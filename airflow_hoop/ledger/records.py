@@ -319,14 +319,19 @@ class CheckpointStatement(BaseModel):
     )
 
 
-class Checkpoint(_Body):
+class _TransitSigned(_Body):
+    """A statement signed by Vault's transit checkpoint key (``ledger/checkpoint.py``)."""
+
+    key_name: str
+    key_version: int = Field(ge=1)
+    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
+
+
+class Checkpoint(_TransitSigned):
     """A signed checkpoint: written by the gateway into the ledger and to the anchor sink."""
 
     kind: Literal["checkpoint"] = "checkpoint"
     statement: CheckpointStatement
-    key_name: str
-    key_version: int = Field(ge=1)
-    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
 
 
 class KeyCertificateStatement(BaseModel):
@@ -345,14 +350,11 @@ class KeyCertificateStatement(BaseModel):
     not_after: datetime
 
 
-class GatewayKeyCertified(_Body):
+class GatewayKeyCertified(_TransitSigned):
     """A gateway process's batch key, certified by Vault's transit checkpoint key."""
 
     kind: Literal["gateway.key"] = "gateway.key"
     statement: KeyCertificateStatement
-    key_name: str
-    key_version: int = Field(ge=1)
-    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
 
 
 class LedgerAlarm(_Body):
