@@ -118,8 +118,12 @@ class Generator:
         self.pending: list[list[Any]] = []  # rows of the batch not yet signed
         self.batches = 0  # batches since the last checkpoint
 
-    def after(self, head: tuple[int, str] | None, last_cp: Checkpoint | None, cp_seq: int) -> None:
-        """Continue after what the stack's gateway wrote (its key certificate, a checkpoint)."""
+    def after(
+        self, head: tuple[int, str] | None, last_cp: Checkpoint | None, cp_seq: int, batches: int
+    ) -> None:
+        """Continue after what the stack's gateway wrote (its key certificate, a checkpoint):
+        ``batches`` it signed since its last checkpoint."""
+        self.batches = batches
         if head is not None:
             self.seq, self.prev = head
         if last_cp is not None:
@@ -331,7 +335,11 @@ def generate(info: StackInfo, total: int) -> dict[str, Any]:
                 "SELECT seq, body FROM ledger WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
             ).fetchone()
             last_cp = Checkpoint.model_validate(json.loads(cp[1])["body"]) if cp else None
-            gen.after(head, last_cp, cp[0] if cp else 0)
+            signed = conn.execute(
+                "SELECT count(*) FROM ledger WHERE seq > %s AND batch_sig IS NOT NULL",
+                (cp[0] if cp else 0,),
+            ).fetchone()[0]
+            gen.after(head, last_cp, cp[0] if cp else 0, signed)
             gen.total += gen.seq
             with conn.cursor().copy(f"COPY ledger ({columns}) FROM STDIN") as copy:
                 for row in gen.rows(end):
