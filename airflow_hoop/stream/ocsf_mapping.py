@@ -220,6 +220,14 @@ def _checkpoint(view: RecordView) -> dict[str, Any]:
     return view.event(0, 99, "Checkpoint", status_id=1)
 
 
+def _key_certified(view: RecordView) -> dict[str, Any]:
+    return view.event(0, 99, "Gateway Key Certified", status_id=1)
+
+
+def _alarm(view: RecordView) -> dict[str, Any]:
+    return view.event(0, 99, "Ledger Alarm", status_id=2, status_detail=view.body["problem"])
+
+
 #: One mapper per record kind; a kind the mapping does not know is a Base Event "Other".
 MAPPERS: dict[str, Mapper] = {
     "session.intent": _intent,
@@ -231,6 +239,8 @@ MAPPERS: dict[str, Mapper] = {
     "credential.issued": _credential(1, "Create"),
     "credential.revoked": _credential(6, "Delete"),
     "checkpoint": _checkpoint,
+    "gateway.key": _key_certified,
+    "ledger.alarm": _alarm,
 }
 
 
