@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: A certificate starts this much before it is made (the clocks of a batch and of its
 #: certificate are the same process's, so this only absorbs rounding).
 _BACKDATE = timedelta(seconds=5)
+#: Seconds between attempts to certify the first key while Vault refuses.
+_RETRY = 5.0
 
 
 class ProcessKeys:
@@ -47,8 +49,19 @@ class ProcessKeys:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Certify the first key (failures stop the gateway: nothing may be appended
-        unsigned), then renew in the background."""
+        """Certify the first key, then renew in the background. If Vault cannot certify it
+        now, the gateway starts all the same and retries: until a key is certified every
+        append fails (503, ``BatchSigner.sign``), so nothing is recorded unsigned and no
+        command runs without its record."""
+        try:
+            await self._certify_first()
+        except HoopError as exc:
+            log.error("ledger key not certified (retrying every %s s): %s", _RETRY, exc)
+            self._task = asyncio.create_task(self._retry_then_loop(), name="ledger-key")
+            return
+        self._task = asyncio.create_task(self._loop(), name="ledger-key-renewal")
+
+    async def _certify_first(self) -> None:
         cfg = self.vault.settings
         self.store.signer.set_vault_keys(
             PublicKeySet(
@@ -58,7 +71,16 @@ class ProcessKeys:
             )
         )
         await self.renew()
-        self._task = asyncio.create_task(self._loop(), name="ledger-key-renewal")
+
+    async def _retry_then_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_RETRY)
+            try:
+                await self._certify_first()
+                break
+            except HoopError as exc:
+                log.error("ledger key not certified (retrying): %s", exc)
+        await self._loop()
 
     async def stop(self) -> None:
         task, self._task = self._task, None
