@@ -9,7 +9,7 @@ PGBIN  ?= /usr/lib/postgresql/15/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,docs]"
+	$(PY) -m pip install --quiet -e ".[test,docs,agents]"
 	touch $@
 
 setup: $(VENV)/.installed system-deps
@@ -100,6 +100,7 @@ bench: setup
 	@mkdir -p $(RESULTS) && rm -f $(RESULTS)/failed.txt
 	$(call run_bench,step_overhead,$(STEP_ARGS))
 	$(call run_bench,shell_overhead,$(SHELL_ARGS))
+	$(call run_bench,agent_tool_call,$(AGENT_ARGS))
 	$(call run_bench,ledger,$(LEDGER_ARGS))
 	$(call run_bench,export_month,$(EXPORT_ARGS))
 	$(call run_bench,masking,$(MASKING_ARGS))
@@ -115,6 +116,7 @@ bench-quick:
 	$(MAKE) bench RESULTS=bench/results/quick PAGE=bench/results/quick/performance.md \
 		STEP_ARGS="-n 5 --statements 20 --warmup 2" \
 		SHELL_ARGS="-n 5 --big-n 2 --steps 3 --warmup 2" \
+		AGENT_ARGS="-n 10 --warmup 2" \
 		LEDGER_ARGS="--records 2000 --writers 1,4 -n 100 --http-steps 2 --http-statements 5" \
 		EXPORT_ARGS="--records 20000 -n 1" \
 		MASKING_ARGS="--rows 20000 --runs 2 --shell-mb 4" \

@@ -11,3 +11,6 @@ from __future__ import annotations
 DEFAULT_HOOP_CONN_ID = "hoop_default"
 #: Seconds between two looks of a waiting approval at its review (sensor, trigger, operators).
 DEFAULT_POLL_INTERVAL = 5.0
+#: A review's context key marking an agent's tool call paused by Airflow's tool approval: the
+#: Approvals tab answers that pause with the gateway's decision (plugins/agent_pause.py).
+AGENT_TOOL_CALL = "agent_tool_call"

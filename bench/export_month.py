@@ -6,7 +6,9 @@
    (720 bursts of about 1,400 records, a few minutes each), as scheduled Airflow traffic
    does. Checkpoints follow the gateway's default rule (every 1,000 records or 30 s with
    traffic) and are signed by Vault's transit key, as the gateway signs them; each is also
-   written to the stack's anchor directory.
+   written to the stack's anchor directory. Every record is under a batch signature (one
+   batch per step's records, one per checkpoint) of a process key certified by Vault, as a
+   gateway writes them (#16); the records follow what the stack's gateway wrote at start.
 2. Time ``airflow-hoop audit export --stack RUN --since <30 days ago> --until <now> --out DIR``
    and ``airflow-hoop audit verify --bundle DIR`` (``-n`` runs each), as separate processes:
    wall time, peak RSS of the command (wait4), and the gateway's peak RSS.
@@ -19,6 +21,7 @@ Usage: python bench/export_month.py [--records 1000000] [-n 3] [--json out.json]
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import TypeAdapter
 from results_model import BenchReport, BenchRow, BenchTable, Machine, Stats, command
 
@@ -45,6 +49,7 @@ from airflow_hoop.gateway.ledger_io.checkpoints import CHECKPOINT_LOCK_KEY
 from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
 from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import DirectoryAnchor
+from airflow_hoop.ledger.batch import key_id, public_raw, sign_batch
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import GENESIS_HASH, link_hash
 from airflow_hoop.ledger.checkpoint import GENESIS_CHECKPOINT, checkpoint_hash, statement_digest
@@ -53,6 +58,8 @@ from airflow_hoop.ledger.records import (
     CheckpointStatement,
     CredentialIssued,
     CredentialRevoked,
+    GatewayKeyCertified,
+    KeyCertificateStatement,
     MaskingRecord,
     PolicyRefused,
     SessionIntent,
@@ -106,9 +113,56 @@ class Generator:
         self.last_cp_seq = 0
         self.checkpoints = 0
         self.rng = random.Random(7)
+        self.key = Ed25519PrivateKey.generate()
+        self.key_id = key_id(public_raw(self.key))
+        self.pending: list[list[Any]] = []  # rows of the batch not yet signed
+        self.batches = 0  # batches since the last checkpoint
 
-    def rows(self, end: datetime) -> Iterator[tuple[Any, ...]]:
+    def after(
+        self, head: tuple[int, str] | None, last_cp: Checkpoint | None, cp_seq: int, batches: int
+    ) -> None:
+        """Continue after what the stack's gateway wrote (its key certificate, a checkpoint):
+        ``batches`` it signed since its last checkpoint."""
+        self.batches = batches
+        if head is not None:
+            self.seq, self.prev = head
+        if last_cp is not None:
+            self.last_cp, self.last_cp_seq = last_cp.statement, cp_seq
+            self.checkpoints = last_cp.statement.number
+
+    def _certificate(self, start: datetime, end: datetime) -> Iterator[list[Any]]:
+        raw = public_raw(self.key)
+        statement = KeyCertificateStatement(
+            key_id=self.key_id,
+            public_key=base64.b64encode(raw).decode(),
+            process="bench-export-month",
+            replica="bench",
+            not_before=start - timedelta(hours=1),
+            not_after=end + timedelta(days=1),
+        )
+        version, signature = self.vault.sign(statement_digest(statement))
+        cert = GatewayKeyCertified(
+            statement=statement,
+            key_name="ledger-checkpoint",
+            key_version=version,
+            signature=signature,
+        )
+        self.pending.append(self._row(start, None, "gateway", cert.model_dump(mode="json")))
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[list[Any]]:
+        """Sign the pending rows as one batch (on its last row) and hand them out."""
+        if not self.pending:
+            return
+        first, last = self.pending[0], self.pending[-1]
+        last[12] = sign_batch(self.key, self.key_id, first[0], last[0], last[11])
+        self.batches += 1
+        yield from self.pending
+        self.pending = []
+
+    def rows(self, end: datetime) -> Iterator[list[Any]]:
         start = end - timedelta(days=DAYS)
+        yield from self._certificate(start, end)
         per_burst = self.total // BURSTS
         for burst in range(BURSTS):
             t = start + timedelta(hours=burst, minutes=self.rng.randint(0, 20))
@@ -160,19 +214,30 @@ class Generator:
             step_json = step.model_dump(mode="json")
             for body in bodies:
                 t += timedelta(milliseconds=self.rng.randint(20, 250))
-                yield self._row(t, step_json, step.key, body)
+                self.pending.append(self._row(t, step_json, step.key, body))
                 written += 1
-                cp = self._maybe_checkpoint(t)
-                if cp is not None:
-                    yield cp
-                    written += 1
+                if self._due(t):
+                    yield from self._flush()
+                    cp = self._maybe_checkpoint(t)
+                    if cp is not None:
+                        yield cp
+                        written += 1
+            yield from self._flush()  # a step's records: one batch
+        yield from self._flush()
         cp = self._maybe_checkpoint(t + timedelta(seconds=31))  # the burst's tail, signed
         if cp is not None:
             yield cp
 
+    def _due(self, t: datetime) -> bool:
+        pending = self.seq - self.last_cp_seq
+        age = (t - self.last_cp.time).total_seconds() if self.last_cp else 1e9
+        return pending > 0 and (
+            pending >= self.rule.every_records or age >= self.rule.interval_seconds
+        )
+
     def _row(
         self, t: datetime, step: dict[str, Any] | None, actor: str, body: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    ) -> list[Any]:
         """One ledger row: the record encoded with the ledger's canonical and chain code."""
         self.seq += 1
         record = {
@@ -186,7 +251,7 @@ class Generator:
         }
         data = canonical(record)
         self.prev = link_hash(self.prev, data)
-        return (
+        return [
             self.seq,
             t,
             body["kind"],
@@ -199,9 +264,10 @@ class Generator:
             body.get("session_id"),
             data.decode(),
             self.prev,
-        )
+            None,  # batch_sig, on a batch's last row (_flush)
+        ]
 
-    def _maybe_checkpoint(self, t: datetime, *, force: bool = False) -> tuple | None:
+    def _maybe_checkpoint(self, t: datetime, *, force: bool = False) -> list[Any] | None:
         """A checkpoint row when the gateway's rule says one is due (or ``force``)."""
         pending = self.seq - self.last_cp_seq
         age = (t - self.last_cp.time).total_seconds() if self.last_cp else 1e9
@@ -216,6 +282,7 @@ class Generator:
             head_hash=self.prev,
             time=t,
             prev_checkpoint=checkpoint_hash(last) if last else GENESIS_CHECKPOINT,
+            batches=self.batches,
         )
         version, signature = self.vault.sign(statement_digest(statement))
         body = Checkpoint(
@@ -230,7 +297,10 @@ class Generator:
             t + timedelta(milliseconds=5), None, "gateway", body.model_dump(mode="json")
         )
         self.last_cp_seq = self.seq
-        return row
+        self.batches = 0
+        self.pending.append(row)
+        signed = list(self._flush())  # the checkpoint: a batch of its own
+        return signed[0]
 
 
 class SyncSigner:
@@ -252,14 +322,25 @@ def generate(info: StackInfo, total: int) -> dict[str, Any]:
     started = time.monotonic()
     columns = (
         "seq, time, kind, dag_id, task_id, run_id, try_number, map_index, connection, "
-        "session_id, body, hash"
+        "session_id, body, hash, batch_sig"
     )
     with psycopg.connect(info.admin_dsn(info.gateway_db)) as conn:
         with conn.transaction():
             # The gateway's own locks: its appends and its signer wait while we write.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHECKPOINT_LOCK_KEY,))
-            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 0
+            # The stack's gateway wrote its key certificate (and maybe a checkpoint) at start.
+            head = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+            cp = conn.execute(
+                "SELECT seq, body FROM ledger WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            last_cp = Checkpoint.model_validate(json.loads(cp[1])["body"]) if cp else None
+            signed = conn.execute(
+                "SELECT count(*) FROM ledger WHERE seq > %s AND batch_sig IS NOT NULL",
+                (cp[0] if cp else 0,),
+            ).fetchone()[0]
+            gen.after(head, last_cp, cp[0] if cp else 0, signed)
+            gen.total += gen.seq
             with conn.cursor().copy(f"COPY ledger ({columns}) FROM STDIN") as copy:
                 for row in gen.rows(end):
                     copy.write_row(row)

@@ -10,7 +10,11 @@
 3. For context: records per second through the whole HTTP exec path (identity token, policy,
    a real statement on the target, both records), with concurrent steps.
 
-Goals: at least 5,000 records/s with concurrent writers; at most 2 ms per statement (median).
+Every append is signed as it is in a gateway: each writer process certifies its own batch key
+with Vault first (``certified_store``), and each group-commit batch carries its signature.
+
+Goals (#16): at least 10,000 records/s with two processes; at most 1.6 ms per statement
+(median).
 
 Usage: python bench/ledger.py [--records 40000] [--writers 1,4,16,64] [--processes 2]
                               [-n 1000] [--http-steps 8] [--json out.json]
@@ -26,6 +30,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,9 @@ import yaml
 from airflow_hoop.devstack import stack
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
+from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
+from airflow_hoop.gateway.settings import GatewaySettings
+from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.canonical import sha256_hex
 from airflow_hoop.ledger.records import SessionIntent, SessionResult, StepRef
 
@@ -77,11 +86,33 @@ def bodies(i: int, writer: str = "ledger") -> tuple[SessionIntent, SessionResult
     )
 
 
+@asynccontextmanager
+async def certified_store(dsn: str, settings_path: str, **pool: int) -> AsyncIterator[GatewayStore]:
+    """A gateway store as a gateway process opens it: its batch key certified by Vault (every
+    append is signed, ``ledger/batch.py``), so the bench measures the signing too."""
+    settings = GatewaySettings.load(settings_path)
+    store, vault = GatewayStore(dsn, **pool), GatewayVaultClient(settings.vault)
+    await store.open()
+    await vault.login()
+    keys = ProcessKeys(settings.checkpoints, store, vault)
+    await keys.start()
+    try:
+        yield store
+    finally:
+        await keys.stop()
+        await store.close()
+        vault.close()
+
+
 # -- 1. throughput -----------------------------------------------------------------------------
-def _writer_process(dsn: str, writers: int, records: int, start: Any, done: Any) -> None:
+def _writer_process(
+    dsn: str, settings_path: str, writers: int, records: int, start: Any, done: Any
+) -> None:
     async def main() -> None:
-        store = GatewayStore(dsn, min_size=2, max_size=4)
-        await store.open()
+        async with certified_store(dsn, settings_path, min_size=2, max_size=4) as store:
+            await write(store)
+
+    async def write(store: GatewayStore) -> None:
         step = StepRef(dag_id="bench_ledger", task_id=f"p{os.getpid()}", run_id="bench")
         per_writer = records // writers
 
@@ -94,18 +125,20 @@ def _writer_process(dsn: str, writers: int, records: int, start: Any, done: Any)
         start.wait()
         await asyncio.gather(*(one(w) for w in range(writers)))
         done.put(per_writer // 2 * 2 * writers)
-        await store.close()
 
     asyncio.run(main())
 
 
-def throughput(dsn: str, writers: int, processes: int, records: int) -> dict[str, Any]:
+def throughput(
+    dsn: str, settings_path: str, writers: int, processes: int, records: int
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
     per_process = max(writers // processes, 1)
     procs = [
         ctx.Process(
-            target=_writer_process, args=(dsn, per_process, records // processes, start, done)
+            target=_writer_process,
+            args=(dsn, settings_path, per_process, records // processes, start, done),
         )
         for _ in range(min(processes, writers))
     ]
@@ -129,9 +162,12 @@ def throughput(dsn: str, writers: int, processes: int, records: int) -> dict[str
 
 
 # -- 2. latency per statement ------------------------------------------------------------------
-async def statement_latency(dsn: str, n: int) -> dict[str, Any]:
-    store = GatewayStore(dsn)
-    await store.open()
+async def statement_latency(dsn: str, settings_path: str, n: int) -> dict[str, Any]:
+    async with certified_store(dsn, settings_path) as store:
+        return await _latency(store, n)
+
+
+async def _latency(store: GatewayStore, n: int) -> dict[str, Any]:
     step = StepRef(dag_id="bench_ledger", task_id="latency", run_id="bench")
     samples, intents, results = [], [], []
     for i in range(n + 50):
@@ -160,7 +196,6 @@ async def statement_latency(dsn: str, n: int) -> dict[str, Any]:
             samples.append((t2 - t0) * 1000)
             intents.append((t1 - t0) * 1000)
             results.append((t2 - t1) * 1000)
-    await store.close()
     return {
         "statement (intent + result)": Stats.of(samples).legacy("ms"),
         "intent transaction": Stats.of(intents).legacy("ms"),
@@ -214,12 +249,13 @@ def main() -> None:
     print(f"machine: {machine.describe()}")
     with stack.running_stack() as info:
         dsn = str(yaml.safe_load(Path(info.gateway_settings_path).read_text())["database_dsn"])
-        latency = asyncio.run(statement_latency(dsn, args.n))
+        settings_path = info.gateway_settings_path
+        latency = asyncio.run(statement_latency(dsn, settings_path, args.n))
         for name, s in latency.items():
             print(f"{name:32} n={s['n']} median {s['median_ms']:.2f} ms  p95 {s['p95_ms']:.2f} ms")
         runs = []
         for writers in (int(w) for w in args.writers.split(",")):
-            runs.append(throughput(dsn, writers, args.processes, args.records))
+            runs.append(throughput(dsn, settings_path, writers, args.processes, args.records))
             r = runs[-1]
             print(
                 f"{r['writers']:3} writers in {r['processes']} processes: "
@@ -233,7 +269,8 @@ def main() -> None:
     best = max(r["records_per_s"] for r in runs)
     median = latency["statement (intent + result)"]["median_ms"]
     print(
-        f"best throughput {best:.0f} records/s (goal >= 5000); statement {median:.2f} ms (goal <= 2)"
+        f"best throughput {best:.0f} records/s (goal >= 10000); "
+        f"statement {median:.2f} ms (goal <= 1.6)"
     )
     if args.json:
         bench_report(machine, latency, runs, http).write(args.json)
@@ -254,7 +291,7 @@ def bench_report(
             n=s["n"],
             median=s["median_ms"],
             p95=s["p95_ms"],
-            **(at_most(s["median_ms"], 2, "ms") if s is statement else {}),
+            **(at_most(s["median_ms"], 1.6, "ms") if s is statement else {}),
         )
         for name, s in latency.items()
     ]
@@ -273,7 +310,7 @@ def bench_report(
             what="best of the above",
             unit="records/s",
             value=best,
-            **at_least(best, 5000, "records/s", of="best run"),
+            **at_least(best, 10000, "records/s", of="best run"),
         )
     )
     throughput_rows.append(

@@ -52,6 +52,14 @@ BENCHMARKS = [
         doc="shell.md",
     ),
     Benchmark(
+        name="agent_tool_call",
+        title="Agent tool calls",
+        issue="#21 [agents]",
+        goal="a governed agent tool call (common-ai SQLToolset `query`, a one-row SELECT) adds "
+        "at most 5 ms (median) over the same call through a direct `PostgresHook`",
+        doc="agents.md",
+    ),
+    Benchmark(
         name="ledger",
         title="Ledger",
         issue="#5 [evidence]",

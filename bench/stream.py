@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ledger import bodies
+from ledger import bodies, certified_store
 from results_model import (
     BenchReport,
     BenchRow,
@@ -58,10 +58,12 @@ STEP = StepRef(dag_id="bench_stream", task_id="writer", run_id="bench")
 
 
 # -- the ledger's records --------------------------------------------------------------------------
-async def _fill(dsn: str, total: int, writers: int = 32) -> None:
-    store = GatewayStore(dsn, min_size=2, max_size=8)
-    await store.open()
+async def _fill(dsn: str, settings_path: str, total: int, writers: int = 32) -> None:
+    async with certified_store(dsn, settings_path, min_size=2, max_size=8) as store:
+        await _fill_store(store, total, writers)
 
+
+async def _fill_store(store: GatewayStore, total: int, writers: int) -> None:
     async def one(w: int) -> None:
         for i in range(w, total // 2, writers):
             intent, result = bodies(i, writer="stream")
@@ -69,15 +71,18 @@ async def _fill(dsn: str, total: int, writers: int = 32) -> None:
             await store.append(STEP, STEP.key, result)
 
     await asyncio.gather(*(one(w) for w in range(writers)))
-    await store.close()
 
 
-def _paced_writer(dsn: str, rate: int, seconds: float, ready: Any, go: Any) -> None:
+def _paced_writer(
+    dsn: str, settings_path: str, rate: int, seconds: float, ready: Any, go: Any
+) -> None:
     """Appends ``rate`` records/s (pairs, every 10 ms) for ``seconds``."""
 
     async def main() -> None:
-        store = GatewayStore(dsn, min_size=4, max_size=8)
-        await store.open()
+        async with certified_store(dsn, settings_path, min_size=4, max_size=8) as store:
+            await paced(store)
+
+    async def paced(store: GatewayStore) -> None:
         ready.set()
         go.wait()
         loop = asyncio.get_running_loop()
@@ -93,7 +98,6 @@ def _paced_writer(dsn: str, rate: int, seconds: float, ready: Any, go: Any) -> N
             await asyncio.gather(*(pair(i) for i in range(pairs, due)))
             pairs = due
             await asyncio.sleep(0.01)
-        await store.close()
 
     asyncio.run(main())
 
@@ -170,7 +174,9 @@ def lag(info: StackInfo, dsn: str, tmp: Path, rate: int, seconds: float) -> dict
         follow(pump, client.stream, keep_following=False)  # catch up with the backlog first
         ctx = multiprocessing.get_context("spawn")
         ready, go = ctx.Event(), ctx.Event()
-        writer = ctx.Process(target=_paced_writer, args=(dsn, rate, seconds, ready, go))
+        writer = ctx.Process(
+            target=_paced_writer, args=(dsn, info.gateway_settings_path, rate, seconds, ready, go)
+        )
         writer.start()
         ready.wait(60)
         streamer = threading.Thread(
@@ -204,7 +210,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         dsn = str(yaml.safe_load(Path(info.gateway_settings_path).read_text())["database_dsn"])
         t0 = time.perf_counter()
-        asyncio.run(_fill(dsn, args.records))
+        asyncio.run(_fill(dsn, info.gateway_settings_path, args.records))
         print(f"{args.records} records appended in {time.perf_counter() - t0:.1f} s")
 
         def file_sink(i: int) -> dict[str, Any]:

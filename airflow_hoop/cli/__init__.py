@@ -3,7 +3,6 @@
 - ``main``: the commands: gateway, stack, demo, ui, and the ``audit`` group
 - ``audit``: ``audit verify`` (live or ``--bundle``) and ``audit export``, their options
 - ``export``: live verification and the bundle export, read from a gateway
-- ``report_worker``: the export's report, built in a second process
 - ``demo``: the governed ETL on the embedded stack, then the ledger read back
 - ``tables``: the terminal tables and lines of the demo
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from airflow_hoop.cli import demo_agent
 from airflow_hoop.cli.tables import print_verification, steps_summary, steps_table
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.devstack import airflow_env, stack
@@ -57,8 +58,12 @@ def run_demo(
             proc = airflow_env.dags_test(env, DEMO_DAG, log=log)
         if proc.returncode != 0:
             console.print(f"[red]The DAG run failed (exit {proc.returncode}); see {log}[/red]")
-        report = show_ledger(console, read_ledger(info), DEMO_DAG)
-        ok = proc.returncode == 0 and report.ok
+        agent_ok = _agent_part(console, env, info, log)
+        rows = read_ledger(info)
+        report = show_ledger(console, rows, DEMO_DAG)
+        if agent_ok:
+            show_ledger(console, rows, demo_agent.AGENT_DAG)
+        ok = proc.returncode == 0 and report.ok and agent_ok
     finally:
         if keep:
             _print_reach(console, info)
@@ -66,6 +71,17 @@ def run_demo(
             stack.down(info)
             console.print("Stack stopped and removed.")
     return 0 if ok else 1
+
+
+def _agent_part(console: Console, env: dict[str, str], info: StackInfo, log: Path) -> bool:
+    """The agent example, when the agents extra (common-ai) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("airflow.providers.common.ai") is None:
+        console.print("(agent example skipped: pip install 'airflow-hoop[agents]')")
+        return True
+    with console.status(f"Running the agent example ({demo_agent.AGENT_DAG})..."):
+        return demo_agent.run_agent_demo(console, env, info, log)
 
 
 def _print_reach(console: Console, info: StackInfo) -> None:

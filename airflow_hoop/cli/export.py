@@ -14,16 +14,25 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import airflow_hoop
-from airflow_hoop.cli.report_worker import ReportWorker
 from airflow_hoop.client.audit import AuditClient
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.ledger.anchor import DirectoryAnchor
 from airflow_hoop.ledger.bundle import BundleWriter
 from airflow_hoop.ledger.chain import GENESIS_HASH
 from airflow_hoop.ledger.checkpoint import KeySource, PublicKeySet
-from airflow_hoop.ledger.manifest import BundleManifest, BundleRange, BundleWindow
+from airflow_hoop.ledger.manifest import (
+    MANIFEST,
+    BundleManifest,
+    BundleRange,
+    BundleWindow,
+    NewestCheckpoint,
+    ReportInputs,
+    file_digest,
+)
+from airflow_hoop.ledger.manifest_sig import MANIFEST_SIG, ManifestSignRequest
 from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
 from airflow_hoop.ledger.report import ReportScope
+from airflow_hoop.ledger.report_worker import ReportWorker
 from airflow_hoop.ledger.verify import FailureKind, LedgerVerifier, Verification
 
 Progress = Callable[[int], None]
@@ -83,15 +92,15 @@ def _feed_stream(
     after_seq: int,
     through_seq: int | None,
     progress: Progress | None,
-    each: Callable[[int, bytes], None] | None = None,
+    each: Callable[[int, bytes, str | None], None] | None = None,
 ) -> None:
     """Feed the stream to the verifier; ``each`` sees every record, after the verifier.
     Without ``each`` reading stops at the first failure."""
     try:
         for record in client.stream(after_seq, through_seq):
-            failed = verifier.feed(record.data, record.hash, record.seq) is not None
+            failed = verifier.feed(record.data, record.hash, record.seq, record.batch) is not None
             if each is not None:
-                each(record.seq, record.data)
+                each(record.seq, record.data, record.batch)
             elif failed:
                 return
             if progress is not None:
@@ -125,7 +134,10 @@ def export_bundle(
     elif window.head_seq is not None:  # an empty window: nothing to export
         start_seq = (window.head_seq or 0) + 1
         end_seq = window.head_seq
+    newest = _newest_checkpoint(client)
     writer = BundleWriter(out_dir)
+    certificates = client.certificates()
+    writer.certificates = certificates
     anchor = DirectoryAnchor(anchor_dir) if anchor_dir else None
     verifier = LedgerVerifier(
         keys,
@@ -138,6 +150,7 @@ def export_bundle(
         on_checkpoint=lambda _seq, body: (
             None if body == start_body else writer.add_checkpoint(body)
         ),
+        certificates=certificates,
     )
     if start_body is not None:
         writer.add_checkpoint(start_body)
@@ -155,10 +168,12 @@ def export_bundle(
 
     written = [0, start_seq - 1]  # records, last seq
 
-    def each(seq: int, data: bytes) -> None:
+    def each(seq: int, data: bytes, batch: str | None) -> None:
         # Every record goes into the bundle (a tampered one too: the reviewer sees it); the
         # report reads only records that verified.
         writer.write_record(data)
+        if batch is not None:
+            writer.write_batch(seq, batch)
         written[0], written[1] = written[0] + 1, seq
         if verifier.last_kind in REPORT_KINDS:  # (None when the record did not verify)
             report.add(data)
@@ -198,7 +213,7 @@ def export_bundle(
             start_hash=start_hash,
             start_checkpoint=None if start_body is None else start_body["statement"]["number"],
         )
-    return writer.finish(
+    manifest = writer.finish(
         keys,
         {
             "created_at": datetime.now(timezone.utc),
@@ -216,5 +231,29 @@ def export_bundle(
             "range": span,
             "anchor": anchor.location if anchor else None,
             "verification": result,
+            "report": ReportInputs(scope=scope, facts=facts),
+            "newest_checkpoint": newest,
         },
+    )
+    if result.ok:
+        # The gateway vouches for this manifest of its ledger; a bundle that did not verify
+        # stays unsigned (its verification fails anyway, and says where).
+        request = ManifestSignRequest(
+            manifest_sha256=file_digest(out_dir / MANIFEST).sha256,
+            last_seq=last if count else 0,
+            end_hash=verifier.prev_hex if count else GENESIS_HASH,
+        )
+        signed = client.sign_manifest(request)
+        # One line, no insignificant byte: any change to it changes what it says.
+        (out_dir / MANIFEST_SIG).write_text(signed.model_dump_json() + "\n")
+    return manifest
+
+
+def _newest_checkpoint(client: AuditClient) -> NewestCheckpoint | None:
+    page = client.checkpoints(newest_first=True, limit=1)
+    if not page.checkpoints:
+        return None
+    statement = json.loads(page.checkpoints[0].body)["body"]["statement"]
+    return NewestCheckpoint(
+        number=statement["number"], last_seq=statement["last_seq"], time=statement["time"]
     )

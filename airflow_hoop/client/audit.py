@@ -17,7 +17,8 @@ from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.errors import GatewayUnavailableError
 from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 from airflow_hoop.ledger.checkpoint import PublicKeySet
-from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
+from airflow_hoop.ledger.manifest_sig import ManifestSignRequest, SignedManifest
+from airflow_hoop.wire.ledger import CheckpointPage, KeyCertificates, LedgerPage, LedgerWindow
 
 LEDGER = "/api/airflow-hoop/ledger"
 #: Window bounds (``window``): any time before the first record, after the last one.
@@ -31,11 +32,14 @@ class StreamedRecord(NamedTuple):
     seq: int
     hash: str
     data: bytes
+    #: The batch signature when this record ends a batch (``ledger/batch.py``).
+    batch: str | None = None
 
 
 _PREFIX = b'{"seq":'
 _HASH = b',"hash":"'
 _RECORD = b'","record":'
+_BATCH = b'","batch":"'
 _END = b'{"end":'
 
 
@@ -50,16 +54,25 @@ def parse_stream_line(line: bytes) -> StreamedRecord | dict[str, Any]:
             return trailer
     cut = line.find(_HASH, 0, 40)
     start = cut + len(_HASH)
-    body = start + 64 + len(_RECORD)
+    after = start + 64
+    batch = None
+    if line[after : after + len(_BATCH)] == _BATCH:
+        # A batch signature holds no quote or backslash (hex, digits, dots, base64).
+        close = line.find(b'"', after + len(_BATCH), after + len(_BATCH) + 200)
+        if close < 0:
+            raise ValueError("not a line of the ledger stream")
+        batch = line[after + len(_BATCH) : close].decode("ascii")
+        after = close  # the closing quote opens `","record":`
+    body = after + len(_RECORD)
     if (
         not line.startswith(_PREFIX)
         or cut < 0
-        or line[start + 64 : body] != _RECORD
+        or line[after:body] != _RECORD
         or not line.endswith(b"}")
     ):
         raise ValueError("not a line of the ledger stream")
     return StreamedRecord(
-        int(line[len(_PREFIX) : cut]), line[start : start + 64].decode(), line[body:-1]
+        int(line[len(_PREFIX) : cut]), line[start : start + 64].decode(), line[body:-1], batch
     )
 
 
@@ -122,6 +135,18 @@ class AuditClient:
             if page.next_after_seq is None:
                 return
             after_seq = page.next_after_seq
+
+    def certificates(self) -> list[dict[str, Any]]:
+        """The bodies of every ``gateway.key`` record (each verified by whoever uses it)."""
+        page = KeyCertificates.model_validate_json(self._get(f"{LEDGER}/keys").content)
+        return [json.loads(r.body)["body"] for r in page.certificates]
+
+    def sign_manifest(self, request: ManifestSignRequest) -> SignedManifest:
+        """Have the gateway sign a bundle's manifest (``ledger/manifest_sig.py``)."""
+        response = self._gateway.send(
+            "POST", f"{LEDGER}/manifest-signature", json=request.model_dump(mode="json")
+        )
+        return SignedManifest.model_validate_json(response.content)
 
     def signed_start(self, first_seq: int) -> tuple[int, str, dict[str, Any] | None]:
         """Where to start reading so that ``first_seq`` is under a signature: after the last

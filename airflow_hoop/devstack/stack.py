@@ -65,7 +65,15 @@ APPROVAL_RULES = [
     {
         "name": "sensitive-writes",
         "required_for": "writes",
-        "dags": ["test_approval*", "payroll_*", "bench_approval*", "governed_approval*"],
+        "dags": [
+            "test_approval*",
+            "payroll_*",
+            "bench_approval*",
+            "governed_approval*",
+            "governed_agent",
+            "test_agent*",
+            "bench_agent*",
+        ],
         "groups": [APPROVER_GROUP],
         "min_approvals": 1,
         "expires_after_seconds": 3600,

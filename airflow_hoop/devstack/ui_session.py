@@ -27,14 +27,24 @@ from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
 from airflow_hoop.plugins.common import APPROVALS_PREFIX
 
-#: Triggered on start; the last one waits for an approval.
-EXAMPLE_RUNS = ("governed_etl", "governed_shell", "governed_approval")
+#: Triggered on start; governed_approval waits for an approval; governed_agent_seed triggers
+#: governed_agent, whose agent's UPDATE waits for one too (when the agents extra is installed).
+EXAMPLE_RUNS = ("governed_etl", "governed_shell", "governed_agent_seed", "governed_approval")
 APPROVAL_DAG = "governed_approval"
 APPROVAL_SENSOR = "approve_refunds"
 DEFAULT_PORT = 8080
 #: The user who may approve (admin triggered the runs, and may not approve its own run).
 APPROVER = "alice"
 _READY_TIMEOUT_S = 240.0
+
+
+def _example_runs() -> tuple[str, ...]:
+    """EXAMPLE_RUNS, without the agent example when the agents extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("airflow.providers.common.ai") is not None:
+        return EXAMPLE_RUNS
+    return tuple(d for d in EXAMPLE_RUNS if not d.startswith("governed_agent"))
 
 
 class UiReady(BaseModel):
@@ -130,7 +140,7 @@ def start(console: Console, port: int | None) -> tuple[StackInfo, AirflowService
         console.print(f"Airflow healthy after {time.monotonic() - started:.0f} s")
         runs: dict[str, str] = {}
         with console.status("Waiting for the example DAGs to be parsed, then triggering them..."):
-            for dag_id in EXAMPLE_RUNS:
+            for dag_id in _example_runs():
                 services.wait_dag(dag_id, timeout=_READY_TIMEOUT_S)
                 runs[dag_id] = services.trigger(dag_id)
         with console.status(f"Waiting for {APPROVAL_DAG} to ask for an approval..."):
@@ -165,7 +175,10 @@ def print_ready(console: Console, ready: UiReady) -> None:
         f"\n  Waiting for approval: {APPROVAL_DAG} run {approval}, task {APPROVAL_SENSOR}.\n"
         f"  Log in as {APPROVER}, open {ready.url}{APPROVALS_PREFIX}/ (or the task's Approvals "
         "tab) and approve it; apply_refunds then runs.\n"
-        "  The Audit tab of any task of governed_etl / governed_shell shows what it ran.\n"
+        "  governed_agent (an LLM agent, scripted): its proposed UPDATE waits on the Approvals "
+        "tab of ask_warehouse; approving it resumes the agent.\n"
+        "  The Audit tab of any task of governed_etl / governed_shell / governed_agent shows "
+        "what it ran.\n"
         "\nPress Ctrl-C to stop everything.",
         markup=False,
         highlight=False,

@@ -32,6 +32,7 @@ from airflow_hoop.gateway.execution.sessions import SessionService
 from airflow_hoop.gateway.execution.step_end_bus import StepEndBus
 from airflow_hoop.gateway.execution.steps import StepRegistry
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
 from airflow_hoop.gateway.ledger_io.recovery import GatewayRecovery
 from airflow_hoop.gateway.ledger_io.siem import SiemStream
 from airflow_hoop.gateway.observability.metrics import GatewayMetrics, RequestMetrics
@@ -88,6 +89,9 @@ def create_app(settings: GatewaySettings, settings_file: str | None = None) -> F
         try:
             await store.open()
             await vault.login()
+            # Before anything is appended: every batch is signed by a certified key.
+            ledger_keys = ProcessKeys(settings.checkpoints, store, vault)
+            await ledger_keys.start()
             for conn in settings.connections:  # a shell connection that cannot run here
                 why = shell_unavailable(conn) if isinstance(conn, ShellConnection) else None
                 if why is not None:
@@ -139,6 +143,7 @@ def create_app(settings: GatewaySettings, settings_file: str | None = None) -> F
                 await recovery.mark_stopped()
                 # Last: sign what the shutdown itself recorded.
                 await app.state.checkpoints.stop()
+                await ledger_keys.stop()
         finally:
             await store.close()
             vault.close()

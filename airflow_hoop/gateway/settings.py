@@ -182,6 +182,15 @@ class CheckpointSettings(BaseModel):
         description="directory anchor sink (append-only copy of every checkpoint, outside the "
         "database); production uses object storage with a retention lock",
     )
+    key_validity_seconds: float = Field(
+        86400.0,
+        ge=60,
+        description="how long a gateway process's batch key is certified for; a new key is "
+        "made and certified at half of it (ledger_io/process_key.py)",
+    )
+    replica: str | None = Field(
+        None, description="this replica's name in its key certificates (default: host name)"
+    )
 
 
 class ApiKey(BaseModel):

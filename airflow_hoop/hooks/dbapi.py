@@ -25,6 +25,7 @@ from airflow_hoop.errors import (
     PolicyRefusedError,
     SessionKilledError,
 )
+from airflow_hoop.task.agent_call import current_agent_call
 from airflow_hoop.task.step_evidence import note_exec
 from airflow_hoop.task.step_session import GovernedStep
 from airflow_hoop.wire.session_settings import SessionSettings
@@ -109,6 +110,8 @@ class GatewayConnection:
                 parameters=encode_parameters(parameters),
                 autocommit=self.autocommit,
                 session_settings=self.session_settings,
+                # An agent's tool call: its statement, not the COMMIT that closes it.
+                agent=None if _TX_CONTROL.match(script) else current_agent_call(),
             ),
         )
         self.step.used_gateway = True

@@ -95,6 +95,13 @@ class HoopPostgresHook(DbApiHook):
         return f"hoop-postgres://{self._target()}"
 
     @property
+    def inspector(self) -> Any:
+        """Table and column lookups through the gateway (``hooks/inspector.py``), as the step."""
+        from airflow_hoop.hooks.inspector import GatewayInspector
+
+        return GatewayInspector(self)
+
+    @property
     def sqlalchemy_url(self) -> Any:
         raise NotImplementedError(
             "HoopPostgresHook has no SQLAlchemy URL: every statement must go through the gateway"

@@ -6,6 +6,9 @@ A bundle is a directory::
     records.jsonl      the records, one canonical record per line, exactly as hashed
     checkpoints.jsonl  the signed checkpoints: the one before the records (it signs the hash
                        they start from), then every one among them
+    batches.jsonl      the batch signatures: ``{"last_seq":N,"sig":"…"}`` for each batch
+                       among the records (ledger/batch.py)
+    keys.jsonl         the gateway key certificates (signed by Vault's checkpoint key)
     public-key.json    the checkpoint key's public halves, and how they were obtained
     report.html        the four questions, answered
     report.csv         one row per statement
@@ -27,6 +30,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from airflow_hoop.ledger.anchor import AnchorEntry
+from airflow_hoop.ledger.bundle_checks import (
+    ReportCheck,
+    read_signature,
+    signature_problem,
+    trimmed,
+)
 from airflow_hoop.ledger.bundle_window import WindowCheck
 from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.checkpoint import PublicKeySet
@@ -38,16 +47,20 @@ from airflow_hoop.ledger.manifest import (
     file_digest,
     read_manifest,
 )
+from airflow_hoop.ledger.manifest_sig import MANIFEST_SIG
+from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
 from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
-from airflow_hoop.ledger.verify import LedgerVerifier
+from airflow_hoop.ledger.verify import BatchEnds, LedgerVerifier
 
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
+BATCHES = "batches.jsonl"
+KEYS = "keys.jsonl"
 PUBLIC_KEY = "public-key.json"
 README = "README.txt"
 #: Files checked before the records (a changed key or checkpoint file would otherwise show
 #: up as a misleading signature failure), and after them.
-_CHECKED_FIRST = (PUBLIC_KEY, CHECKPOINTS)
+_CHECKED_FIRST = (PUBLIC_KEY, CHECKPOINTS, BATCHES, KEYS)
 
 _README = """\
 airflow-hoop audit bundle
@@ -77,6 +90,8 @@ class BundleWriter:
         self._digest = hashlib.sha256()
         self._size = 0
         self.checkpoints: list[bytes] = []
+        self.certificates: list[dict[str, Any]] = []
+        self._batches = open(out_dir / BATCHES, "w", buffering=1 << 20)  # noqa: SIM115
 
     def write_record(self, data: bytes) -> None:
         line = data + b"\n"
@@ -84,12 +99,17 @@ class BundleWriter:
         self._digest.update(line)
         self._size += len(line)
 
+    def write_batch(self, last_seq: int, batch_sig: str) -> None:
+        self._batches.write(f'{{"last_seq":{last_seq},"sig":{json.dumps(batch_sig)}}}\n')
+
     def add_checkpoint(self, body: dict[str, Any]) -> None:
         self.checkpoints.append(canonical(body))
 
     def finish(self, keys: PublicKeySet, manifest: dict[str, Any]) -> BundleManifest:
         """Close the records, write the other files and the manifest (last)."""
         self._records.close()
+        self._batches.close()
+        (self.out_dir / KEYS).write_bytes(b"".join(canonical(c) + b"\n" for c in self.certificates))
         files = {RECORDS: FileDigest(sha256=self._digest.hexdigest(), bytes=self._size)}
         (self.out_dir / CHECKPOINTS).write_bytes(b"".join(c + b"\n" for c in self.checkpoints))
         (self.out_dir / PUBLIC_KEY).write_text(keys.model_dump_json(indent=2) + "\n")
@@ -115,6 +135,9 @@ def verify_bundle(
     problem = _unlisted(bundle, manifest) or _check_files(bundle, manifest, _CHECKED_FIRST)
     if problem is not None:
         return problem
+    if manifest.report is None:
+        message = "the manifest does not state what its report was rendered from"
+        return _failed(Verification(ok=False), message, MANIFEST, FailureKind.REPORT_CHANGED)
     keys = public_key or _bundle_keys(bundle)
     checkpoints = _read_checkpoints(bundle)
     span = manifest.range
@@ -130,6 +153,7 @@ def verify_bundle(
         anchor_location=anchor_location,
         complete=False,
         on_checkpoint=lambda _seq, body: _listed(body, checkpoints),
+        certificates=_read_jsonl(bundle, KEYS),
     )
     if span is not None and span.start_checkpoint is not None and start_body is None:
         verifier.fail(
@@ -146,7 +170,30 @@ def verify_bundle(
             file=MANIFEST,
         )
     window = WindowCheck(manifest.window, span)
-    digest, size, last = _feed_records(bundle, verifier, window)
+    listed = manifest.files.get(RECORDS)
+    report = ReportCheck(manifest.report, listed.bytes if listed else 0)
+    try:
+        digest, size, last = _feed_records(bundle, verifier, window, report)
+    except BaseException:
+        report.close()
+        raise
+    try:
+        return _judge(bundle, manifest, verifier, window, report, (digest, size, last))
+    finally:
+        report.close()
+
+
+def _judge(
+    bundle: Path,
+    manifest: BundleManifest,
+    verifier: LedgerVerifier,
+    window: WindowCheck,
+    report: ReportCheck,
+    read: tuple[str, int, int | None],
+) -> Verification:
+    """After the records: their end, count and digest, the window, then ``_proofs``."""
+    digest, size, last = read
+    span = manifest.range
     result = verifier.finish(expect_last_seq=span.last_seq if span else None)
     if result.failure is not None:
         return result
@@ -185,14 +232,55 @@ def verify_bundle(
             file=MANIFEST,
         )
         return result
+    proof = _proofs(bundle, manifest, verifier, report)
+    if proof is not None:
+        verifier.fail(*proof)
+        return result
     if window.warning is not None:
         result.warnings.append(window.warning)
     rest = tuple(n for n in manifest.files if n not in (*_CHECKED_FIRST, RECORDS))
     return _check_files(bundle, manifest, rest) or result
 
 
+def _proofs(
+    bundle: Path,
+    manifest: BundleManifest,
+    verifier: LedgerVerifier,
+    report: ReportCheck,
+) -> tuple[FailureKind, None, str, str] | None:
+    """Completeness against the anchor (first: a trimmed bundle is named as such even when
+    its manifest was re-signed by nobody), the manifest's signature, the report's bytes."""
+    span = manifest.range
+    end = (span.last_seq, verifier.prev_hex) if span else (0, "00" * 32)
+    window = manifest.window
+    anchor = verifier.anchor_entries()
+    cut = trimmed(
+        verifier.last_checkpoint_number,
+        end[0],
+        window.until,
+        window.last_seq,
+        manifest.newest_checkpoint,
+        anchor,
+    )
+    if cut is not None:
+        return FailureKind.INCOMPLETE, None, cut, RECORDS
+    signed = read_signature(bundle)
+    problem = (
+        signed
+        if isinstance(signed, str)
+        else signature_problem(bundle, signed, verifier.certified, *end)
+    )
+    if problem is not None:
+        return FailureKind.SIGNATURE_INVALID, None, problem, MANIFEST_SIG
+    name = report.differs(bundle, manifest.verification)
+    if name is not None:
+        message = f"{name} is not the report of the verified records (it was changed)"
+        return FailureKind.REPORT_CHANGED, None, message, name
+    return None
+
+
 def _feed_records(
-    bundle: Path, verifier: LedgerVerifier, window: WindowCheck
+    bundle: Path, verifier: LedgerVerifier, window: WindowCheck, report: ReportCheck
 ) -> tuple[str, int, int | None]:
     digest, size, last = hashlib.sha256(), 0, None
     try:
@@ -203,13 +291,16 @@ def _feed_records(
         raise BundleError(
             f"{bundle / RECORDS} cannot be read ({type(exc).__name__})", "export the bundle again"
         ) from None
+    ends = BatchEnds(_batch_sigs(bundle))
     with fh:
         for line in fh:
             digest.update(line)
             size += len(line)
             if verifier.failed:
                 continue  # keep hashing: the digest is of the whole file
-            verifier.feed(line.rstrip(b"\n"))
+            verifier.feed(line.rstrip(b"\n"), batch=ends.at(verifier.expected))
+            if verifier.last_kind in REPORT_KINDS:  # (None when the record did not verify)
+                report.add(line.rstrip(b"\n"))
             if verifier.last_accepted is not None:
                 last = verifier.last_accepted
                 window.add(last, verifier.last_time)
@@ -223,7 +314,7 @@ def _unlisted(bundle: Path, manifest: BundleManifest) -> Verification | None:
     if RECORDS not in manifest.files:
         return _failed(Verification(ok=False), f"{RECORDS} is not listed in the manifest", RECORDS)
     for path in sorted(bundle.iterdir()):
-        if path.name != MANIFEST and path.name not in manifest.files:
+        if path.name not in (MANIFEST, MANIFEST_SIG) and path.name not in manifest.files:
             return _failed(
                 Verification(ok=False),
                 f"{path.name} is not part of the bundle (not listed in the manifest): "
@@ -248,9 +339,14 @@ def _check_files(
     return None
 
 
-def _failed(result: Verification, message: str, file: str) -> Verification:
+def _failed(
+    result: Verification,
+    message: str,
+    file: str,
+    kind: FailureKind = FailureKind.CONTENT_CHANGED,
+) -> Verification:
     result.ok = False
-    result.failure = Failure(kind=FailureKind.CONTENT_CHANGED, seq=None, message=message, file=file)
+    result.failure = Failure(kind=kind, seq=None, message=message, file=file)
     return result
 
 
@@ -280,6 +376,32 @@ def _read_checkpoints(bundle: Path) -> dict[int, bytes]:
                 continue  # a malformed line matches no checkpoint: reported where it is used
             found[number] = data
     return found
+
+
+def _read_jsonl(bundle: Path, name: str) -> list[dict[str, Any]]:
+    """A small JSON Lines file of the bundle (its digest was checked first)."""
+    try:
+        lines = (bundle / name).read_bytes().splitlines()
+        items = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        raise BundleError(f"{bundle / name} is not JSON Lines", "export the bundle again") from None
+    if not all(isinstance(i, dict) for i in items):
+        raise BundleError(f"{bundle / name} holds a line that is not an object")
+    return items
+
+
+def _batch_sigs(bundle: Path) -> Iterator[tuple[int, str]]:
+    """``batches.jsonl`` streamed: (last seq, batch signature), in the file's order."""
+    with open(bundle / BATCHES, "rb") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+                yield int(item["last_seq"]), str(item["sig"])
+            except (ValueError, KeyError, TypeError):
+                raise BundleError(
+                    f"{bundle / BATCHES} holds a line that is not a batch signature",
+                    "export the bundle again",
+                ) from None
 
 
 def _listed(body: dict[str, Any], checkpoints: dict[int, bytes]) -> str | None:

@@ -23,3 +23,5 @@ class StoredRecord(BaseModel):
     seq: int
     body: str
     hash: str
+    #: The batch signature when the record ends a batch (``ledger/batch.py``).
+    batch: str | None = None

@@ -24,7 +24,7 @@ from airflow_hoop.ledger.records import CheckpointStatement
 GENESIS_CHECKPOINT = "00" * 32
 
 
-def statement_digest(statement: CheckpointStatement | dict[str, Any]) -> bytes:
+def statement_digest(statement: BaseModel | dict[str, Any]) -> bytes:
     """The 32 bytes that are signed: SHA-256 of the statement's canonical JSON.
 
     Accepts the model or the JSON object exactly as read from a record: canonical encoding of

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.ledger.checkpoint import KeySource
+from airflow_hoop.ledger.report import ReportScope
 from airflow_hoop.ledger.verification import Verification
 
 FORMAT = "airflow-hoop-bundle/1"
@@ -63,6 +64,22 @@ class BundleWindow(BaseModel):
     connection: str | None = None
 
 
+class ReportInputs(BaseModel):
+    """What the report was rendered from, besides the records and the verification: the
+    verifier renders it again from these and compares (``bundle_checks.py``)."""
+
+    scope: ReportScope
+    facts: dict[str, str]
+
+
+class NewestCheckpoint(BaseModel):
+    """The newest checkpoint of the ledger when the bundle was exported."""
+
+    number: int
+    last_seq: int
+    time: datetime
+
+
 class BundleManifest(BaseModel):
     format: Literal["airflow-hoop-bundle/1"] = "airflow-hoop-bundle/1"
     created_at: datetime
@@ -74,6 +91,8 @@ class BundleManifest(BaseModel):
     anchor: str | None = Field(None, description="anchor compared during the export, if any")
     verification: Verification
     files: dict[str, FileDigest]
+    report: ReportInputs | None = None
+    newest_checkpoint: NewestCheckpoint | None = None
 
 
 def file_digest(path: Path) -> FileDigest:

@@ -110,6 +110,8 @@ class RecordKind(str, Enum):
     REVIEW_DECIDED = "review.decided"
     REVIEW_EXECUTED = "review.executed"
     CHECKPOINT = "checkpoint"
+    GATEWAY_KEY = "gateway.key"
+    LEDGER_ALARM = "ledger.alarm"
 
 
 class _Body(BaseModel):
@@ -176,6 +178,24 @@ class MaskingRecord(BaseModel):
     hmac_key: str | None = Field(None, description="'<name> v<version>' when hashing applied")
 
 
+class AgentCall(_Body):
+    """The agent turn behind a tool call of an LLM agent step (docs/agents.md).
+
+    Digests, not text: the prompt and the model's turn are recorded as SHA-256 of their
+    canonical JSON; their text only when the step's ``record_text`` setting says so.
+    """
+
+    model: str = Field(max_length=200, description="the model's name, as pydantic-ai names it")
+    tool: str = Field(max_length=200, description="the tool the model called")
+    tool_call_id: str = Field(max_length=200)
+    turn: int = Field(ge=0, description="which model turn of the run made the call (0-based)")
+    prompt_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    turn_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    approved_call: bool = Field(False, description="the call ran after an approval pause")
+    prompt_text: str | None = Field(default=None, max_length=20000, exclude_if=_absent_if_none)
+    turn_text: str | None = Field(default=None, max_length=20000, exclude_if=_absent_if_none)
+
+
 class SessionIntent(_Body):
     """Written before a command runs; no command runs without it."""
 
@@ -199,6 +219,8 @@ class SessionIntent(_Body):
     #: The session settings the step asked for (the hook's libpq ``options``), as sent, applied
     #: before the script. Absent when none were asked for (older records' bytes).
     session_settings: dict[str, str] | None = Field(default=None, exclude_if=_absent_if_none)
+    #: An agent's tool call: the model and digests of the prompt and turn. Absent otherwise.
+    agent: AgentCall | None = Field(default=None, exclude_if=_absent_if_none)
 
 
 class SessionResult(_Body):
@@ -345,16 +367,65 @@ class CheckpointStatement(BaseModel):
     head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     time: datetime
     prev_checkpoint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # Absent from checkpoints signed before batch signatures existed (they still verify).
+    batches: int | None = Field(
+        None,
+        ge=0,
+        exclude_if=_absent_if_none,
+        description="batch signatures ending in first_seq..last_seq, each checked",
+    )
+    unsigned_from: int | None = Field(
+        None,
+        exclude_if=_absent_if_none,
+        description="first record the signer found under no valid batch signature",
+    )
 
 
-class Checkpoint(_Body):
+class _TransitSigned(_Body):
+    """A statement signed by Vault's transit checkpoint key (``ledger/checkpoint.py``)."""
+
+    key_name: str
+    key_version: int = Field(ge=1)
+    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
+
+
+class Checkpoint(_TransitSigned):
     """A signed checkpoint: written by the gateway into the ledger and to the anchor sink."""
 
     kind: Literal["checkpoint"] = "checkpoint"
     statement: CheckpointStatement
-    key_name: str
-    key_version: int = Field(ge=1)
-    signature: str = Field(description="base64 Ed25519 signature made by Vault transit")
+
+
+class KeyCertificateStatement(BaseModel):
+    """What Vault's checkpoint key certifies: this Ed25519 key signs one gateway process's
+    batches between ``not_before`` and ``not_after`` (``ledger/batch.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A field no checkpoint statement has: one signed statement never passes for the other.
+    purpose: Literal["gateway batch key"] = "gateway batch key"
+    key_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="SHA-256 of the key, 32 hex")
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    process: str = Field(description="the gateway process (host-pid-random instance id)")
+    replica: str = Field(description="the gateway replica (host name)")
+    not_before: datetime
+    not_after: datetime
+
+
+class GatewayKeyCertified(_TransitSigned):
+    """A gateway process's batch key, certified by Vault's transit checkpoint key."""
+
+    kind: Literal["gateway.key"] = "gateway.key"
+    statement: KeyCertificateStatement
+
+
+class LedgerAlarm(_Body):
+    """A gateway found a ledger head no certified gateway key signed, and refused to chain
+    its batch after it; this record names the head (``audit verify`` fails there)."""
+
+    kind: Literal["ledger.alarm"] = "ledger.alarm"
+    found_seq: int
+    problem: str
 
 
 class SettingsChanged(_Body):
@@ -383,7 +454,9 @@ RecordBody = Annotated[
     | ReviewDecided
     | ReviewExecuted
     | Checkpoint
-    | SettingsChanged,
+    | SettingsChanged
+    | GatewayKeyCertified
+    | LedgerAlarm,
     Field(discriminator="kind"),
 ]
 

@@ -19,6 +19,9 @@ class FailureKind(str, Enum):
     TAIL_TRUNCATED = "tail truncated"
     ANCHOR_MISMATCH = "anchor mismatch"
     UNREADABLE = "unreadable"
+    NOT_SIGNED = "record not signed"
+    INCOMPLETE = "bundle incomplete"
+    REPORT_CHANGED = "report changed"
 
 
 class Failure(BaseModel):

@@ -33,6 +33,7 @@ from airflow_hoop.ledger.anchor import AnchorEntry
 from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 from airflow_hoop.ledger.checkpoint import PublicKeySet
 from airflow_hoop.ledger.verification import Failure, FailureKind, Verification
+from airflow_hoop.ledger.verify_batches import BatchChecks
 from airflow_hoop.ledger.verify_checkpoints import CheckpointChecks
 from airflow_hoop.ledger.verify_signatures import SignatureChecks
 
@@ -80,13 +81,16 @@ class _Pending:
         self.hash = hash_
 
 
-class LedgerVerifier(CheckpointChecks):
+class LedgerVerifier(BatchChecks, CheckpointChecks):
     """Push the records in storage order with ``feed``; ``finish`` gives the result.
 
     ``start_seq``/``start_hash`` say where the records begin (a bundle starts after a signed
     checkpoint: ``prev_checkpoint`` is that checkpoint's body). ``anchor`` holds the anchor's
     entries; ``complete`` says the records run to the ledger's end, so checkpoints the anchor
     holds beyond them mean a truncated tail (False for a bundle, which is a window).
+    ``certificates`` are gateway key certificates issued before the records (a bundle's
+    ``keys.jsonl``); those among the records are read as they come. Every record must be
+    under a batch signature (``feed``'s ``batch``) unless ``chain_only``.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class LedgerVerifier(CheckpointChecks):
         complete: bool = True,
         chain_only: bool = False,
         on_checkpoint: Callable[[int, dict[str, Any]], str | None] | None = None,
+        certificates: Iterable[dict[str, Any]] | None = None,
     ) -> None:
         self.keys = keys
         self.start_seq = start_seq
@@ -134,6 +139,7 @@ class LedgerVerifier(CheckpointChecks):
         self._last_number = 0
         if prev_checkpoint is not None:
             self._start_checkpoint(prev_checkpoint)
+        self._init_batches(keys, certificates)
 
     # -- feeding -----------------------------------------------------------------------------
     @property
@@ -144,15 +150,25 @@ class LedgerVerifier(CheckpointChecks):
         self, kind: FailureKind, seq: int | None, message: str, file: str | None = None
     ) -> Failure:
         """Record the first failure (later ones are consequences and are dropped); a bad
-        signature checked in the background at an earlier seq takes precedence."""
+        signature checked in the background at an earlier seq takes precedence (at the same
+        seq this failure is the more precise one: a changed record also breaks its batch)."""
         if self.result.failure is None:
-            self._settle_signatures(upto=seq, only_done=False)
+            self._settle_signatures(upto=seq, only_done=False, before_batches=True)
         if self.result.failure is None:
             self._sync()
             self.result.ok = False
             self.result.failure = Failure(kind=kind, seq=seq, message=message, file=file)
         assert self.result.failure is not None
         return self.result.failure
+
+    @property
+    def last_checkpoint_number(self) -> int:
+        """The last checkpoint read (the window's start checkpoint included); 0 for none."""
+        return self._last_number
+
+    def anchor_entries(self) -> list[AnchorEntry] | None:
+        """The anchor's entries given to the verifier (None without an anchor)."""
+        return None if self._anchor is None else list(self._anchor.values())
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -166,9 +182,14 @@ class LedgerVerifier(CheckpointChecks):
         result.records, result.first_seq, result.last_seq = self._count, self._first, self._last
 
     def feed(
-        self, data: bytes, stored_hash: str | None = None, storage_seq: int | None = None
+        self,
+        data: bytes,
+        stored_hash: str | None = None,
+        storage_seq: int | None = None,
+        batch: str | None = None,
     ) -> Failure | None:
-        """Check one record (its exact bytes); returns the failure once there is one."""
+        """Check one record (its exact bytes) and, when it ends a batch, the batch's signature
+        (``batch``); returns the failure once there is one."""
         self._data = self._record = self.last_accepted = self.last_kind = self.last_time = None
         if self.result.failure is not None:
             return self.result.failure
@@ -225,6 +246,8 @@ class LedgerVerifier(CheckpointChecks):
             )
         self._accept(seq, raw, digest, data, head.body.kind)
         self.last_time = head.time
+        if batch is not None and not self.chain_only and self.result.failure is None:
+            self._batch_end(seq, batch, digest, head.time)
         return self.result.failure
 
     def _resolve(self, seq: int, prev_hash: str) -> bool:
@@ -277,18 +300,30 @@ class LedgerVerifier(CheckpointChecks):
                 return
             assert record is not None
             self._checkpoint(seq, record["body"])  # an object: the head decode checked it
+        elif kind == "gateway.key" and self._pending is None and not self.chain_only:
+            try:
+                record = self.record
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                self.fail(FailureKind.UNREADABLE, seq, "the key record is not valid JSON")
+                return
+            assert record is not None
+            self._certificate(seq, record["body"])
 
     # -- the end -----------------------------------------------------------------------------
-    def _settle_signatures(self, *, upto: int | None, only_done: bool) -> None:
-        """Collect background signature checks in seq order (those with seq <= ``upto``);
+    def _settle_signatures(
+        self, *, upto: int | None, only_done: bool, before_batches: bool = False
+    ) -> None:
+        """Collect background signature checks in seq order (those with seq <= ``upto``;
+        with ``before_batches``, batch checks at ``upto`` itself are left);
         the first invalid one becomes the failure."""
-        invalid = self._signatures.first_invalid(upto=upto, only_done=only_done)
+        invalid = self._signatures.first_invalid(
+            upto=upto, only_done=only_done, before_batches=before_batches
+        )
         if invalid is not None and self.result.failure is None:
             self._sync()
             self.result.ok = False
-            self.result.failure = Failure(
-                kind=FailureKind.SIGNATURE_INVALID, seq=invalid[0], message=invalid[1]
-            )
+            kind = FailureKind(invalid[2]) if invalid[2] else FailureKind.SIGNATURE_INVALID
+            self.result.failure = Failure(kind=kind, seq=invalid[0], message=invalid[1])
 
     def finish(self, *, expect_last_seq: int | None = None) -> Verification:
         """Settle what needs no next record; check the anchor's tail and the expected end."""
@@ -313,6 +348,11 @@ class LedgerVerifier(CheckpointChecks):
             return result
         self._sync()
         last = result.last_seq if result.last_seq is not None else self.start_seq - 1
+        if not self.chain_only:
+            self._uncovered_tail(last)
+            self._settle_signatures(upto=None, only_done=False)
+            if result.failure is not None:
+                return result
         if expect_last_seq is not None and last < expect_last_seq:
             self.fail(
                 FailureKind.TAIL_TRUNCATED,
@@ -332,14 +372,33 @@ class LedgerVerifier(CheckpointChecks):
 def verify_lines(
     lines: Iterable[bytes],
     keys: PublicKeySet | None,
+    batches: Iterable[tuple[int, str]] = (),
     **options: Any,
 ) -> Verification:
-    """Verify canonical record lines (a bundle's ``records.jsonl``) in one call."""
+    """Verify canonical record lines (a bundle's ``records.jsonl``) in one call, with the
+    batch signatures ``(last_seq, batch_sig)`` in seq order."""
     verifier = LedgerVerifier(keys, **options)
+    ends = BatchEnds(batches)
     for line in lines:
-        if verifier.feed(line.rstrip(b"\n")) is not None:
+        if verifier.feed(line.rstrip(b"\n"), batch=ends.at(verifier.expected)) is not None:
             break
     return verifier.finish()
+
+
+class BatchEnds:
+    """Batch signatures ``(last_seq, batch_sig)`` in seq order, handed out by seq (streamed:
+    a bundle's ``batches.jsonl`` is read alongside its records)."""
+
+    def __init__(self, batches: Iterable[tuple[int, str]]) -> None:
+        self._iter = iter(batches)
+        self._next = next(self._iter, None)
+
+    def at(self, seq: int) -> str | None:
+        while self._next is not None and self._next[0] < seq:
+            self._next = next(self._iter, None)
+        if self._next is not None and self._next[0] == seq:
+            return self._next[1]
+        return None
 
 
 def verify_chain(

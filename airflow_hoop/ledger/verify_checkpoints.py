@@ -29,7 +29,12 @@ class CheckpointChecks(AnchorChecks):
     _start_body: bytes | None
     _signatures: SignatureChecks
 
-    def _settle_signatures(self, *, upto: int | None, only_done: bool) -> None:
+    def checkpoint_batches(self, seq: int, statement: dict[str, Any]) -> bool:
+        raise NotImplementedError  # BatchChecks.checkpoint_batches
+
+    def _settle_signatures(
+        self, *, upto: int | None, only_done: bool, before_batches: bool = False
+    ) -> None:
         raise NotImplementedError  # LedgerVerifier._settle_signatures
 
     def _start_checkpoint(self, body: dict[str, Any]) -> None:
@@ -108,6 +113,8 @@ class CheckpointChecks(AnchorChecks):
             )
             return
         if self._anchor is not None and not self._anchor_matches(seq, st.number, body):
+            return
+        if not self.checkpoint_batches(seq, statement):
             return
         problem = None if self.on_checkpoint is None else self.on_checkpoint(seq, body)
         if problem is not None:

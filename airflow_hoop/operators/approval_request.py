@@ -128,9 +128,13 @@ def request_approval(
     justification: str = "",
     hoop_conn_id: str | None = None,
     wait_deadline: datetime | None = None,
+    context_extra: Mapping[str, str] | None = None,
 ) -> tuple[ReviewCreated, GatewayAddress]:
     """Ask as the running step; returns the review (new or already open) and where the
-    gateway is (for the trigger that waits)."""
+    gateway is (for the trigger that waits).
+
+    ``context_extra``: more of the review's context (e.g. ``AGENT_TOOL_CALL``: a paused agent).
+    """
     hook = HoopHook(hoop_conn_id or command.hoop_conn_id or HoopHook.default_conn_name)
     step = hook.get_step(context)
     dag_run = context.get("dag_run")
@@ -139,6 +143,7 @@ def request_approval(
         "requested_by_task": str(step.step.task_id),
         "run_type": str(getattr(run_type, "value", run_type) or ""),
         "logical_date": str(getattr(dag_run, "logical_date", "") or ""),
+        **(context_extra or {}),
     }
     body = ReviewCreate(
         connection=command.connection,

@@ -20,6 +20,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from airflow_hoop.client.approver import AsyncApproverClient
 from airflow_hoop.errors import (
@@ -29,6 +30,7 @@ from airflow_hoop.errors import (
     HoopError,
     PolicyRefusedError,
 )
+from airflow_hoop.plugins.agent_pause import answer_agent_pause, is_agent_pause
 from airflow_hoop.plugins.common import APPROVALS_PREFIX, map_index_param, templates
 from airflow_hoop.plugins.settings import PluginSettings
 from airflow_hoop.wire.reviews import MAX_REASON, Review
@@ -168,6 +170,9 @@ async def decide(
             )
     except HoopError as exc:
         return _error_page(exc)
+    if is_agent_pause(decided):
+        # The same decision, to the agent task parked in Airflow's tool approval.
+        await run_in_threadpool(answer_agent_pause, decided, user, reason_text)
     target = return_to if return_to.startswith(PREFIX + "/") else _review_page(decided)
     return RedirectResponse(target, status_code=303)
 

@@ -226,6 +226,14 @@ def _settings_changed(view: RecordView) -> dict[str, Any]:
     return view.event(0, 99, "Settings Changed", status_id=1, status_detail=changed)
 
 
+def _key_certified(view: RecordView) -> dict[str, Any]:
+    return view.event(0, 99, "Gateway Key Certified", status_id=1)
+
+
+def _alarm(view: RecordView) -> dict[str, Any]:
+    return view.event(0, 99, "Ledger Alarm", status_id=2, status_detail=view.body["problem"])
+
+
 #: One mapper per record kind; a kind the mapping does not know is a Base Event "Other".
 MAPPERS: dict[str, Mapper] = {
     "session.intent": _intent,
@@ -238,6 +246,8 @@ MAPPERS: dict[str, Mapper] = {
     "credential.revoked": _credential(6, "Delete"),
     "checkpoint": _checkpoint,
     "gateway.settings_changed": _settings_changed,
+    "gateway.key": _key_certified,
+    "ledger.alarm": _alarm,
 }
 
 

@@ -25,6 +25,13 @@ class CheckpointPage(BaseModel):
     next_after_seq: int | None = None
 
 
+class KeyCertificates(BaseModel):
+    """``GET /api/airflow-hoop/ledger/keys``: every ``gateway.key`` record (the gateway
+    processes' certified batch keys), by sequence."""
+
+    certificates: list[StoredRecord]
+
+
 class LedgerWindow(BaseModel):
     """``GET /api/airflow-hoop/ledger/window``: the records of ``since <= time < until``."""
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from airflow_hoop.ledger.records import MaskingRecord
+from airflow_hoop.ledger.records import AgentCall, MaskingRecord
 from airflow_hoop.wire.session_settings import SessionSettings
 
 #: Names the step's own Vault token by its accessor on every request of a step: the gateway
@@ -37,6 +37,8 @@ class ExecExtension(BaseModel):
     session_settings: SessionSettings | None = Field(
         None, description="settings of the step's database session, applied before the script"
     )
+    #: An LLM agent's tool call: the model and digests of its prompt and turn (docs/agents.md).
+    agent: AgentCall | None = None
 
 
 #: hoop refuses metadata keys or values of this many characters or more (422).

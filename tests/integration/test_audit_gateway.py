@@ -64,16 +64,18 @@ def audited(stack: StackInfo) -> Iterator[Audited]:
                     assert client.exec(script).status_code == 200
             with step_client(stack, other, url) as client:
                 assert client.exec("SELECT 2 AS two").status_code == 200
-        # The writer signed a last checkpoint as it stopped; the reader signs nothing.
-        with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
-            row = conn.execute(
-                "SELECT body::jsonb->'body'->>'db_user' FROM ledger WHERE kind = 'session.intent' "
-                "AND dag_id = 'test_audit' LIMIT 1"
-            ).fetchone()
-        assert row is not None and row[0]
+        # The writer signed a last checkpoint as it stopped; the reader signs no checkpoint.
         reader = {"checkpoints": {"enabled": False}}
         with extra_gateway(stack, "audit-reader", database_dsn=dsn, **reader) as url:
+            # Copied once the reader started: its key certificate (the record that certifies
+            # the batch key it signs its appends with) is part of the pristine ledger.
+            with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
+                conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
+                row = conn.execute(
+                    "SELECT body::jsonb->'body'->>'db_user' FROM ledger "
+                    "WHERE kind = 'session.intent' AND dag_id = 'test_audit' LIMIT 1"
+                ).fetchone()
+            assert row is not None and row[0]
             yield Audited(stack, db, url, main, other, row[0], started)
     finally:
         drop_db(stack, db)

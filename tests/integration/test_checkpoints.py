@@ -26,6 +26,7 @@ from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
 from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
 from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import DirectoryAnchor
@@ -62,9 +63,13 @@ def run_with(
         vault = GatewayVaultClient(GatewaySettings.load(stack.gateway_settings_path).vault)
         await store.open()
         await vault.login()
+        settings = GatewaySettings.load(stack.gateway_settings_path).checkpoints
+        keys = ProcessKeys(settings, store, vault)
+        await keys.start()  # as the gateway does: every batch under a certified key
         try:
             return await body(store, vault)
         finally:
+            await keys.stop()
             await store.close()
             vault.close()
 
@@ -81,6 +86,15 @@ def lines(stack: StackInfo, dsn: str) -> list[bytes]:
     db = dsn.split("dbname=")[1].split()[0]
     with psycopg.connect(stack.admin_dsn(db)) as conn:
         return [r[0].encode() for r in conn.execute("SELECT body FROM ledger ORDER BY seq")]
+
+
+def batches(stack: StackInfo, dsn: str) -> list[tuple[int, str]]:
+    db = dsn.split("dbname=")[1].split()[0]
+    with psycopg.connect(stack.admin_dsn(db)) as conn:
+        rows = conn.execute(
+            "SELECT seq, batch_sig FROM ledger WHERE batch_sig IS NOT NULL ORDER BY seq"
+        )
+        return [(r[0], r[1]) for r in rows]
 
 
 # -- who may sign -----------------------------------------------------------------------------
@@ -135,9 +149,8 @@ def test_every_n_records_or_t_seconds_and_never_for_nothing(stack: StackInfo, fr
         signer = CheckpointSigner(
             CheckpointSettings(every_records=5, interval_seconds=1.5), store, vault
         )
-        seen = [await signer.checkpoint_now()]  # empty ledger: nothing to sign
-        await append(store, 2)
-        seen.append(await signer.checkpoint_now())  # the first checkpoint is due at once
+        seen = [await signer.checkpoint_now()]  # the key certificate: the first is due at once
+        seen.append(await signer.checkpoint_now())  # only its own record since: nothing to do
         await append(store, 3)
         seen.append(await signer.checkpoint_now())  # 3 (+1 checkpoint record) < 5, 1.5 s not over
         await append(store, 2)
@@ -149,10 +162,10 @@ def test_every_n_records_or_t_seconds_and_never_for_nothing(stack: StackInfo, fr
         return seen
 
     seen = run_with(stack, fresh, body)
-    assert [None if c is None else c.statement.number for c in seen] == [None, 1, None, 2, None, 3]
-    assert seen[3].statement.first_seq == seen[1].statement.last_seq + 1
+    assert [None if c is None else c.statement.number for c in seen] == [1, None, None, 2, None, 3]
+    assert seen[3].statement.first_seq == seen[0].statement.last_seq + 1
     keys = run_with(stack, fresh, _public_keys)
-    assert verify_lines(lines(stack, fresh), keys).checkpoints == 3
+    assert verify_lines(lines(stack, fresh), keys, batches(stack, fresh)).checkpoints == 3
 
 
 def test_two_signers_never_fork(stack: StackInfo, fresh: str, tmp_path: Path) -> None:
@@ -171,7 +184,9 @@ def test_two_signers_never_fork(stack: StackInfo, fresh: str, tmp_path: Path) ->
         return await signers[0].public_keys()
 
     keys = run_with(stack, fresh, body)
-    result = verify_lines(lines(stack, fresh), keys, anchor=DirectoryAnchor(tmp_path).entries())
+    result = verify_lines(
+        lines(stack, fresh), keys, batches(stack, fresh), anchor=DirectoryAnchor(tmp_path).entries()
+    )
     assert result.ok, result.summary()
     assert result.checkpoints >= 3 and result.anchor_matched == result.checkpoints
 
@@ -196,5 +211,7 @@ def test_the_anchor_catches_up_after_a_failed_write(
 
     keys = run_with(stack, fresh, body)
     assert DirectoryAnchor(good).last_number() == 4
-    result = verify_lines(lines(stack, fresh), keys, anchor=DirectoryAnchor(good).entries())
+    result = verify_lines(
+        lines(stack, fresh), keys, batches(stack, fresh), anchor=DirectoryAnchor(good).entries()
+    )
     assert result.ok and result.anchor_matched == 4

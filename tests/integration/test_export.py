@@ -108,7 +108,8 @@ def traffic(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 assert client.exec("SELECT 2").status_code == 200
                 response = client.exec(write, autocommit=True)
                 assert response.status_code == 200, response.text
-        end = datetime.now(timezone.utc) + timedelta(seconds=1)
+        # Before the reader starts: its own key certificate (a record) falls after the window.
+        end = datetime.now(timezone.utc) + timedelta(milliseconds=1)
         with extra_gateway(
             stack, "export-reader", database_dsn=dsn, checkpoints={"enabled": False}
         ) as reader:
@@ -150,8 +151,11 @@ def test_export_of_the_whole_traffic(traffic: Traffic, tmp_path: Path) -> None:
     lines = (bundle / "records.jsonl").read_bytes().splitlines()
     seqs = [json.loads(line)["seq"] for line in lines]
     assert seqs == list(range(1, len(lines) + 1)) and manifest["range"]["start_checkpoint"] is None
-    # The last record is under a signature: the bundle ends with the covering checkpoint.
-    assert json.loads(lines[-1])["body"]["kind"] == "checkpoint"
+    # The window's last record is under a signature: the bundle ends with the covering
+    # checkpoint (and the reader's key certificate, under its batch signature, read with it).
+    kinds = [json.loads(line)["body"]["kind"] for line in lines]
+    assert kinds[-1] == "checkpoint" or kinds[-2:] == ["checkpoint", "gateway.key"]
+    assert (bundle / "manifest.sig").is_file()
 
     rows = csv_rows(bundle)
     by_identity: dict[str, set[str]] = {}
@@ -251,7 +255,8 @@ def test_an_edited_window_of_a_real_export_fails(traffic: Traffic, tmp_path: Pat
     the context records the export put before it; moved later, it loses its first record."""
     bundle = tmp_path / "edited"
     assert export(traffic, bundle, traffic.middle).exit_code == 0
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    signed_bytes = (bundle / "manifest.json").read_bytes()
+    manifest = json.loads(signed_bytes)
     span, window = manifest["range"], manifest["window"]
     assert span["first_seq"] < window["first_seq"], "no context records before the window"
     lines = (bundle / "records.jsonl").read_bytes().splitlines()
@@ -269,5 +274,5 @@ def test_an_edited_window_of_a_real_export_fails(traffic: Traffic, tmp_path: Pat
         result = verify_bundle(bundle)
         assert result.exit_code == 1, result.output
         assert says in result.output and "window was changed" in result.output, result.output
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (bundle / "manifest.json").write_bytes(signed_bytes)  # the signed manifest, as exported
     assert verify_bundle(bundle).exit_code == 0

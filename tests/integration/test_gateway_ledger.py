@@ -197,5 +197,6 @@ def test_two_gateway_processes_append_to_one_chain(stack: StackInfo) -> None:
     rows = ledger_rows(stack)
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     # 6 steps x (issued + 3 x (intent + result) + revoked)
-    assert ledger_count(stack) - before == 6 * (1 + 3 * 2 + 1)
+    # and the second process's key certificate
+    assert ledger_count(stack) - before == 6 * (1 + 3 * 2 + 1) + 1
     assert verify_chain(rows).ok

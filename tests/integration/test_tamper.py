@@ -11,6 +11,7 @@ off serves the ledger while it is tampered with, so nothing signs the tampered s
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import threading
@@ -31,10 +32,20 @@ from support.ledger_db import drop_db, fresh_gateway_db, unlocked, vault_key_fil
 from airflow_hoop.cli.audit import audit_export, audit_verify
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
-from airflow_hoop.ledger.canonical import canonical
+from airflow_hoop.ledger.batch import key_id, public_raw, sign_batch
+from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import link_hash
-from airflow_hoop.ledger.checkpoint import checkpoint_hash, statement_digest
-from airflow_hoop.ledger.records import Checkpoint, CheckpointStatement
+from airflow_hoop.ledger.checkpoint import (
+    checkpoint_hash,
+    split_vault_signature,
+    statement_digest,
+)
+from airflow_hoop.ledger.records import (
+    Checkpoint,
+    CheckpointStatement,
+    GatewayKeyCertified,
+    KeyCertificateStatement,
+)
 
 #: Checkpoints of the writer gateway: small, so the little traffic here spans several.
 WRITER_CHECKPOINTS = {"every_records": 5, "interval_seconds": 0.5, "poll_seconds": 0.05}
@@ -51,6 +62,29 @@ class Tamper:
     anchor: Path
     key_file: Path
     pristine_anchor: Path
+    dsn: str = ""
+
+    def gateway_role(self) -> psycopg.Connection:
+        """The gateway's own database role (its password is in the gateway's settings)."""
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def head(self) -> tuple[int, str]:
+        with self.admin() as conn:
+            row = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        return row[0], row[1]
+
+    def insert(self, record: dict, batch_sig: str | None = None) -> int:
+        """Insert a correctly chained record at the head, as the gateway role."""
+        seq, prev = self.head()
+        record = {**record, "seq": seq + 1, "prev_hash": prev}
+        data = canonical(record)
+        with self.gateway_role() as conn:
+            conn.execute(
+                "INSERT INTO ledger (seq, time, kind, body, hash, batch_sig) "
+                "VALUES (%s, now(), %s, %s, %s, %s)",
+                (seq + 1, record["body"]["kind"], data.decode(), link_hash(prev, data), batch_sig),
+            )
+        return seq + 1
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.stack.admin_dsn(self.db), autocommit=True)
@@ -100,12 +134,14 @@ def tamper(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             for _ in range(3):
                 run_steps(stack, url, steps=3, statements=2)
                 time.sleep(WRITER_CHECKPOINTS["interval_seconds"] + 0.5)
-        # The writer signed a last checkpoint as it stopped: every record is under a signature.
-        with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
-        shutil.copytree(anchor, base / "anchor-pristine")
         reader = {"checkpoints": {"enabled": False}}
         with extra_gateway(stack, "tamper-reader", database_dsn=dsn, **reader) as url:
+            # The writer signed a last checkpoint as it stopped: every record is under a
+            # checkpoint but the reader's key certificate (under its batch signature; the
+            # reader signs the manifests of the exports here).
+            with psycopg.connect(stack.admin_dsn(db), autocommit=True) as conn:
+                conn.execute("CREATE TABLE ledger_pristine AS SELECT * FROM ledger")
+            shutil.copytree(anchor, base / "anchor-pristine")
             yield Tamper(
                 stack,
                 db,
@@ -113,6 +149,7 @@ def tamper(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 anchor,
                 vault_key_file(stack, base / "key.json"),
                 base / "anchor-pristine",
+                dsn,
             )
     finally:
         drop_db(stack, db)
@@ -308,7 +345,95 @@ def test_a_bundle_file_edited_after_export(t: Tamper, tmp_path: Path) -> None:
     report = bundle / "report.html"
     report.write_text(report.read_text().replace("No database user was shared", "All fine"))
     result = verify_bundle()
-    assert result.exit_code == 1 and "report.html does not match" in result.output, result.output
+    assert failed_at(result, None, "report changed"), result.output
+    assert "report.html is not the report of the verified records" in result.output
+
+
+def _export(t: Tamper, bundle: Path) -> None:
+    now = datetime.now(timezone.utc)
+    window = ["--since", (now - timedelta(hours=1)).isoformat(), "--until", now.isoformat()]
+    source = ["--gateway", t.url, "--api-key", t.stack.auditor_api_key, "--anchor", str(t.anchor)]
+    export = CliRunner().invoke(
+        audit_export, [*source, "--public-key", str(t.key_file), *window, "--out", str(bundle)]
+    )
+    assert export.exit_code == 0, export.output
+
+
+def _verify_bundle(t: Tamper, bundle: Path, *extra: str) -> Result:
+    args = ["--bundle", str(bundle), "--public-key", str(t.key_file), *extra]
+    return CliRunner().invoke(audit_verify, args)
+
+
+def _fix_digests(bundle: Path, manifest: dict) -> None:
+    for name in manifest["files"]:
+        data = (bundle / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def test_a_reworded_report_with_its_digests_fixed(t: Tamper, tmp_path: Path) -> None:
+    """The issue's attack: a DELETE re-worded as a SELECT in the report, digests fixed."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    csv_file = bundle / "report.csv"
+    text = csv_file.read_text()
+    assert "SELECT " in text
+    csv_file.write_text(text.replace("SELECT ", "SELECT 1 -- ", 1))
+    # Digests fixed, but the manifest is signed: that alone is caught...
+    _fix_digests(bundle, json.loads((bundle / "manifest.json").read_text()))
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "signature invalid"), result.output
+    assert "manifest.json is not the manifest the gateway signed" in result.output
+
+
+def test_a_reworded_report_under_the_signed_manifest(t: Tamper, tmp_path: Path) -> None:
+    """...and a report re-worded under the untouched, signed manifest: the verifier renders the
+    report from the verified records itself, and names the file that differs."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    clean = _verify_bundle(t, bundle)
+    assert clean.exit_code == 0, clean.output
+    csv_file = bundle / "report.csv"
+    csv_file.write_text(csv_file.read_text().replace("SELECT ", "SELECT 1 -- ", 1))
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "report changed"), result.output
+    assert "report.csv is not the report of the verified records" in result.output
+
+
+def test_a_manifest_without_its_signature(t: Tamper, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    (bundle / "manifest.sig").unlink()
+    result = _verify_bundle(t, bundle)
+    assert failed_at(result, None, "signature invalid"), result.output
+    assert "the manifest carries no signature" in result.output
+
+
+def test_a_trimmed_bundle_against_the_anchor(t: Tamper, tmp_path: Path) -> None:
+    """Cut back to an earlier checkpoint, the manifest's counts and digests made to fit."""
+    bundle = tmp_path / "bundle"
+    _export(t, bundle)
+    lines = (bundle / "records.jsonl").read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    cps = [i for i, r in enumerate(records) if r["body"]["kind"] == "checkpoint"]
+    cut = cps[-3]  # keep up to the third-last checkpoint
+    kept, checkpoint = records[: cut + 1], records[cut]["body"]["statement"]["number"]
+    (bundle / "records.jsonl").write_bytes(b"".join(lines[: cut + 1]))
+    last = kept[-1]["seq"]
+    batches = (bundle / "batches.jsonl").read_bytes().splitlines(keepends=True)
+    (bundle / "batches.jsonl").write_bytes(
+        b"".join(b for b in batches if json.loads(b)["last_seq"] <= last)
+    )
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["range"].update(last_seq=last, records=len(kept))
+    manifest["window"].update(last_seq=last, records=len(kept))
+    _fix_digests(bundle, manifest)
+    result = _verify_bundle(t, bundle, "--anchor", str(t.anchor))
+    assert failed_at(result, None, "bundle incomplete"), result.output
+    assert f"bundle ends at checkpoint {checkpoint} but the anchor holds checkpoint" in (
+        result.output
+    )
+    assert "covering this window" in result.output
 
 
 def test_verify_exit_codes_and_step_tokens(t: Tamper, stack: StackInfo) -> None:
@@ -337,9 +462,9 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
 
     from airflow_hoop.gateway.db.store import GatewayStore, SessionEnd, SessionRow
     from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
+    from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
     from airflow_hoop.gateway.settings import CheckpointSettings, GatewaySettings
     from airflow_hoop.gateway.vault import GatewayVaultClient
-    from airflow_hoop.ledger.canonical import sha256_hex
     from airflow_hoop.ledger.records import (
         CredentialIssued,
         CredentialRevoked,
@@ -352,6 +477,8 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
     vault = GatewayVaultClient(settings.vault)
     await store.open()
     await vault.login()
+    keys = ProcessKeys(settings.checkpoints, store, vault)
+    await keys.start()
     signer = CheckpointSigner(
         CheckpointSettings(
             every_records=1000, interval_seconds=1.0, poll_seconds=0.2, anchor_dir=str(anchor)
@@ -413,9 +540,10 @@ async def _write_bulk(stack: StackInfo, dsn: str, anchor: Path) -> int:
         await asyncio.gather(*(worker() for _ in range(BULK_WRITERS)))
     finally:
         await signer.stop()  # signs the tail
+        await keys.stop()
         await store.close()
         vault.close()
-    return steps * per_step
+    return steps * per_step + 1  # and the process key's certificate
 
 
 def test_no_false_alarm_on_100k_records_from_concurrent_steps(
@@ -447,7 +575,145 @@ def test_no_false_alarm_on_100k_records_from_concurrent_steps(
                 audit_verify, [*args, "--public-key", str(key), "--anchor", str(anchor)]
             )
         assert result.exit_code == 0, result.output
-        assert f"OK: {written + checkpoints} records" in result.output
+        # (and the reader's key certificate, written as it started)
+        assert f"OK: {written + checkpoints + 1} records" in result.output
         assert f"{checkpoints} checkpoints matching the anchor" in result.output
     finally:
         drop_db(stack, db)
+
+
+# -- records only the gateway can write --------------------------------------------------------
+def _intent_record(script: str) -> dict:
+    sid = str(uuid.uuid4())
+    return {
+        "v": 1,
+        "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "step": None,
+        "actor": "gateway",
+        "body": {
+            "kind": "session.intent",
+            "session_id": sid,
+            "connection": "warehouse",
+            "script": script,
+            "script_sha256": sha256_hex(script),
+            "db_user": None,
+        },
+    }
+
+
+def test_a_forged_insert_after_the_last_checkpoint(t: Tamper) -> None:
+    seq = t.insert(_intent_record("DROP TABLE payroll_salaries"))
+    result = t.verify()
+    assert failed_at(result, seq, "record not signed"), result.output
+    assert "record not signed by a certified gateway key" in result.output
+
+
+def test_a_forged_insert_before_a_checkpoint_is_refused_and_flagged(
+    t: Tamper, stack: StackInfo
+) -> None:
+    """The issue's attack: the gateway role inserts a chained record; the next checkpoint is
+    signed over it. The gateway that finds it chains nothing after it but an alarm record
+    naming it (and logs the alarm), and its checkpoint names the seq."""
+    seq = t.insert(_intent_record("DROP TABLE payroll_salaries"))
+    checkpoints = {**WRITER_CHECKPOINTS, "anchor_dir": str(t.anchor)}
+    with extra_gateway(stack, "tamper-writer2", database_dsn=t.dsn, checkpoints=checkpoints) as url:
+        run_steps(stack, url, steps=1, statements=1)
+        time.sleep(WRITER_CHECKPOINTS["interval_seconds"] + 0.5)
+    kinds = {kind: s for s, kind, _ in t.rows() if s > seq}
+    assert "ledger.alarm" in kinds and "checkpoint" in kinds
+    alarm = next(json.loads(b)["body"] for s, k, b in t.rows() if k == "ledger.alarm")
+    assert alarm["found_seq"] == seq
+    covering = next(c.statement for s, c in checkpoint_rows(t) if c.statement.last_seq >= seq)
+    assert covering.unsigned_from == seq
+    log = (Path(stack.run_dir) / "gateway-tamper-writer2.log").read_text()
+    assert f"ALARM: ledger seq {seq}" in log
+    result = t.verify()
+    assert failed_at(result, seq, "record not signed"), result.output
+
+
+def test_a_signed_batch_replayed_at_another_place(t: Tamper) -> None:
+    with t.admin() as conn:
+        _seq, body, batch_sig = conn.execute(
+            "SELECT seq, body, batch_sig FROM ledger WHERE kind = 'session.intent' "
+            "AND batch_sig LIKE '%%.' || seq || '.%%' ORDER BY seq LIMIT 1"
+        ).fetchone()
+    kid, _first, signature = batch_sig.split(".")
+    head, _ = t.head()
+    # The record and its signature copied to the head, the signature's start renumbered.
+    new_seq = t.insert(json.loads(body), f"{kid}.{head + 1}.{signature}")
+    result = t.verify()
+    assert failed_at(result, new_seq, "record not signed"), result.output
+    assert "does not verify" in result.output
+
+
+def _certificate(t: Tamper, key: Ed25519PrivateKey, valid: timedelta, sign) -> dict:
+    raw = public_raw(key)
+    now = datetime.now(timezone.utc)
+    statement = KeyCertificateStatement(
+        key_id=key_id(raw),
+        public_key=base64.b64encode(raw).decode(),
+        process="attacker",
+        replica="attacker",
+        not_before=now - valid - timedelta(minutes=1),
+        not_after=now - timedelta(minutes=1) if valid else now + timedelta(hours=1),
+    )
+    version, signature = sign(statement_digest(statement))
+    cert = GatewayKeyCertified(
+        statement=statement,
+        key_name=vault_setup.CHECKPOINT_KEY,
+        key_version=version,
+        signature=signature,
+    )
+    return {
+        "v": 1,
+        "time": now.isoformat().replace("+00:00", "Z"),
+        "step": None,
+        "actor": "gateway",
+        "body": cert.model_dump(mode="json"),
+    }
+
+
+def _insert_signed(t: Tamper, record: dict, key: Ed25519PrivateKey) -> int:
+    """Insert a record under a batch signature made with ``key``."""
+    seq, prev = t.head()
+    data = canonical({**record, "seq": seq + 1, "prev_hash": prev})
+    sig = sign_batch(key, key_id(public_raw(key)), seq + 1, seq + 1, link_hash(prev, data))
+    return t.insert(record, sig)
+
+
+def test_a_forged_key_certificate(t: Tamper) -> None:
+    attacker = Ed25519PrivateKey.generate()
+    key = Ed25519PrivateKey.generate()
+
+    def sign(digest: bytes) -> tuple[int, str]:
+        return 1, base64.b64encode(attacker.sign(digest)).decode()
+
+    cert_seq = _insert_signed(t, _certificate(t, key, timedelta(0), sign), key)
+    _insert_signed(t, _intent_record("DROP TABLE payroll_salaries"), key)
+    result = t.verify()
+    assert failed_at(result, cert_seq, "signature invalid"), result.output
+    assert "forged key certificate" in result.output
+
+
+def test_an_expired_key_certificate(t: Tamper, stack: StackInfo) -> None:
+    """Vault really certified the key, but its validity ended: a stolen old process key."""
+    key = Ed25519PrivateKey.generate()
+    client = vault_setup.vault_client(stack.bao_addr, stack.bao_root_token)
+
+    def sign(digest: bytes) -> tuple[int, str]:
+        resp = client.secrets.transit.sign_data(
+            name=vault_setup.CHECKPOINT_KEY,
+            hash_input=base64.b64encode(digest).decode(),
+            mount_point=vault_setup.TRANSIT_MOUNT,
+        )
+        version, signature = split_vault_signature(resp["data"]["signature"])
+        return version, signature
+
+    try:
+        cert = _certificate(t, key, timedelta(hours=1), sign)
+    finally:
+        client.adapter.close()
+    cert_seq = _insert_signed(t, cert, key)
+    result = t.verify()
+    assert failed_at(result, cert_seq, "record not signed"), result.output
+    assert "expired key" in result.output

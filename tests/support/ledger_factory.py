@@ -12,6 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from airflow_hoop.ledger.batch import key_id, public_raw, sign_batch
 from airflow_hoop.ledger.canonical import canonical, sha256_hex
 from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord, link_hash
 from airflow_hoop.ledger.checkpoint import (
@@ -24,6 +25,8 @@ from airflow_hoop.ledger.checkpoint import (
 from airflow_hoop.ledger.records import (
     Checkpoint,
     CheckpointStatement,
+    GatewayKeyCertified,
+    KeyCertificateStatement,
     LedgerRecord,
     RecordBody,
     SessionIntent,
@@ -56,15 +59,43 @@ class Signer:
             signature=base64.b64encode(signature).decode(),
         )
 
+    def certify(
+        self, private: Ed25519PrivateKey, *, valid: timedelta = timedelta(days=1)
+    ) -> GatewayKeyCertified:
+        """A gateway key certificate, as Vault's checkpoint key makes it."""
+        raw = public_raw(private)
+        statement = KeyCertificateStatement(
+            key_id=key_id(raw),
+            public_key=base64.b64encode(raw).decode(),
+            process="test-process",
+            replica="test-replica",
+            not_before=T0,
+            not_after=T0 + valid,
+        )
+        signature = self.private.sign(statement_digest(statement))
+        return GatewayKeyCertified(
+            statement=statement,
+            key_name=KEY_NAME,
+            key_version=1,
+            signature=base64.b64encode(signature).decode(),
+        )
+
 
 class Ledger:
-    """Appends records like the gateway does; ``checkpoint()`` signs the head."""
+    """Appends records like the gateway does (each append a batch of its own, signed by a
+    process key whose certificate is the first record); ``checkpoint()`` signs the head."""
 
-    def __init__(self, signer: Signer | None = None) -> None:
+    def __init__(
+        self, signer: Signer | None = None, process_key: Ed25519PrivateKey | None = None
+    ) -> None:
         self.signer = signer or Signer()
         self.rows: list[StoredRecord] = []
         self.checkpoints: list[Checkpoint] = []
         self._last_cp_seq = 0
+        self.process_key = process_key or Ed25519PrivateKey.generate()
+        self.key_id = key_id(public_raw(self.process_key))
+        self.certificate = self.signer.certify(self.process_key)
+        self.append(self.certificate)
 
     @property
     def head(self) -> str:
@@ -81,7 +112,9 @@ class Ledger:
             body=body,
         )
         data = record.canonical_bytes()
-        row = StoredRecord(seq=seq, body=data.decode(), hash=link_hash(self.head, data))
+        digest = link_hash(self.head, data)
+        batch = sign_batch(self.process_key, self.key_id, seq, seq, digest)
+        row = StoredRecord(seq=seq, body=data.decode(), hash=digest, batch=batch)
         self.rows.append(row)
         return row
 
@@ -118,6 +151,7 @@ class Ledger:
             head_hash=self.head,
             time=T0 + timedelta(seconds=len(self.rows)),
             prev_checkpoint=checkpoint_hash(last) if last else GENESIS_CHECKPOINT,
+            batches=len(self.rows) - (last.last_seq if last else 0),  # one per append here
         )
         checkpoint = self.signer.checkpoint(statement)
         self.append(checkpoint)
@@ -126,6 +160,9 @@ class Ledger:
 
     def lines(self) -> list[bytes]:
         return [r.body.encode() for r in self.rows]
+
+    def batches(self) -> list[tuple[int, str]]:
+        return [(r.seq, r.batch) for r in self.rows if r.batch is not None]
 
 
 def build(statements: int = 30, every: int = 10, step: StepRef | None = None) -> Ledger:

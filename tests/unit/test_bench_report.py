@@ -103,6 +103,7 @@ def test_page_has_every_benchmark_in_order_with_goals(results: Path) -> None:
     assert [b.name for b in report.BENCHMARKS] == [
         "step_overhead",
         "shell_overhead",
+        "agent_tool_call",
         "ledger",
         "export_month",
         "masking",
@@ -158,7 +159,7 @@ def test_cli_writes_the_page(results: Path, tmp_path: Path) -> None:
         check=True,
     )
     assert out.read_text() == report.render(results)
-    assert "2 of 10 benchmarks with results" in done.stdout
+    assert "2 of 11 benchmarks with results" in done.stdout
 
 
 def test_a_report_survives_its_json_round_trip(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ traceback; and never 0 when a covered byte differs from the original.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import shutil
 import tempfile
@@ -47,7 +48,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.ledger_factory import Ledger, Signer
+from support.ledger_factory import T0, Ledger, Signer
 
 from airflow_hoop.cli.audit import audit_verify
 from airflow_hoop.ledger.bundle import CHECKPOINTS, PUBLIC_KEY, RECORDS, BundleWriter, verify_bundle
@@ -58,8 +59,18 @@ from airflow_hoop.ledger.manifest import (
     BundleManifest,
     BundleRange,
     BundleWindow,
+    ReportInputs,
+    file_digest,
+)
+from airflow_hoop.ledger.manifest_sig import (
+    MANIFEST_SIG,
+    ManifestStatement,
+    SignedManifest,
+    sign_manifest,
 )
 from airflow_hoop.ledger.records import StepRef
+from airflow_hoop.ledger.report import KINDS as REPORT_KINDS
+from airflow_hoop.ledger.report import ReportBuilder, ReportScope
 from airflow_hoop.ledger.verify import LedgerVerifier
 
 #: The manifest's fields verify relies on; the others describe the bundle to a reader.
@@ -76,6 +87,8 @@ DESCRIPTIVE_MANIFEST_FIELDS = (
     "verification",
 )
 EXIT_VALID, EXIT_FAILED, EXIT_UNREADABLE = 0, 1, 2
+#: The gateway process's batch key in these bundles (fixed: the bundle is the same each run).
+PROCESS_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 
 FUZZ = settings(
     max_examples=200,
@@ -95,7 +108,7 @@ def _write_bundle(out: Path) -> None:
     # README names the bundle's temporary directory: it and its digest vary.)
     signer = Signer()
     signer.private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    ledger = Ledger(signer)
+    ledger = Ledger(signer, PROCESS_KEY)
     step = StepRef(dag_id="d", task_id="t", run_id="r")
     for i in range(4):
         ledger.statement(step, i)
@@ -109,6 +122,8 @@ def _write_bundle(out: Path) -> None:
     window_lines = lines[first_seq - 1 :]
     writer = BundleWriter(out)
     writer.add_checkpoint(start_body)
+    writer.certificates = [ledger.certificate.model_dump(mode="json")]
+    window_rows = ledger.rows[first_seq - 1 :]
     verifier = LedgerVerifier(
         keys,
         start_seq=first_seq,
@@ -118,15 +133,25 @@ def _write_bundle(out: Path) -> None:
         on_checkpoint=lambda _seq, body: (
             None if body == start_body else writer.add_checkpoint(body)
         ),
+        certificates=writer.certificates,
     )
-    for line in window_lines:
+    for line, row in zip(window_lines, window_rows, strict=True):
         writer.write_record(line)
-        verifier.feed(line)
+        if row.batch is not None:
+            writer.write_batch(row.seq, row.batch)
+        verifier.feed(line, batch=row.batch)
     result = verifier.finish()
     assert result.ok, result.failure
-    (out / "report.html").write_text("<html><body>report</body></html>\n")
-    (out / "report.csv").write_text("seq,dag_id\n")
     last_seq = first_seq + len(window_lines) - 1
+    # The real report of the window: the verifier renders it again and compares.
+    inputs = ReportInputs(
+        scope=ReportScope(first_seq=first_seq, last_seq=last_seq), facts={"source": "factory"}
+    )
+    report = ReportBuilder(out, inputs.scope)
+    for line in window_lines:
+        if json.loads(line)["body"]["kind"] in REPORT_KINDS:
+            report.add(json.loads(line))
+    report.finish(result, inputs.facts)
     # The window fits the records tightly: from the first record's time to just after the last.
     times = [_record_time(line) for line in window_lines]
     writer.finish(
@@ -150,8 +175,19 @@ def _write_bundle(out: Path) -> None:
                 start_checkpoint=start.statement.number,
             ),
             "verification": result,
+            "report": inputs,
         },
     )
+    statement = ManifestStatement(
+        manifest_sha256=file_digest(out / MANIFEST).sha256,
+        last_seq=last_seq,
+        end_hash=ledger.head,
+        key_id=ledger.key_id,
+        signed_at=T0 + timedelta(hours=1),
+        signed_for="test",
+    )
+    signed = sign_manifest(ledger.process_key, statement)
+    (out / MANIFEST_SIG).write_text(signed.model_dump_json() + "\n")
 
 
 @functools.cache
@@ -203,8 +239,8 @@ def _manifest_view(raw: bytes | None) -> Any:
         manifest = BundleManifest.model_validate_json(raw)
     except ValueError:
         return ("unreadable manifest", raw)
-    covered = manifest.model_dump(mode="json", include=set(COVERED_MANIFEST_FIELDS))
-    return (canonical(covered), _window_view(manifest.window))
+    # The manifest is signed: every byte of it is covered (the fields once descriptive too).
+    return ("manifest", raw, _window_view(manifest.window))
 
 
 def _record_time(line: bytes) -> datetime:
@@ -442,25 +478,32 @@ def _descriptive_change(name: str) -> Callable[[dict[str, Any]], None]:
 
 
 @pytest.mark.parametrize("field", DESCRIPTIVE_MANIFEST_FIELDS)
-def test_descriptive_manifest_fields_are_irrelevant(
+def test_descriptive_manifest_fields_are_signed_too(
     field: str, original: Files, tmp_path: Path
 ) -> None:
-    """The uncovered fields really are uncovered: changed, the result is the same (and the
-    same is true of the manifest's layout)."""
+    """The manifest is signed: even the fields that only describe the bundle to a reader
+    (its verification summary, where the key came from...) cannot be re-worded."""
     manifest = json.loads(original[MANIFEST])
     _descriptive_change(field)(manifest)
     damaged: dict[str, bytes | None] = dict(original)
     damaged[MANIFEST] = json.dumps(manifest, separators=(",", ":")).encode()
-    clean = _verify_files(tmp_path / "clean", dict(original))
     result = _check(tmp_path, original, damaged)
-    assert result.exit_code == EXIT_VALID
-    assert result.output == clean.output.replace(str(tmp_path / "clean"), str(tmp_path))
+    assert result.exit_code == EXIT_FAILED
+    assert "manifest.json is not the manifest the gateway signed" in result.output
 
 
 def _edited_window(original: Files, **changes: Any) -> dict[str, bytes | None]:
+    """The manifest's window changed, and the manifest signed again with the gateway's key:
+    what a faulty exporter would produce; the window check must catch it on its own."""
     manifest = json.loads(original[MANIFEST])
     manifest["window"].update(changes)
-    return {**original, MANIFEST: json.dumps(manifest, indent=2).encode()}
+    raw = json.dumps(manifest, indent=2).encode()
+    signed = SignedManifest.model_validate_json(original[MANIFEST_SIG])
+    statement = signed.statement.model_copy(
+        update={"manifest_sha256": hashlib.sha256(raw).hexdigest()}
+    )
+    resigned = sign_manifest(PROCESS_KEY, statement).model_dump_json().encode()
+    return {**original, MANIFEST: raw, MANIFEST_SIG: resigned}
 
 
 def _window_facts(original: Files) -> tuple[int, int, int, datetime, datetime]:

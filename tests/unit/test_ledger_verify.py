@@ -74,7 +74,7 @@ def test_prepared_record_bytes_equal_the_canonical_record(step, body, micro):
 
 def test_untouched_ledger_verifies_with_every_signature():
     ledger = build(statements=40, every=10)
-    result = verify_lines(ledger.lines(), ledger.signer.keys())
+    result = verify_lines(ledger.lines(), ledger.signer.keys(), ledger.batches())
     assert result.ok, result.summary()
     assert result.checkpoints == len(ledger.checkpoints) >= 8
     assert result.unsigned_tail == 1  # the last checkpoint's own record
@@ -85,7 +85,7 @@ def test_a_changed_field_is_named_at_its_seq_without_stored_hashes():
     lines = ledger.lines()
     seq = _seq_of(ledger, '"SELECT 4"')
     lines[seq - 1] = lines[seq - 1].replace(b'"SELECT 4"', b'"SELECT 5"')
-    result = verify_lines(lines, ledger.signer.keys())
+    result = verify_lines(lines, ledger.signer.keys(), ledger.batches())
     assert result.failure.kind is FailureKind.CONTENT_CHANGED and result.failure.seq == seq
 
 
@@ -93,7 +93,7 @@ def test_a_changed_prev_hash_is_blamed_on_its_own_record():
     ledger = build()
     lines = ledger.lines()
     lines[9] = rewrite(lines[9].decode(), prev_hash="11" * 32)
-    result = verify_lines(lines, ledger.signer.keys())
+    result = verify_lines(lines, ledger.signer.keys(), ledger.batches())
     assert result.failure.kind is FailureKind.CONTENT_CHANGED and result.failure.seq == 10
 
 
@@ -114,7 +114,7 @@ def test_missing_and_reordered(mutate, kind, seq):
     ledger = build()
     lines = ledger.lines()
     mutate(lines)
-    result = verify_lines(lines, ledger.signer.keys())
+    result = verify_lines(lines, ledger.signer.keys(), ledger.batches())
     if kind is None:  # without an anchor a cut tail cannot be seen: that is the anchor's job
         assert result.ok
     else:
@@ -127,7 +127,7 @@ def test_recomputed_chain_is_caught_by_the_signature_covering_it():
     seq = _seq_of(ledger, '"SELECT 13"')
     lines[seq - 1] = lines[seq - 1].replace(b'"SELECT 13"', b'"SELECT 14"')
     lines = recompute(lines, seq - 1)
-    result = verify_lines(lines, ledger.signer.keys())
+    result = verify_lines(lines, ledger.signer.keys(), ledger.batches())
     failure = result.failure
     assert failure.kind is FailureKind.SIGNATURE_INVALID
     covering = next(c.statement for c in ledger.checkpoints if c.statement.last_seq >= seq)
@@ -141,7 +141,7 @@ def test_a_checkpoint_signed_with_another_key_is_refused():
     forged = Ledger(Signer())  # an attacker's key
     statement = ledger.checkpoints[-1].statement.model_copy(update={"number": 99})
     ledger.append(forged.signer.checkpoint(statement))
-    result = verify_lines(ledger.lines(), ledger.signer.keys())
+    result = verify_lines(ledger.lines(), ledger.signer.keys(), ledger.batches())
     assert result.failure.kind is FailureKind.SIGNATURE_INVALID
     assert result.failure.seq == len(ledger.rows)
 
@@ -153,11 +153,11 @@ def test_anchor_catches_a_cut_tail_and_an_edited_entry(tmp_path: Path):
         anchor.put(checkpoint)
     anchor.put(ledger.checkpoints[0])  # idempotent
     keys = ledger.signer.keys()
-    assert verify_lines(ledger.lines(), keys, anchor=anchor.entries()).anchor_matched == len(
-        ledger.checkpoints
-    )
+    assert verify_lines(
+        ledger.lines(), keys, ledger.batches(), anchor=anchor.entries()
+    ).anchor_matched == len(ledger.checkpoints)
     cut = ledger.lines()[:-4]
-    result = verify_lines(cut, keys, anchor=anchor.entries())
+    result = verify_lines(cut, keys, ledger.batches(), anchor=anchor.entries())
     assert result.failure.kind is FailureKind.TAIL_TRUNCATED
     assert result.failure.seq == len(cut) + 1
     with pytest.raises(AnchorConflictError):
@@ -165,7 +165,7 @@ def test_anchor_catches_a_cut_tail_and_an_edited_entry(tmp_path: Path):
     path = tmp_path / "checkpoint-000000000002.json"
     path.chmod(0o644)
     path.write_bytes(path.read_bytes().replace(b'"key_version":1', b'"key_version":3'))
-    result = verify_lines(ledger.lines(), keys, anchor=anchor.entries())
+    result = verify_lines(ledger.lines(), keys, ledger.batches(), anchor=anchor.entries())
     assert result.failure.kind is FailureKind.ANCHOR_MISMATCH
     assert result.failure.seq == next(
         r.seq for r in ledger.rows if '"number":2' in r.body and '"checkpoint"' in r.body

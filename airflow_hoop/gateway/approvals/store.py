@@ -137,7 +137,7 @@ class ReviewStore:
     async def insert(self, row: ReviewRow, actor: str, body: RecordBody) -> Appended:
         """A new review and its ``review.requested`` record, atomically."""
         async with self.store.connection("record the review request") as conn, conn.transaction():
-            appended = await append_in(conn, row.requester_step, actor, body)
+            appended = await append_in(conn, self.store.signer, row.requester_step, actor, body)
             names = ", ".join(_COLUMNS)
             values = ", ".join(f"%({c})s" for c in _COLUMNS)
             await conn.execute(
@@ -244,7 +244,7 @@ class ReviewStore:
             if not row:
                 raise LookupError(str(review_id))
             new, step, actor, body = await change(row[0])
-            appended = await append_in(conn, step, actor, body)
+            appended = await append_in(conn, self.store.signer, step, actor, body)
             await _update(conn, new)
             return new, appended
 
@@ -267,7 +267,7 @@ class ReviewStore:
             if chosen is None:
                 return rows
             new, step, actor, body = chosen
-            appended = await append_in(conn, step, actor, body)
+            appended = await append_in(conn, self.store.signer, step, actor, body)
             await _update(conn, new)
             return new, appended
 

@@ -25,22 +25,25 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, TypeAdapter
 
+from airflow_hoop.errors import LedgerError
+from airflow_hoop.gateway.db.batch_signer import BatchSigner, ProcessKey, UnsignedHead
 from airflow_hoop.ledger.canonical import canonical
 from airflow_hoop.ledger.chain import GENESIS_HASH, link_hash
-from airflow_hoop.ledger.records import RecordBody, StepRef
+from airflow_hoop.ledger.records import LedgerAlarm, RecordBody, StepRef
 
 log = logging.getLogger(__name__)
 
 #: Key of the advisory lock that serialises appends (any constant; "hoopledg" in ASCII).
 LEDGER_LOCK_KEY = 0x686F6F706C656467
 #: Upper bound of records per transaction (bounds the time the lock is held).
-MAX_BATCH = 500  # x 12 parameters: under Postgres' limit of 65535
+MAX_BATCH = 500  # x 13 parameters: under Postgres' limit of 65535
 
 _COLUMNS = (
     "seq, time, kind, dag_id, task_id, run_id, try_number, map_index, connection, session_id, "
-    "body, hash"
+    "body, hash, batch_sig"
 )
-_ROW = "(" + ", ".join(["%s"] * 12) + ")"
+_ROW = "(" + ", ".join(["%s"] * 13) + ")"
+_LOCK_HEAD = "SELECT seq, hash, batch_sig, time FROM ledger_lock_head()"
 _COPY = f"COPY ledger ({_COLUMNS}) FROM STDIN"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 #: Batches of at least this size go by COPY (one more round trip, less work per row).
@@ -115,31 +118,44 @@ class PreparedRecord:
 async def append_records(
     conn: Conn,
     items: list[tuple[StepRef | None, str, RecordBody]] | list[PreparedRecord],
+    signer: BatchSigner,
     *,
     copy: bool = False,
+    key: ProcessKey | None = None,
 ) -> list[Appended]:
-    """Append records inside the caller's transaction, under the ledger's advisory lock.
+    """Append records inside the caller's transaction, under the ledger's advisory lock, as
+    one batch signed with ``key`` (default: the process's current key).
 
-    Lock and head take one round trip (``ledger_lock_head()``); the rows go in one multi-row
-    INSERT, or by COPY for a large batch (measured: ~45 µs a row against ~115 µs).
+    Lock and head take one round trip (``ledger_lock_head()``); a head this process did not
+    write is checked first (``BatchSigner.check_head``). The rows go in one multi-row INSERT,
+    or by COPY for a large batch (measured: ~45 µs a row against ~115 µs).
     """
-    cur = await conn.execute("SELECT seq, hash FROM ledger_lock_head()")
+    cur = await conn.execute(_LOCK_HEAD)
+    head = await cur.fetchone()
+    await signer.check_head(conn, head)
     prepared = [i if isinstance(i, PreparedRecord) else PreparedRecord(*i) for i in items]
-    appended, rows = _seal(prepared, await cur.fetchone())
+    appended, rows = _seal(prepared, head, signer, key or signer.current)
     await _insert(conn, rows, copy=copy)
     return appended
 
 
-async def append_in(conn: Conn, step: StepRef | None, actor: str, body: RecordBody) -> Appended:
+async def append_in(
+    conn: Conn, signer: BatchSigner, step: StepRef | None, actor: str, body: RecordBody
+) -> Appended:
     """Append one record inside the caller's transaction, under the ledger's advisory lock."""
-    return (await append_records(conn, [(step, actor, body)]))[0]
+    return (await append_records(conn, [(step, actor, body)], signer))[0]
 
 
 def _seal(
-    prepared: list[PreparedRecord], head: tuple[Any, ...] | None
+    prepared: list[PreparedRecord],
+    head: tuple[Any, ...] | None,
+    signer: BatchSigner,
+    key: ProcessKey | None,
 ) -> tuple[list[Appended], list[tuple[Any, ...]]]:
-    """Number and chain the records after ``head`` (seq, hash): their rows and positions."""
+    """Number and chain the records after ``head`` (seq, hash, …) and sign them as one batch
+    (the signature goes on the last row): their rows and positions."""
     seq, prev_hash = (head[0], head[1]) if head and head[0] is not None else (0, GENESIS_HASH)
+    first = seq + 1
     rows: list[tuple[Any, ...]] = []
     appended = []
     for record in prepared:
@@ -147,8 +163,10 @@ def _seal(
         now = datetime.now(timezone.utc)
         data = record.seal(seq, prev_hash, _TIME.dump_json(now))
         prev_hash = link_hash(prev_hash, data)
-        rows.append((seq, now, *record.columns, data.decode("utf-8"), prev_hash))
+        rows.append((seq, now, *record.columns, data.decode("utf-8"), prev_hash, None))
         appended.append(Appended.model_construct(seq=seq, hash=prev_hash))
+    if rows:
+        rows[-1] = (*rows[-1][:-1], signer.sign(key, first, seq, prev_hash))
     return appended, rows
 
 
@@ -164,11 +182,12 @@ async def _insert(conn: Conn, rows: list[tuple[Any, ...]], *, copy: bool) -> Non
 
 def _copy_line(row: tuple[Any, ...]) -> str:
     """One row in COPY's text format (backslash, tab, newline, CR escaped; NULL is \\N)."""
-    seq, now, *texts, body, digest = row
+    seq, now, *texts, body, digest, batch_sig = row
     fields = [str(seq), now.isoformat()]
     fields += ["\\N" if v is None else str(v).translate(_COPY_ESCAPES) for v in texts]
     # Canonical JSON holds no raw tab, newline or CR: only its backslashes need escaping.
-    fields += [body.replace("\\", "\\\\"), digest]
+    # (A batch signature is hex, digits, dots and base64: nothing to escape.)
+    fields += [body.replace("\\", "\\\\"), digest, batch_sig or "\\N"]
     return "\t".join(fields) + "\n"
 
 
@@ -177,7 +196,7 @@ class _HeadMoved(Exception):
 
 
 class _Job:
-    __slots__ = ("future", "record", "then", "what")
+    __slots__ = ("future", "key", "record", "then", "what")
 
     def __init__(
         self,
@@ -185,15 +204,20 @@ class _Job:
         then: Then | None,
         what: str,
         future: asyncio.Future[Appended],
+        key: ProcessKey | None = None,
     ) -> None:
         self.record, self.then, self.what, self.future = record, then, what, future
+        self.key = key
 
 
 class LedgerAppender:
     """One writer task per process; ``append`` waits until its record is committed."""
 
-    def __init__(self, connect: Connect, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, connect: Connect, signer: BatchSigner, *, max_batch: int = MAX_BATCH
+    ) -> None:
         self._connect = connect
+        self.signer = signer
         self._max_batch = max_batch
         self._queue: deque[_Job] = deque()
         self._wake = asyncio.Event()
@@ -227,10 +251,13 @@ class LedgerAppender:
         *,
         then: Then | None = None,
         what: str = "append a ledger record",
+        key: ProcessKey | None = None,
     ) -> Appended:
+        """Append a record; returns once it is committed. ``key``: a new process key, whose
+        certificate this record is; its batch is signed with it, and every later one."""
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         # Encoded here, in the caller's task: the writer holds the lock only to seal records.
-        self._queue.append(_Job(PreparedRecord(step, actor, body), then, what, future))
+        self._queue.append(_Job(PreparedRecord(step, actor, body), then, what, future, key))
         if self._task is None or self._stopping:  # not started, or stopping: write inline
             await self._write(self._take())
         else:
@@ -261,6 +288,14 @@ class LedgerAppender:
             return
         try:
             appended = await self._commit(batch, batch[0].what if len(batch) == 1 else None)
+        except UnsignedHead as exc:
+            try:
+                appended = await self._alarm(exc, batch)
+            except Exception as failure:
+                log.exception("the ledger alarm record could not be written")
+                for job in batch:
+                    _settle(job.future, exc=failure if isinstance(failure, LedgerError) else exc)
+                return
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc=exc)
@@ -272,13 +307,45 @@ class LedgerAppender:
         for job, where in zip(batch, appended, strict=True):
             _settle(job.future, where)
 
+    async def _alarm(self, exc: UnsignedHead, batch: list[_Job]) -> list[Appended]:
+        """Log the alarm and put it on record: the batch that found an unsigned head is
+        written after a ``ledger.alarm`` record naming that head, in one signed batch. Nothing
+        is chained after the forgery but the record that flags it; ``audit verify`` still
+        fails at the forged seq (the forgery stays in the chain: the ledger is append-only).
+        """
+        log.error("ALARM: %s", exc)
+        alarm = PreparedRecord(None, "gateway", LedgerAlarm(found_seq=exc.seq, problem=exc.problem))
+        key = next((j.key for j in batch if j.key is not None), self.signer.current)
+        async with self._connect("record a ledger alarm") as conn, conn.transaction():
+            cur = await conn.execute(_LOCK_HEAD)
+            head = await cur.fetchone()
+            if head is None or head[0] != exc.seq:
+                raise exc  # the head moved on meanwhile: fail this batch; the next checks again
+            records = [alarm, *(j.record for j in batch)]
+            appended, rows = _seal(records, head, self.signer, key)
+            await _insert(conn, rows, copy=False)
+            await self._thens(conn, batch, appended[1:])
+        self._head = (appended[-1].seq, appended[-1].hash)
+        self.signer.current = key
+        return appended[1:]
+
     async def _commit(self, batch: list[_Job], what: str | None) -> list[Appended]:
         records = [j.record for j in batch]
+        # A certificate job switches the key from its own batch on (never earlier: the
+        # verifier must read a key's certificate before its first signature ends).
+        key = next((j.key for j in batch if j.key is not None), self.signer.current)
+        appended = await self._commit_with(batch, records, what, key)
+        self.signer.current = key
+        return appended
+
+    async def _commit_with(
+        self, batch: list[_Job], records: list[PreparedRecord], what: str | None, key: Any
+    ) -> list[Appended]:
         async with self._connect(what or "append ledger records") as conn:
             if len(batch) >= COPY_MIN:
                 # Large batch: COPY (less work per row); round trips matter less here.
                 async with conn.transaction():
-                    appended = await append_records(conn, records, copy=True)
+                    appended = await append_records(conn, records, self.signer, copy=True, key=key)
                     await self._thens(conn, batch, appended)
                 self._head = (appended[-1].seq, appended[-1].hash)
                 return appended
@@ -286,7 +353,7 @@ class LedgerAppender:
                 self._skip_known_head -= 1
             elif self._head is not None and self._expect_available:
                 try:
-                    appended = await self._commit_on_head(conn, batch, records, self._head)
+                    appended = await self._commit_on_head(conn, batch, records, self._head, key)
                 except _HeadMoved:
                     self._skip_known_head = SKIP_AFTER_MISS
                 else:
@@ -296,9 +363,11 @@ class LedgerAppender:
             # several statements), then INSERT, the callers' statements and COMMIT pipelined.
             # The lock is held for about one round trip.
             try:
-                cur = await conn.execute("BEGIN; SELECT seq, hash FROM ledger_lock_head()")
+                cur = await conn.execute(f"BEGIN; {_LOCK_HEAD}")
                 cur.nextset()
-                appended, rows = _seal(records, await cur.fetchone())
+                head = await cur.fetchone()
+                await self.signer.check_head(conn, head)
+                appended, rows = _seal(records, head, self.signer, key)
                 async with conn.pipeline():
                     await _insert(conn, rows, copy=False)
                     await self._thens(conn, batch, appended)
@@ -310,14 +379,19 @@ class LedgerAppender:
             return appended
 
     async def _commit_on_head(
-        self, conn: Conn, batch: list[_Job], records: list[PreparedRecord], head: tuple[int, str]
+        self,
+        conn: Conn,
+        batch: list[_Job],
+        records: list[PreparedRecord],
+        head: tuple[int, str],
+        key: ProcessKey | None,
     ) -> list[Appended]:
         """One round trip: BEGIN, lock and check the head, INSERT, the callers' statements,
         COMMIT, all pipelined. Sealed on the head our last commit left; if another writer
         appended since, ``ledger_lock_expect`` raises before anything is written and the
         transaction is rolled back (``_HeadMoved``: the caller takes the two-trip path).
         """
-        appended, rows = _seal(records, head)
+        appended, rows = _seal(records, head, self.signer, key)
         # No server-side prepared statements in this pipeline: when a statement fails, psycopg
         # does not see the results of those queued after it, and its cache of prepared names
         # would go out of step with the server ("prepared statement _pg3_0 does not exist").

@@ -6,6 +6,7 @@ hashed), so a verifier can recompute the chain without trusting any re-encoding.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from airflow_hoop.gateway.db.store import GatewayStore
-from airflow_hoop.ledger.chain import StoredRecord
+from airflow_hoop.ledger.chain import GENESIS_HASH, StoredRecord
 
 #: Rows fetched from the server-side cursor at a time while streaming.
 STREAM_BATCH = 5000
@@ -83,6 +84,25 @@ async def checkpoint_page(
         return [StoredRecord(seq=s, body=b, hash=h) for s, b, h in await cur.fetchall()]
 
 
+async def key_certificates(store: GatewayStore) -> list[StoredRecord]:
+    """Every ``gateway.key`` record (one per process start or key renewal: few)."""
+    async with store.connection("read the ledger's key certificates") as conn:
+        cur = await conn.execute(
+            "SELECT seq, body, hash FROM ledger WHERE kind = 'gateway.key' ORDER BY seq"
+        )
+        return [StoredRecord(seq=s, body=b, hash=h) for s, b, h in await cur.fetchall()]
+
+
+async def hash_at(store: GatewayStore, seq: int) -> str | None:
+    """The chain hash at ``seq`` (genesis for 0); None when there is no such record."""
+    if seq == 0:
+        return GENESIS_HASH
+    async with store.connection("read the ledger") as conn:
+        cur = await conn.execute("SELECT hash FROM ledger WHERE seq = %s", (seq,))
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def window_bounds(
     store: GatewayStore, since: datetime, until: datetime
 ) -> LedgerWindowBounds:
@@ -101,7 +121,8 @@ async def window_bounds(
 async def stream_lines(
     store: GatewayStore, after_seq: int, through_seq: int | None
 ) -> AsyncIterator[bytes]:
-    """NDJSON: ``{"seq":N,"hash":"…","record":<stored bytes>}`` per record, then a trailer
+    """NDJSON: ``{"seq":N,"hash":"…","record":<stored bytes>}`` per record (with
+    ``"batch":"<batch signature>"`` before ``record`` on a batch's last record), then a trailer
     ``{"end":true,"last_seq":…,"records":…}`` so a reader can tell a cut stream from the end."""
     last, count = after_seq, 0
     # A named (server-side) cursor: memory stays bounded whatever the range.
@@ -111,14 +132,20 @@ async def stream_lines(
         conn.cursor(name="ledger_stream") as cur,
     ):
         await cur.execute(
-            "SELECT seq, hash, body FROM ledger WHERE seq > %s "
+            "SELECT seq, hash, body, batch_sig FROM ledger WHERE seq > %s "
             "AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq",
             (after_seq, through_seq, through_seq),
         )
         while rows := await cur.fetchmany(STREAM_BATCH):
-            chunk = "".join(
-                f'{{"seq":{seq},"hash":"{digest}","record":{body}}}\n' for seq, digest, body in rows
-            )
+            chunk = "".join(map(_stream_line, rows))
             last, count = rows[-1][0], count + len(rows)
             yield chunk.encode("utf-8")
     yield f'{{"end":true,"last_seq":{last},"records":{count}}}\n'.encode()
+
+
+def _stream_line(row: tuple[Any, ...]) -> str:
+    seq, digest, body, batch_sig = row
+    if batch_sig is None:
+        return f'{{"seq":{seq},"hash":"{digest}","record":{body}}}\n'
+    # json.dumps: a batch_sig written by hand could hold a quote; the reader refuses it then.
+    return f'{{"seq":{seq},"hash":"{digest}","batch":{json.dumps(batch_sig)},"record":{body}}}\n'

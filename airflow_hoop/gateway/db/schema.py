@@ -54,13 +54,27 @@ CREATE INDEX IF NOT EXISTS ledger_time_seq_idx ON ledger (time, seq);
 CREATE INDEX IF NOT EXISTS ledger_cmd_status_idx ON ledger (((body::jsonb)->'body'->>'status'), seq)
     WHERE kind = 'session.result';
 
+-- The batch signature (ledger/batch.py) on a group-commit batch's last row; outside the
+-- hashed record: it signs the chain hash, so it cannot be inside it.
+ALTER TABLE ledger ADD COLUMN IF NOT EXISTS batch_sig text;
+CREATE INDEX IF NOT EXISTS ledger_key_idx ON ledger (seq) WHERE kind = 'gateway.key';
+
 -- Take the append lock, then read the head: one round trip. Each statement of a volatile
 -- plpgsql function takes a new snapshot, so the head read sees the previous holder's commit.
-CREATE OR REPLACE FUNCTION ledger_lock_head(OUT seq bigint, OUT hash text)
+-- With the head's batch signature and time: a gateway checks a head it did not write.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'ledger_lock_head' AND pronargs = 0
+               AND NOT 'batch_sig' = ANY(coalesce(proargnames, '{}'))) THEN
+        DROP FUNCTION ledger_lock_head();
+    END IF;
+END $$;
+CREATE OR REPLACE FUNCTION ledger_lock_head(
+    OUT seq bigint, OUT hash text, OUT batch_sig text, OUT "time" timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(7525356031004992615);  -- appender.LEDGER_LOCK_KEY
-    SELECT l.seq, l.hash INTO seq, hash FROM ledger l ORDER BY l.seq DESC LIMIT 1;
+    SELECT l.seq, l.hash, l.batch_sig, l.time INTO seq, hash, batch_sig, "time"
+        FROM ledger l ORDER BY l.seq DESC LIMIT 1;
 END
 $$;
 REVOKE ALL ON FUNCTION ledger_lock_head() FROM PUBLIC;

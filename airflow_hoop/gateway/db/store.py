@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, JsonValue
 
 from airflow_hoop.errors import LedgerError
 from airflow_hoop.gateway.db.appender import Appended, LedgerAppender
+from airflow_hoop.gateway.db.batch_signer import BatchSigner, ProcessKey
 from airflow_hoop.gateway.db.recovery_schema import lease_then
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import RecordBody, StepRef
@@ -107,7 +108,9 @@ class GatewayStore:
         )
         # Group commit of appends (see appender.py); ``appender.append_in`` stays for callers
         # that need a record inside a transaction of their own.
-        self._appender = LedgerAppender(self.connection)
+        #: This process's batch key (``ledger_io/process_key.py`` certifies and installs it).
+        self.signer = BatchSigner()
+        self._appender = LedgerAppender(self.connection, self.signer)
         self._pool_check: asyncio.Task[None] | None = None
         #: This process's id in ``gateway_instances``: tags its sessions and leases (recovery).
         self.instance_id = instance_id()
@@ -173,6 +176,13 @@ class GatewayStore:
         if then is None:
             return await self._appender.append(step, actor, body)
         return await self._appender.append(step, actor, body, then=then)
+
+    async def install_key(self, key: ProcessKey, certificate: RecordBody) -> Appended:
+        """Append a new process key's certificate; its batch, and every later one, is signed
+        with that key."""
+        return await self._appender.append(
+            None, "gateway", certificate, key=key, what="record the gateway's ledger key"
+        )
 
     async def begin_session(self, row: SessionRow, step: StepRef, body: RecordBody) -> Appended:
         """Accept an exec: its intent record and its session row, atomically."""

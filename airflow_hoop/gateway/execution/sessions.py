@@ -155,6 +155,8 @@ class SessionService:
             label=None
             if shell is not None
             else label_sql(request.script, wire_parameters is not None).label,
+            # What the task says of the agent turn behind the call: attributed to its step.
+            agent=request.airflow_hoop.agent if request.airflow_hoop and shell is None else None,
         )
         row = SessionRow(
             id=session_id,

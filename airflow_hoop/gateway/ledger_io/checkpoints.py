@@ -26,6 +26,7 @@ from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.gateway.settings import CheckpointSettings
 from airflow_hoop.gateway.vault import GatewayVaultClient
 from airflow_hoop.ledger.anchor import AnchorSink, DirectoryAnchor
+from airflow_hoop.ledger.batch import NOT_SIGNED
 from airflow_hoop.ledger.checkpoint import (
     GENESIS_CHECKPOINT,
     KeySource,
@@ -116,6 +117,14 @@ class CheckpointSigner:
             now = datetime.now(timezone.utc)
             if not force and not self._due(head[0] - last_seq, last, now):
                 return None
+            covered_from = last.statement.last_seq if last else 0
+            batches, unsigned_from = await self.store.signer.coverage(conn, covered_from, head[0])
+            if unsigned_from is not None:
+                # Signed all the same (a refusal would leave later records unanchored), with
+                # the finding in the statement: the anchor keeps it outside the database.
+                log.error(
+                    "ALARM: ledger seq %d: %s (the checkpoint names it)", unsigned_from, NOT_SIGNED
+                )
             statement = CheckpointStatement(
                 number=last.statement.number + 1 if last else 1,
                 first_seq=last.statement.last_seq + 1 if last else 1,
@@ -123,6 +132,8 @@ class CheckpointSigner:
                 head_hash=head[1],
                 time=now,
                 prev_checkpoint=checkpoint_hash(last.statement) if last else GENESIS_CHECKPOINT,
+                batches=batches,
+                unsigned_from=unsigned_from,
             )
             version, signature = await self.vault.sign_digest(statement_digest(statement))
             checkpoint = Checkpoint(
@@ -131,7 +142,7 @@ class CheckpointSigner:
                 key_version=version,
                 signature=signature,
             )
-            appended = await append_in(conn, None, ACTOR, checkpoint)
+            appended = await append_in(conn, self.store.signer, None, ACTOR, checkpoint)
             written = (appended.seq, checkpoint)
         # Committed: now the anchor (a crash here leaves it behind; the next round catches up).
         await self._anchor_up_to(*written)

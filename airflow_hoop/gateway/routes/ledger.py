@@ -7,7 +7,7 @@ All need an API key (auditor or admin); a step's identity token gets 403.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -18,6 +18,8 @@ from airflow_hoop.gateway.access.auth import ApiKeyPrincipal, Principal
 from airflow_hoop.gateway.db.ledger_reads import (
     LedgerFilter,
     checkpoint_page,
+    hash_at,
+    key_certificates,
     ledger_page,
     stream_lines,
     window_bounds,
@@ -25,7 +27,13 @@ from airflow_hoop.gateway.db.ledger_reads import (
 from airflow_hoop.gateway.ledger_io.checkpoints import CheckpointSigner
 from airflow_hoop.gateway.routes.deps import Caller, Svc
 from airflow_hoop.ledger.checkpoint import PublicKeySet
-from airflow_hoop.wire.ledger import CheckpointPage, LedgerPage, LedgerWindow
+from airflow_hoop.ledger.manifest_sig import (
+    ManifestSignRequest,
+    ManifestStatement,
+    SignedManifest,
+    sign_manifest,
+)
+from airflow_hoop.wire.ledger import CheckpointPage, KeyCertificates, LedgerPage, LedgerWindow
 
 router = APIRouter(prefix="/api/airflow-hoop/ledger")
 
@@ -107,6 +115,45 @@ async def checkpoints(
     records = await checkpoint_page(svc.store, after_seq, before_seq, limit, newest_first)
     full = len(records) == limit and not newest_first
     return CheckpointPage(checkpoints=records, next_after_seq=records[-1].seq if full else None)
+
+
+@router.get("/keys")
+async def keys(svc: Svc, _: Auditor) -> KeyCertificates:
+    """The gateway processes' batch key certificates (``gateway.key`` records, signed by
+    Vault's checkpoint key): what a verifier of a window needs for keys certified before it."""
+    return KeyCertificates(certificates=await key_certificates(svc.store))
+
+
+@router.post("/manifest-signature")
+async def manifest_signature(
+    svc: Svc, caller: Auditor, request: ManifestSignRequest
+) -> SignedManifest:
+    """Sign an export bundle's manifest with this process's certified key, if the records it
+    describes end on this ledger's hash at ``last_seq`` (``ledger/manifest_sig.py``)."""
+    stored = await hash_at(svc.store, request.last_seq)
+    if stored is None or stored != request.end_hash:
+        raise HTTPException(
+            400,
+            detail=str(
+                BadRequestError(
+                    f"the ledger's hash at seq {request.last_seq} is not the bundle's",
+                    "export the bundle again from this gateway's ledger",
+                )
+            ),
+        )
+    key = svc.store.signer.current
+    if key is None:
+        raise HTTPException(503, detail="this gateway process has no certified key yet")
+    assert isinstance(caller, ApiKeyPrincipal)  # the Auditor dependency guarantees it
+    statement = ManifestStatement(
+        manifest_sha256=request.manifest_sha256,
+        last_seq=request.last_seq,
+        end_hash=request.end_hash,
+        key_id=key.key_id,
+        signed_at=datetime.now(timezone.utc),
+        signed_for=caller.key_name,
+    )
+    return sign_manifest(key.private, statement)
 
 
 @router.get("/public-key")

@@ -64,6 +64,8 @@ class CommandView(BaseModel):
     #: The gateway's label from PostgreSQL's parser (``ledger/sql_label.py``): read, write or
     #: transaction_control; None for shell commands and records written before labels.
     label: str | None = None
+    #: An agent's tool call (the ledger's ``AgentCall``, as recorded): tool, model, turn, digests.
+    agent: dict[str, Any] | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -100,6 +102,15 @@ class StepAudit(BaseModel):
     @property
     def failed(self) -> int:
         return sum(1 for c in self.commands if c.status not in ("success", "open"))
+
+    @property
+    def agent_calls(self) -> list[CommandView]:
+        """The commands an agent's tool calls ran, in order (docs/agents.md)."""
+        return [c for c in self.commands if c.agent]
+
+    @property
+    def agent_models(self) -> list[str]:
+        return sorted({str(c.agent["model"]) for c in self.agent_calls if c.agent})
 
 
 def build_steps(data: RunRecords) -> list[StepAudit]:
@@ -141,6 +152,7 @@ def build_steps(data: RunRecords) -> list[StepAudit]:
                 output=data.outputs.get(body["session_id"]),
                 approval=gate.pop(key, None),
                 label=body.get("label"),
+                agent=body.get("agent"),
                 status="open",
                 exit_code=None,
                 rows=None,
