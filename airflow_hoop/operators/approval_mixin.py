@@ -85,6 +85,10 @@ class RequiresApprovalMixin:
                 review = Review.model_validate(event["review"])
                 approval_notify.notify(notifiers, context, review, "review.reminder", deadline)
                 deadline = deadline or approval_notify.deadline_in(self.approval_timeout)
+                if "poll_token" in event:
+                    # The same review, not a new request: decided meanwhile, asking again
+                    # would open (and announce) a second one.
+                    self._rewait(event, resume_method, deadline)
                 created = self._wait(context, resume_method, deadline, remind=False)
                 assert created is not None  # _wait defers unless the review is settled
                 if created.review.status in approval_notify.DECIDED:
@@ -97,6 +101,20 @@ class RequiresApprovalMixin:
             return outcome(event)
         except ApprovalRejected as exc:
             raise AirflowFailException(str(exc)) from None
+
+    def _rewait(self, event: Mapping[str, Any], resume_method: str, deadline: Any) -> None:
+        """Defer again on the same review (its poll token from the reminder event); raises
+        Airflow's deferral, so it never returns."""
+        from datetime import datetime, timezone
+
+        from airflow_hoop.operators.approval_request import rewait_trigger
+
+        remaining = (deadline - datetime.now(timezone.utc)).total_seconds()
+        self.defer(  # type: ignore[attr-defined]
+            trigger=rewait_trigger(event, self.approval_poll_interval, wait_deadline=deadline),
+            method_name=resume_method,
+            timeout=timedelta(seconds=max(remaining, 1.0)),
+        )
 
     def _wait(
         self, context: Mapping[str, Any], resume_method: str, deadline: Any, *, remind: bool

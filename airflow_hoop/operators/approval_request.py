@@ -204,6 +204,28 @@ def trigger_for(
     )
 
 
+def rewait_trigger(
+    event: Mapping[str, Any],
+    poll_interval: float,
+    *,
+    end_task: bool = False,
+    wait_deadline: datetime | None = None,
+) -> ReviewTrigger:
+    """After a reminder event: wait again for the *same* review, with no further reminder.
+
+    Not a new request: had the review been decided between the reminder and now, a request
+    would open a second review (and announce it again).
+    """
+    review = Review.model_validate(event["review"])
+    return trigger_for(
+        ReviewCreated(review=review, created=False, poll_token=str(event["poll_token"])),
+        GatewayAddress(str(event["gateway_url"]), event.get("ca_file")),
+        poll_interval,
+        end_task=end_task,
+        wait_deadline=wait_deadline,
+    )
+
+
 def settled(review: Review) -> str | None:
     """The status that ends a wait, or None while the review is pending."""
     if review.airflow_hoop is not None and review.airflow_hoop.expired:

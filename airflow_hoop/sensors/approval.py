@@ -122,7 +122,7 @@ class HoopApprovalSensor(BaseSensorOperator):
         if event.get("status") == approval_notify.REMIND and "review" in event:
             review = Review.model_validate(event["review"])
             approval_notify.notify(notifiers, context, review, "review.reminder", deadline)
-            return self._wait(context, deadline or approval_notify.deadline_in(self.timeout))
+            return self._rewait(context, event, notifiers, deadline)
         decided = approval_notify.decided_review(event)
         if decided is not None:
             approval_notify.notify(notifiers, context, decided, "review.decided")
@@ -165,6 +165,27 @@ class HoopApprovalSensor(BaseSensorOperator):
                 end_task=not notifiers,
                 remind_at=remind_at,
                 wait_deadline=deadline,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(remaining, 1.0)),
+        )
+
+    def _rewait(
+        self, context: Any, event: dict[str, Any], notifiers: list[Any], deadline: Any
+    ) -> Any:
+        """Defer again on the same review (its poll token from the reminder event)."""
+        from datetime import datetime, timezone
+
+        from airflow_hoop.operators import approval_notify
+        from airflow_hoop.operators.approval_request import rewait_trigger
+
+        deadline = deadline or approval_notify.deadline_in(self.timeout)
+        if "poll_token" not in event:  # a trigger of an older release, still deferred: ask again
+            return self._wait(context, deadline)
+        remaining = (deadline - datetime.now(timezone.utc)).total_seconds()
+        self.defer(
+            trigger=rewait_trigger(
+                event, self.poke_interval, end_task=not notifiers, wait_deadline=deadline
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(remaining, 1.0)),

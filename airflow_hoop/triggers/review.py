@@ -131,6 +131,10 @@ class ReviewTrigger(BaseTrigger):
                 type(exc).__name__,
             )
             return None
+        return self._event(response)
+
+    def _event(self, response: httpx.Response) -> dict[str, Any] | None:
+        """What one poll's answer means: an event that ends the wait, or None (wait on)."""
         if response.status_code >= 500:
             self.log.warning(
                 "[gateway] review poll answered %s; still waiting", response.status_code
@@ -158,10 +162,16 @@ class ReviewTrigger(BaseTrigger):
             }
         if self.remind_at is not None and time.time() >= self.remind_at:
             # Still pending near the timeout: the task sends its notifiers' reminder.
+            # Where and how to go on waiting for this same review after the reminder: asking
+            # again would open a new review if this one were decided meanwhile. (The poll
+            # token is already in this trigger's stored kwargs; it reads this review only.)
             return {
                 "status": REMIND,
                 "review_id": review.id,
                 "review": review.model_dump(mode="json"),
+                "poll_token": self.poll_token,
+                "gateway_url": self.gateway_url,
+                "ca_file": self.ca_file,
             }
         return None
 
