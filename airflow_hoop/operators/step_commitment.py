@@ -22,7 +22,9 @@ class StepCommitmentMixin:
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         ti = context.get("ti") if hasattr(context, "get") else None
         ti_id = getattr(ti, "id", None)
-        if ti_id:
+        # Only when rendered for its own task instance: an approval sensor renders its target
+        # task's fields with the *sensor's* context, and must not replace the sensor's secret.
+        if ti_id and getattr(ti, "task_id", None) == getattr(self, "task_id", None):
             # A plain string: rendering leaves it as it is.
             setattr(self, COMMITMENT_FIELD, attestation.prepare(str(ti_id)))
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]

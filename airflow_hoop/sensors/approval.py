@@ -11,12 +11,14 @@ from airflow.sdk import BaseSensorOperator
 
 from airflow_hoop.defaults import DEFAULT_POLL_INTERVAL
 from airflow_hoop.operators.approval_mixin import notifier_list
+from airflow_hoop.operators.step_commitment import StepCommitmentMixin
+from airflow_hoop.wire.identity import COMMITMENT_FIELD
 
 # The approval machinery (wire models, trigger, gateway client) is imported when the sensor
 # runs, not when its DAG file is parsed (airflow_hoop/defaults.py says why).
 
 
-class HoopApprovalSensor(BaseSensorOperator):
+class HoopApprovalSensor(StepCommitmentMixin, BaseSensorOperator):
     """Wait until a person approves what ``target_task_id`` will run, without holding a worker.
 
     Place it upstream of the sensitive task:
@@ -51,7 +53,7 @@ class HoopApprovalSensor(BaseSensorOperator):
     triggerer.
     """
 
-    template_fields: Sequence[str] = ("justification",)
+    template_fields: Sequence[str] = ("justification", COMMITMENT_FIELD)
     ui_color = "#fbe3a1"
 
     def __init__(
