@@ -132,7 +132,7 @@ def test_masked_columns_never_reach_the_model(reads_run, airflow_home):
 def _message_history(airflow_home, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     import sqlite3
 
-    with sqlite3.connect(airflow_home.home / "airflow.db") as db:
+    with sqlite3.connect(airflow_home.db_path) as db:
         row = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'message_history'",
             (dag_id, run_id),
