@@ -81,9 +81,7 @@ def task_audit(
             data = gateway.run_records(dag_id, run_id, task_id)
     except HoopError as exc:
         raise _gateway_failed(exc) from None
-    step, tries = select_try(
-        build_steps(data), task_id, map_index_param(map_index), try_number
-    )
+    step, tries = select_try(build_steps(data), task_id, map_index_param(map_index), try_number)
     return TaskAuditView(
         step=step.model_dump(mode="json") if step else None, tries=tries, truncated=data.truncated
     )

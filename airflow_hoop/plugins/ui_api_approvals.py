@@ -163,7 +163,9 @@ async def summary(user: GetUserDep) -> Summary:
             and may_read(user, r.airflow_hoop.target.dag_id)
         ),
         failed_commands_24h=sum(1 for r in rows if r.status in ("failed", "killed")),
-        governed_steps_24h=len({(r.dag_id, r.run_id, r.task_id, r.map_index, r.try_number) for r in rows}),
+        governed_steps_24h=len(
+            {(r.dag_id, r.run_id, r.task_id, r.map_index, r.try_number) for r in rows}
+        ),
         commands_24h=len(rows),
         more=page.next_before_seq is not None,
     )
