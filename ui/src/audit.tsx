@@ -4,6 +4,7 @@ import { useState } from "react";
 import { Box, Button, Flex, Heading, HStack, Input, Text, NativeSelect } from "@chakra-ui/react";
 import { useSearchParams } from "react-router-dom";
 import { api, enc } from "./api";
+import { Bars } from "./chart";
 import { Failure, Grid, Loading, RouterLink, Script, Status, Time, paths, useJson } from "./common";
 
 type Command = {
@@ -110,6 +111,10 @@ export function DagAudit({ dagId }: { dagId: string }) {
   if (!data) return <Loading />;
   return (
     <Box p={2} data-testid="hoop-dag-audit">
+      <Bars
+        title="Governed commands per run (red: failed), oldest to newest"
+        bars={[...data.runs].reverse().map((r) => ({ label: r.run_id, value: r.commands, bad: r.failed }))}
+      />
       <Grid>
         <thead><tr><th>Run</th><th>First</th><th>Last</th><th>Commands</th><th>Failed</th></tr></thead>
         <tbody>{data.runs.map((r) => (
