@@ -25,7 +25,6 @@ from airflow_hoop.devstack import airflow_env, openbao, stack
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.plugins.common import APPROVALS_PREFIX
 
 #: Triggered on start; the last one waits for an approval.
 EXAMPLE_RUNS = ("governed_etl", "governed_shell", "governed_approval")
@@ -163,9 +162,9 @@ def print_ready(console: Console, ready: UiReady) -> None:
         )
     console.print(
         f"\n  Waiting for approval: {APPROVAL_DAG} run {approval}, task {APPROVAL_SENSOR}.\n"
-        f"  Log in as {APPROVER}, open {ready.url}{APPROVALS_PREFIX}/ (or the task's Approvals "
+        f"  Log in as {APPROVER}, open {ready.url}/plugin/hoop-approvals (or the task's Approvals "
         "tab) and approve it; apply_refunds then runs.\n"
-        "  The Audit tab of any task of governed_etl / governed_shell shows what it ran.\n"
+        "  The Access audit tab of any task of governed_etl / governed_shell shows what it ran.\n"
         "\nPress Ctrl-C to stop everything.",
         markup=False,
         highlight=False,
