@@ -9,11 +9,13 @@ duties), vic (viewer) may not decide at all, alice approves it in the React view
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 from support.approval_fixtures import pending_review
 
@@ -24,11 +26,16 @@ pytestmark = pytest.mark.airflow
 
 FLOW = "test_approval_flow"
 IMAGES = Path(__file__).parents[2] / "docs" / "images"
+TABLE = f"ui_react_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def flow(airflow_services: AirflowServices, stack: StackInfo) -> dict[str, Any]:
-    run_id = airflow_services.trigger(FLOW, {"table": "ui_react_orders", "why": "nightly load"})
+    # The approved load writes this table: it must exist, owned by the role the gateway uses.
+    with psycopg.connect(stack.admin_dsn(stack.warehouse_db), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id int PRIMARY KEY, note text)")
+        conn.execute(f"ALTER TABLE {TABLE} OWNER TO warehouse_writer")
+    run_id = airflow_services.trigger(FLOW, {"table": TABLE, "why": "nightly load"})
     airflow_services.wait_state(FLOW, run_id, "approve_load", {"deferred"}, timeout=120)
     return {"run_id": run_id, "review": pending_review(stack, run_id)}
 
@@ -154,7 +161,7 @@ def test_browser_access_audit_views(browser, airflow_services, flow, scheme):
     tab.first.wait_for(timeout=30_000)
     tab.first.click()
     page.get_by_test_id("hoop-commands").wait_for(timeout=30_000)
-    assert "ui_react_orders" in page.get_by_test_id("hoop-commands").inner_text()
+    assert TABLE in page.get_by_test_id("hoop-commands").inner_text()
     assert page.locator("iframe").count() == 0  # in-page, not an external view
     _shot(page, "access-audit-tab", scheme)
 
