@@ -157,9 +157,11 @@ def test_browser_access_audit_views(browser, airflow_services, flow, scheme):
     page = _page(browser, airflow_services, "alice", scheme)
     run = quote(flow["run_id"], safe="")
     page.goto(f"{airflow_services.url}/dags/{FLOW}/runs/{run}/tasks/load")
-    tab = page.get_by_role("link", name="Access audit")
-    tab.first.wait_for(timeout=30_000)
-    tab.first.click()
+    # The tab (the nav entry has the same name: pick the tab by its route)
+    tab = page.locator("a[href$='plugin/hoop-access-audit-ti']").first
+    tab.wait_for(timeout=30_000)
+    assert tab.inner_text().strip() == "Access audit"
+    tab.click()
     page.get_by_test_id("hoop-commands").wait_for(timeout=30_000)
     assert TABLE in page.get_by_test_id("hoop-commands").inner_text()
     assert page.locator("iframe").count() == 0  # in-page, not an external view
