@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PGBIN  ?= /usr/lib/postgresql/15/bin
 
-.PHONY: setup system-deps demo ui test test-fast lint format bench bench-quick dist clean docs compat
+UI_NODE := ui/node_modules/.installed
+
+.PHONY: ui-build ui-check setup system-deps demo ui test test-fast lint format bench bench-quick dist clean docs compat
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,11 @@ system-deps:
 		echo "Installing chromium (headless browser for the UI tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# Node.js and npm build the React plugin bundle (ui/ -> airflow_hoop/plugins/static/hoop-ui.js).
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "Installing nodejs and npm (the UI bundle's build)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
 	@# bubblewrap sandboxes every shell command of the gateway (docs/shell.md).
 	@if [ ! -x /usr/bin/bwrap ]; then \
 		echo "Installing bubblewrap (the shell steps' sandbox)"; \
@@ -49,7 +56,19 @@ demo: setup
 ui: setup
 	$(VENV)/bin/airflow-hoop ui $(if $(PORT),--port $(PORT),)
 
-lint: $(VENV)/.installed
+# The React plugin bundle is committed (the wheel builds without Node); `ui-check` (part of lint)
+# fails when the committed bundle differs from a fresh build of ui/src, or ui/src fails tsc.
+$(UI_NODE): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ui-build: $(UI_NODE)
+	cd ui && npm run --silent typecheck && npm run --silent build
+
+ui-check: $(UI_NODE)
+	cd ui && npm run --silent typecheck && npm run --silent check
+
+lint: $(VENV)/.installed ui-check
 	$(VENV)/bin/ruff check airflow_hoop tests example_dags bench
 	$(VENV)/bin/ruff format --check airflow_hoop tests example_dags bench
 	$(VENV)/bin/mypy

@@ -20,6 +20,7 @@ Usage: python bench/ui.py [--records 1000000] [--statements 1000] [-n 30] [--jso
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
 import tempfile
 import time
@@ -301,7 +302,55 @@ def measure(
             client, badge, max(3, n // 5), first_seq=str(first_seq), last_seq=str(last_seq)
         )
         rows.append(_row("verification badge of the task (wall)", wall))
+    rows.extend(browser_rows(services, args.statements, max(3, n // 5)))
     return rows
+
+
+def browser_rows(services: AirflowServices, statements: int, n: int) -> list[BenchRow]:
+    """The React tab in Chromium: Airflow's page loaded -> all statements rendered."""
+    from playwright.sync_api import sync_playwright
+
+    bundle = Path(__file__).parents[1] / "airflow_hoop" / "plugins" / "static" / "hoop-ui.js"
+    size_kb = len(gzip.compress(bundle.read_bytes())) / 1024
+    url = (
+        f"{services.url}/dags/{BIG.dag_id}/runs/{BIG.run_id}/tasks/{BIG.task_id}"
+        "/plugin/hoop-access-audit-ti"
+    )
+    times: list[float] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.add_cookies([{"name": "_token", "value": services.token("admin"), "url": url}])
+        page = context.new_page()
+        for _ in range(n + 1):  # the first visit warms caches and is not counted
+            page.goto(url, wait_until="load")
+            loaded = page.evaluate(
+                "performance.timing.loadEventStart - performance.timing.navigationStart"
+            )
+            page.wait_for_function(
+                f"document.querySelectorAll('tr.hoop-command').length === {statements}",
+                timeout=60_000,
+            )
+            done = page.evaluate("performance.now()")
+            times.append(done - loaded)
+        browser.close()
+    return [
+        _row(
+            f"Access audit tab in Chromium, {statements} statements rendered after the page load",
+            Stats.of(times[1:]),
+            at_most(Stats.of(times[1:]).median, 1000, "ms"),
+        ),
+        BenchRow(
+            what="plugin bundle, gzipped",
+            unit="KB",
+            median=round(size_kb, 1),
+            p95=round(size_kb, 1),
+            n=1,
+            **at_most(size_kb, 300, "KB"),
+        ),
+    ]
 
 
 def _row(what: str, stats: Stats, goal: dict[str, object] | None = None) -> BenchRow:

@@ -25,7 +25,6 @@ from airflow_hoop.devstack import airflow_env, openbao, stack
 from airflow_hoop.devstack.airflow_services import AirflowServices
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import ConfigError
-from airflow_hoop.plugins.common import APPROVALS_PREFIX
 
 #: Triggered on start; governed_approval waits for an approval; governed_agent_seed triggers
 #: governed_agent, whose agent's UPDATE waits for one too (when the agents extra is installed).
@@ -173,11 +172,11 @@ def print_ready(console: Console, ready: UiReady) -> None:
         )
     console.print(
         f"\n  Waiting for approval: {APPROVAL_DAG} run {approval}, task {APPROVAL_SENSOR}.\n"
-        f"  Log in as {APPROVER}, open {ready.url}{APPROVALS_PREFIX}/ (or the task's Approvals "
+        f"  Log in as {APPROVER}, open {ready.url}/plugin/hoop-approvals (or the task's Approvals "
         "tab) and approve it; apply_refunds then runs.\n"
         "  governed_agent (an LLM agent, scripted): its proposed UPDATE waits on the Approvals "
         "tab of ask_warehouse; approving it resumes the agent.\n"
-        "  The Audit tab of any task of governed_etl / governed_shell / governed_agent shows "
+        "  The Access audit tab of any task of governed_etl / governed_shell / governed_agent shows "
         "what it ran.\n"
         "\nPress Ctrl-C to stop everything.",
         markup=False,

@@ -10,53 +10,45 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from airflow_hoop.plugins.common import APPROVALS_PREFIX, AUDIT_PREFIX, ISSUER_PREFIX, URL_PREFIX
+from airflow_hoop.plugins.common import ISSUER_PREFIX, URL_PREFIX
 
-#: The "Approvals" tab of task instances and the top-level "Approvals" page (airflow-3.md §2.4).
+_BUNDLE = URL_PREFIX + "/ui/static/hoop-ui.js"
+
+
+def _icons(name: str) -> dict[str, str]:
+    return {
+        "icon": f"{URL_PREFIX}/ui/static/{name}.svg",
+        "icon_dark_mode": f"{URL_PREFIX}/ui/static/{name}-dark.svg",
+    }
+
+
+def _app(name: str, destination: str, url_route: str, icon: str, **extra: Any) -> dict[str, Any]:
+    # Every entry loads the same ES module (ui/, built into plugins/static); the bundle sets
+    # globalThis[name] for each name, and picks the view from the route's props.
+    return {
+        "name": name,
+        "bundle_url": _BUNDLE,
+        "destination": destination,
+        "url_route": url_route,
+        **_icons(icon),
+        **extra,
+    }
+
+
+#: React views rendered in-page by Airflow's UI (airflow-3.md §2.4-2.5): Approvals (task
+#: instance tab, top-level page), "Access audit" (task instance, run and DAG tabs, top-level
+#: search; not Airflow's own "Audit Log"), and the home page's "Governed access" widget.
 APPROVAL_VIEWS = [
-    {
-        "name": "Approvals",
-        "href": APPROVALS_PREFIX + "/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
-        "destination": "task_instance",
-        "url_route": "hoop-approvals-ti",
-    },
-    {
-        "name": "Approvals",
-        "href": APPROVALS_PREFIX + "/",
-        "destination": "nav",
-        "url_route": "hoop-approvals",
-        "nav_top_level": True,
-    },
+    _app("Approvals", "task_instance", "hoop-approvals-ti", "approvals"),
+    _app("Approvals", "nav", "hoop-approvals", "approvals", nav_top_level=True),
 ]
-
-#: The "Audit" tab of task instances, DAG runs and DAGs, and the top-level "Audit" page.
 AUDIT_VIEWS = [
-    {
-        "name": "Audit",
-        "href": AUDIT_PREFIX + "/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}",
-        "destination": "task_instance",
-        "url_route": "hoop-audit-ti",
-    },
-    {
-        "name": "Audit",
-        "href": AUDIT_PREFIX + "/run/{DAG_ID}/{RUN_ID}",
-        "destination": "dag_run",
-        "url_route": "hoop-audit-run",
-    },
-    {
-        "name": "Audit",
-        "href": AUDIT_PREFIX + "/dag/{DAG_ID}",
-        "destination": "dag",
-        "url_route": "hoop-audit-dag",
-    },
-    {
-        "name": "Audit",
-        "href": AUDIT_PREFIX + "/",
-        "destination": "nav",
-        "url_route": "hoop-audit",
-        "nav_top_level": True,
-    },
+    _app("Access audit", "task_instance", "hoop-access-audit-ti", "audit"),
+    _app("Access audit", "dag_run", "hoop-access-audit-run", "audit"),
+    _app("Access audit", "dag", "hoop-access-audit-dag", "audit"),
+    _app("Access audit", "nav", "hoop-access-audit", "audit", nav_top_level=True),
 ]
+DASHBOARD_VIEWS = [_app("Governed access", "dashboard", "hoop-dashboard", "approvals")]
 
 
 @functools.cache
@@ -67,11 +59,15 @@ def build_app() -> Any:
     from airflow_hoop.plugins.approvals import router as approvals_router
     from airflow_hoop.plugins.audit.download import router as download_router
     from airflow_hoop.plugins.audit.routes import router as audit_router
+    from airflow_hoop.plugins.ui_api import router as ui_router
+    from airflow_hoop.plugins.ui_api_approvals import router as ui_approvals_router
 
     app = FastAPI(title="airflow-hoop", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(approvals_router)
     app.include_router(audit_router)
     app.include_router(download_router)
+    app.include_router(ui_router)
+    app.include_router(ui_approvals_router)
     _mount_issuer(app)
     return app
 

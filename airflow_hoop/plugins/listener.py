@@ -13,7 +13,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_hoop.plugins.app import APPROVAL_VIEWS, AUDIT_VIEWS, LazyFastAPIApps
+from airflow_hoop.plugins.app import APPROVAL_VIEWS, AUDIT_VIEWS, DASHBOARD_VIEWS, LazyFastAPIApps
 
 
 class _StepListener:
@@ -48,4 +48,4 @@ class HoopListenerPlugin(AirflowPlugin):
     name = "airflow_hoop"
     listeners = [_StepListener()]
     fastapi_apps = LazyFastAPIApps()  # type: ignore[assignment]
-    external_views = [*APPROVAL_VIEWS, *AUDIT_VIEWS]
+    react_apps = [*APPROVAL_VIEWS, *AUDIT_VIEWS, *DASHBOARD_VIEWS]

@@ -152,11 +152,9 @@ def test_airflow_ui_shows_the_approvals_tab(browser, airflow_services, ui_run):
         f"{airflow_services.url}/dags/{FLOW}/runs/{quote(run_id, safe='')}/tasks/load/"
         "plugin/hoop-approvals-ti"
     )
-    frame_element = page.wait_for_selector("iframe", timeout=30_000)
-    assert "/hoop/approvals/ti/" in (frame_element.get_attribute("src") or "")
-    frame = frame_element.content_frame()
-    assert frame is not None
-    frame.wait_for_selector(f"#review-{ui_run['review'].id}", timeout=30_000)
+    # The React view, in Airflow's own page (no iframe)
+    page.locator(f"[data-review='{ui_run['review'].id}']").wait_for(timeout=30_000)
+    assert page.locator("iframe").count() == 0
 
 
 def _status(stack: StackInfo, review_id: str) -> str:
