@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from support.gateway_support import free_port
 
 from airflow_hoop.cli.main import main
 from airflow_hoop.devstack.models import StackInfo
-from tests.support.gateway_support import free_port
 
 
 def _doctor(*args: str) -> tuple[int, dict[str, dict[str, Any]]]:

@@ -13,10 +13,10 @@ import httpx
 import hvac
 import psycopg
 import yaml
+from support.gateway_support import StepClient, extra_gateway, gateway_dsn
 
 from airflow_hoop.devstack import vault_setup
 from airflow_hoop.devstack.models import StackInfo
-from tests.support.gateway_support import StepClient, extra_gateway, gateway_dsn
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

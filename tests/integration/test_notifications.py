@@ -324,7 +324,7 @@ def _trigger_event(trigger: Any) -> dict[str, Any]:
 
 def test_smtp_notifier_mails_request_reminder_and_decision(stack, smtp):
     from airflow_hoop.operators import approval_notify
-    from airflow_hoop.operators.approval_request import trigger_for
+    from airflow_hoop.operators.approval_request import GatewayAddress, trigger_for
 
     notifier = _smtp_notifier()
     run_id = _run()
@@ -333,7 +333,7 @@ def test_smtp_notifier_mails_request_reminder_and_decision(stack, smtp):
     context: dict[str, Any] = {"run_id": run_id}
     assert approval_notify.notify([notifier], context, created.review, "review.requested") == 1
     # The trigger wakes the task for its reminder while the review is pending...
-    remind = trigger_for(created, stack.gateway_url, 0.2, remind_at=0.0)
+    remind = trigger_for(created, GatewayAddress(stack.gateway_url), 0.2, remind_at=0.0)
     event = _trigger_event(remind)
     assert event["status"] == approval_notify.REMIND
     review = Review.model_validate(event["review"])
@@ -342,7 +342,7 @@ def test_smtp_notifier_mails_request_reminder_and_decision(stack, smtp):
     assert _decide(
         stack.gateway_url, stack.reviewer_api_key, created.review.id, "REJECTED", "not this month"
     ).is_success
-    event = _trigger_event(trigger_for(created, stack.gateway_url, 0.2))
+    event = _trigger_event(trigger_for(created, GatewayAddress(stack.gateway_url), 0.2))
     decided = approval_notify.decided_review(event)
     assert decided is not None
     assert approval_notify.notify([notifier], context, decided, "review.decided") == 1

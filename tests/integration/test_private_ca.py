@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.gateway_support import CONNECTION, extra_gateway, new_step
+from support.tls_support import PrivateCa, private_ca
 
 from airflow_hoop.client.http import GatewayClient
 from airflow_hoop.client.tls import CA_FILE_ENV, verifying_context
@@ -17,8 +19,6 @@ from airflow_hoop.errors import ConfigError, GatewayUnavailableError
 from airflow_hoop.task.step_session import GovernedStep, HoopConnectionConfig
 from airflow_hoop.task.vault_config import StepVaultConfig
 from airflow_hoop.triggers.review import ReviewTrigger
-from tests.support.gateway_support import CONNECTION, extra_gateway, new_step
-from tests.support.tls_support import PrivateCa, private_ca
 
 
 @pytest.fixture(scope="module")

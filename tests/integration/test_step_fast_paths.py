@@ -30,8 +30,8 @@ from support.faults_support import GatewayProcess, role_exists, wait_until
 from support.gateway_support import (
     StepClient,
     auth_headers,
+    certified_store,
     extra_gateway,
-    gateway_dsn,
     ledger_records,
     ledger_rows,
     new_step,
@@ -41,7 +41,6 @@ from support.gateway_support import (
 from airflow_hoop.devstack.database_setup import GATEWAY_ROLE
 from airflow_hoop.devstack.models import StackInfo
 from airflow_hoop.errors import LedgerError
-from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.hooks.dbapi import GatewayConnection
 from airflow_hoop.ledger.records import (
     CredentialIssued,
@@ -336,11 +335,13 @@ def test_extra_gateway_serves_background_end(stack: StackInfo) -> None:
         bad = client.http.post(END, params={"revoke": "later"}, headers=client.headers())
         assert bad.status_code == 422
         waited = client.http.post(END, params={"revoke": "wait"}, headers=client.headers())
-        assert waited.json() == {
+        answer = waited.json()
+        assert {k: answer[k] for k in ("step", "revoked_db_users", "revocation")} == {
             "step": client.step.key,
             "revoked_db_users": [user],
             "revocation": "done",
         }
+        assert answer["checkpoint"] is not None  # the signing state at the step's end
         assert not role_exists(stack, user)
 
 
@@ -350,10 +351,10 @@ def test_appends_on_a_moved_head_still_chain(stack: StackInfo) -> None:
     body = PolicyRefused(connection="none", reason="appender head test")
 
     async def scenario() -> list[int]:
-        mine, other = GatewayStore(gateway_dsn(stack)), GatewayStore(gateway_dsn(stack))
-        await mine.open()
-        await other.open()
-        try:
+        async with (
+            certified_store(stack) as mine,
+            certified_store(stack) as other,
+        ):
             first = await mine.append(None, "test", body)  # reads the head (two trips)
             second = await mine.append(None, "test", body)  # on the head it left (one trip)
             assert mine._appender._head == (second.seq, second.hash)
@@ -361,9 +362,6 @@ def test_appends_on_a_moved_head_still_chain(stack: StackInfo) -> None:
             third = await mine.append(None, "test", body)  # refused, then re-read and sealed
             assert third.seq > moved.seq > second.seq > first.seq
             return [first.seq, second.seq, moved.seq, third.seq]
-        finally:
-            await mine.close()
-            await other.close()
 
     seqs = asyncio.run(scenario())
     rows = ledger_rows(stack)
@@ -380,10 +378,8 @@ def test_failed_appends_leave_the_connection_usable(stack: StackInfo, admin_conn
     body = PolicyRefused(connection="none", reason="appender failure test")
 
     async def scenario() -> int:
-        store = GatewayStore(gateway_dsn(stack), min_size=1, max_size=1)
-        await store.open()
         failed = 0
-        try:
+        async with certified_store(stack, min_size=1, max_size=1) as store:
             for i in range(40):
                 if i % 4 == 3:
                     gw.execute(f"REVOKE INSERT ON ledger FROM {GATEWAY_ROLE}")
@@ -395,8 +391,6 @@ def test_failed_appends_leave_the_connection_usable(stack: StackInfo, admin_conn
                         gw.execute(f"GRANT INSERT ON ledger TO {GATEWAY_ROLE}")
                 else:
                     await store.append(None, "test", body)  # raises if the cache went wrong
-        finally:
-            await store.close()
         return failed
 
     assert asyncio.run(scenario()) == 10
@@ -406,9 +400,9 @@ def test_failed_appends_leave_the_connection_usable(stack: StackInfo, admin_conn
 def test_gateway_clients_share_one_verifying_tls_context() -> None:
     """Built once per process (loading the CA bundle costs ~40 ms of CPU per client), and
     still the verifying default: certificates and host names are checked."""
-    from airflow_hoop.client.http import _default_tls_context
+    from airflow_hoop.client.tls import verifying_context
 
-    context = _default_tls_context()
-    assert context is _default_tls_context()
+    context = verifying_context()
+    assert context is verifying_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.get_ca_certs() or context.cert_store_stats()["x509_ca"] > 0

@@ -151,7 +151,7 @@ def test_identity_tokens_longer_than_the_bound_are_refused(stack: StackInfo, bao
     """Revoking a step's Vault token does not unsign its identity tokens, and the gateway is
     not told of a revocation without steps/end: the token's lifetime bounds the gap, and the
     gateway refuses tokens that would live longer (vault.max_identity_token_seconds)."""
-    path = "identity/oidc/role/airflow-step"
+    path = f"identity/oidc/role/{stack.trusted_workers_vault()['identity_role']}"
     role = bao_root.read(path)["data"]
     bao_root.write(path, **{**role, "ttl": "2h"})
     try:

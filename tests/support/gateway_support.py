@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ import psycopg
 import yaml
 
 from airflow_hoop.devstack.models import StackInfo
+from airflow_hoop.gateway.db.store import GatewayStore
 from airflow_hoop.ledger.chain import StoredRecord
 from airflow_hoop.ledger.records import LedgerRecord, StepRef
 from airflow_hoop.task.vault import StepVaultSession
@@ -265,3 +266,25 @@ def gateway_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def certified_store(stack: StackInfo, **pool: int) -> AsyncIterator[GatewayStore]:
+    """The gateway role's store as a gateway process opens it: its batch key certified by
+    Vault first, so every append is signed (ledger/batch.py)."""
+    from airflow_hoop.gateway.ledger_io.process_key import ProcessKeys
+    from airflow_hoop.gateway.settings import GatewaySettings
+    from airflow_hoop.gateway.vault import GatewayVaultClient
+
+    settings = GatewaySettings.load(stack.gateway_settings_path)
+    store, vault = GatewayStore(gateway_dsn(stack), **pool), GatewayVaultClient(settings.vault)
+    await store.open()
+    await vault.login()
+    keys = ProcessKeys(settings.checkpoints, store, vault)
+    await keys.start()
+    try:
+        yield store
+    finally:
+        await keys.stop()
+        await store.close()
+        vault.close()
